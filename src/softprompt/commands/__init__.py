@@ -1,0 +1,1 @@
+"""One module per `softprompt` subcommand; see cli.py for the protocol."""

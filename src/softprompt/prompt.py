@@ -1,0 +1,337 @@
+"""SoftPrompt: the [T, d] tensor that is the whole trained artefact.
+
+File format (a folder, readable by Hugging Face PEFT as a prompt-tuning adapter):
+
+    adapter_config.json          PEFT's PromptTuningConfig fields
+    adapter_model.safetensors    one tensor `prompt_embeddings` [T, d], fp32;
+                                 its metadata key "softprompt" holds our JSON
+                                 (task, template, verbalizer, base model
+                                 fingerprint, training figures)
+    initial_embeddings.safetensors  (optional) the prompt before training, so
+                                 `inspect` can say how far each token moved
+
+The metadata lives in the same file as the tensor so they can never disagree.
+Only safetensors and JSON are read: never a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from . import __version__
+from .errors import PromptFileError, SoftPromptError
+from .fileio import write_dir_atomic
+from .models import BaseModel
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+INITIAL_FILE = "initial_embeddings.safetensors"
+TENSOR_NAME = "prompt_embeddings"
+METADATA_KEY = "softprompt"
+
+# Lester et al. sample initial prompt tokens from the 5,000 most common tokens.
+FREQUENT_TOKENS = 5000
+INIT_KINDS = ("random", "vocab", "labels", "text:", "file:")
+
+
+@dataclass
+class PromptMeta:
+    """What a prompt is for and where it came from; travels inside the prompt file."""
+
+    task: str | None = None  # "classify" or "generate"
+    template: str | None = None  # e.g. "Review: {text}\nSentiment:"
+    verbalizer: dict[str, str] | None = None  # label -> answer words, e.g. {"fresh": " positive"}
+    target_column: str | None = None  # for "generate" prompts
+    base_model: str | None = None
+    base_fingerprint: str | None = None
+    init: str | None = None
+    training: dict = field(default_factory=dict)  # figures: steps, time, dev metrics, ...
+    softprompt_version: str = __version__
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str) -> PromptMeta:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PromptFileError(f"{where}: the softprompt metadata is not valid JSON ({e})") from e
+        known = {f.name for f in fields(cls)}
+        # Ignore fields from newer versions rather than refusing the file.
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+class SoftPrompt(nn.Module):
+    """T trainable virtual-token embeddings, kept in fp32 whatever the model's dtype."""
+
+    def __init__(
+        self,
+        embeddings: torch.Tensor,
+        meta: PromptMeta | None = None,
+        initial: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        if embeddings.dim() != 2 or embeddings.shape[0] == 0:
+            raise SoftPromptError(f"a prompt is a [T, d] tensor with T >= 1, got shape {tuple(embeddings.shape)}")
+        self.embeddings = nn.Parameter(embeddings.detach().to(torch.float32).clone())
+        self.meta = meta or PromptMeta()
+        # The prompt before training; kept (not trained) so inspect can measure drift.
+        self.initial = None if initial is None else initial.detach().to(torch.float32).clone()
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    @classmethod
+    def initialize(
+        cls,
+        base: BaseModel,
+        num_virtual_tokens: int = 20,
+        init: str = "vocab",
+        *,
+        label_words: list[str] | None = None,
+        seed: int = 0,
+        meta: PromptMeta | None = None,
+    ) -> SoftPrompt:
+        """A new prompt for `base`; `init` is random, vocab, labels, text:"...", or file:PATH."""
+        if num_virtual_tokens < 1:
+            raise SoftPromptError(f"--num-virtual-tokens must be at least 1, got {num_virtual_tokens}")
+        gen = torch.Generator().manual_seed(seed)
+        emb = _initial_embeddings(base, num_virtual_tokens, init, label_words, gen)
+        meta = meta or PromptMeta()
+        meta.init = init
+        meta.base_model = meta.base_model or base.name
+        meta.base_fingerprint = base.fingerprint
+        return cls(emb, meta, initial=emb)
+
+    def forward(self) -> torch.Tensor:
+        return self.embeddings
+
+    # -- files ---------------------------------------------------------------
+
+    def save(self, folder: str | Path, base: BaseModel | None = None) -> Path:
+        """Write the prompt folder atomically; `base` fills PEFT's model-shape fields."""
+        folder = Path(folder)
+        config = peft_config(self, base)
+        weights = self.embeddings.detach().cpu().contiguous()
+        metadata = {"format": "pt", METADATA_KEY: self.meta.to_json()}
+
+        def fill(tmp: Path) -> None:
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            save_file({TENSOR_NAME: weights}, str(tmp / WEIGHTS_FILE), metadata=metadata)
+            if self.initial is not None:
+                save_file({TENSOR_NAME: self.initial.cpu().contiguous()}, str(tmp / INITIAL_FILE))
+
+        write_dir_atomic(folder, fill)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, base: BaseModel | None = None, *, allow_mismatch: bool = False) -> SoftPrompt:
+        """Read a softprompt or PEFT prompt-tuning folder; with `base`, refuse a prompt made for another model."""
+        folder = Path(folder)
+        config = read_peft_config(folder)
+        weights_path = folder / WEIGHTS_FILE
+        tensor, meta_text = _read_tensor(weights_path, want_metadata=True)
+        if tensor.dim() != 2:
+            raise PromptFileError(f"{weights_path}: '{TENSOR_NAME}' should be [T, d], got shape {tuple(tensor.shape)}")
+        t = config.get("num_virtual_tokens") or tensor.shape[0]
+        # PEFT stores 2*T rows for seq2seq models (encoder and decoder); prompt tuning uses the first T.
+        if tensor.shape[0] < t:
+            raise PromptFileError(
+                f"{folder}: {CONFIG_FILE} says num_virtual_tokens={t} but the tensor has {tensor.shape[0]} rows"
+            )
+        tensor = tensor[:t]
+        meta = PromptMeta.from_json(meta_text, where=str(weights_path)) if meta_text else _meta_from_peft(config)
+        initial = None
+        if (folder / INITIAL_FILE).is_file():
+            initial, _ = _read_tensor(folder / INITIAL_FILE, want_metadata=False)
+        prompt = cls(tensor, meta, initial=initial)
+        if base is not None:
+            check_compatible(prompt, base, where=str(folder), allow_mismatch=allow_mismatch)
+        return prompt
+
+    def file_size(self, folder: str | Path) -> int:
+        return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
+
+
+def check_compatible(prompt: SoftPrompt, base: BaseModel, *, where: str, allow_mismatch: bool = False) -> None:
+    """Refuse a prompt trained for another base model: its vectors would mean nothing here."""
+    if prompt.dim != base.hidden_size:
+        raise PromptFileError(
+            f"{where}: the prompt has dimension {prompt.dim} but model '{base.name}' has hidden size "
+            f"{base.hidden_size}; it was made for another model ({prompt.meta.base_model or 'unknown'})"
+        )
+    want = prompt.meta.base_fingerprint
+    if want and want != base.fingerprint and not allow_mismatch:
+        raise PromptFileError(
+            f"{where}: the prompt was trained on '{prompt.meta.base_model}' (embedding fingerprint {want}) "
+            f"but '{base.name}' has fingerprint {base.fingerprint}; use the model it was trained on, "
+            f"or pass --allow-model-mismatch to use it anyway"
+        )
+
+
+def peft_config(prompt: SoftPrompt, base: BaseModel | None) -> dict:
+    """PEFT's PromptTuningConfig as JSON, so `PeftModel.from_pretrained(base, folder)` works."""
+    config = base.config if base is not None else None
+    text_init = (prompt.meta.init or "").startswith("text:")
+    return {
+        "auto_mapping": None,
+        "base_model_name_or_path": prompt.meta.base_model,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "num_attention_heads": _config_value(config, "num_attention_heads", "n_head", "num_heads"),
+        "num_layers": _config_value(config, "num_hidden_layers", "n_layer", "num_layers"),
+        # One prompt for the encoder only: we never store PEFT's unused decoder half.
+        "num_transformer_submodules": 1,
+        "num_virtual_tokens": prompt.num_virtual_tokens,
+        "peft_type": "PROMPT_TUNING",
+        "prompt_tuning_init": "TEXT" if text_init else "RANDOM",
+        "prompt_tuning_init_text": prompt.meta.init[len("text:") :] if text_init else None,
+        "revision": None,
+        "task_type": "SEQ_2_SEQ_LM" if base is not None and base.is_seq2seq else "CAUSAL_LM",
+        "token_dim": prompt.dim,
+        "tokenizer_kwargs": None,
+        "tokenizer_name_or_path": prompt.meta.base_model if text_init else None,
+    }
+
+
+def read_peft_config(folder: Path) -> dict:
+    if not folder.is_dir():
+        raise PromptFileError(f"prompt folder '{folder}' does not exist")
+    path = folder / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise PromptFileError(f"'{folder}' is not a prompt folder: {CONFIG_FILE} is missing") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PromptFileError(f"{path}: not valid JSON ({e}); the file is corrupt") from e
+    if not isinstance(config, dict) or config.get("peft_type") != "PROMPT_TUNING":
+        kind = config.get("peft_type") if isinstance(config, dict) else None
+        raise PromptFileError(
+            f"{path}: peft_type is {kind!r}, not 'PROMPT_TUNING'; only prompt-tuning adapters are supported"
+        )
+    return config
+
+
+def _read_tensor(path: Path, *, want_metadata: bool) -> tuple[torch.Tensor, str | None]:
+    if not path.is_file():
+        raise PromptFileError(f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if TENSOR_NAME not in f.keys():
+                raise PromptFileError(
+                    f"{path}: no tensor named '{TENSOR_NAME}' (found: {', '.join(f.keys()) or 'none'})"
+                )
+            tensor = f.get_tensor(TENSOR_NAME)
+            meta = (f.metadata() or {}).get(METADATA_KEY) if want_metadata else None
+    except SafetensorError as e:
+        raise PromptFileError(f"{path}: not a readable safetensors file ({e}); it is corrupt or truncated") from e
+    if not torch.isfinite(tensor).all():
+        raise PromptFileError(f"{path}: the prompt holds NaN or infinite values")
+    return tensor.to(torch.float32), meta
+
+
+def _meta_from_peft(config: dict) -> PromptMeta:
+    init = config.get("prompt_tuning_init")
+    if init == "TEXT":
+        init = f"text:{config.get('prompt_tuning_init_text')}"
+    return PromptMeta(base_model=config.get("base_model_name_or_path"), init=(init or "").lower() or None)
+
+
+def _config_value(config, *names: str):
+    if config is None:
+        return None
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in names:
+        if getattr(config, name, None) is not None:
+            return getattr(config, name)
+    return None
+
+
+# -- initialisation -----------------------------------------------------------
+
+
+def _initial_embeddings(
+    base: BaseModel, t: int, init: str, label_words: list[str] | None, gen: torch.Generator
+) -> torch.Tensor:
+    d = base.hidden_size
+    if init == "random":
+        return torch.rand(t, d, generator=gen) - 0.5
+    if init == "vocab":
+        return _sample_vocab(base, t, gen)
+    if init == "labels":
+        return _label_init(base, t, label_words, gen)
+    if init.startswith("text:"):
+        return _text_init(base, t, init[len("text:") :])
+    if init.startswith("file:"):
+        return _file_init(base, t, init[len("file:") :])
+    raise SoftPromptError(f"unknown --init '{init}'; choose one of: random, vocab, labels, text:\"...\", file:PATH")
+
+
+def frequent_token_ids(base: BaseModel, n: int = FREQUENT_TOKENS) -> torch.Tensor:
+    """Ids of (roughly) the n most frequent tokens.
+
+    BPE vocabularies are ordered by merge, i.e. by frequency in the tokenizer's
+    training corpus, so the lowest non-special ids are the most common tokens.
+    """
+    vocab = base.input_embeddings.weight.shape[0]
+    special = set(getattr(base.tokenizer, "all_special_ids", []) or [])
+    ids = [i for i in range(min(vocab, n + len(special))) if i not in special]
+    return torch.tensor(ids[:n])
+
+
+def _embed_ids(base: BaseModel, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return base.embed(ids.to(base.device)).detach().to("cpu", torch.float32)
+
+
+def _sample_vocab(base: BaseModel, t: int, gen: torch.Generator) -> torch.Tensor:
+    pool = frequent_token_ids(base)
+    return _embed_ids(base, pool[torch.randint(len(pool), (t,), generator=gen)])
+
+
+def _label_init(base: BaseModel, t: int, label_words: list[str] | None, gen: torch.Generator) -> torch.Tensor:
+    if not label_words:
+        raise SoftPromptError("--init labels needs a classification task with labels (a verbalizer)")
+    if len(label_words) > t:
+        raise SoftPromptError(
+            f"--init labels needs at least one virtual token per label: {len(label_words)} labels, "
+            f"--num-virtual-tokens {t}"
+        )
+    rows = []
+    for words in label_words:
+        ids = base.encode(words)
+        if not ids:
+            raise SoftPromptError(f"label words {words!r} encode to no tokens")
+        rows.append(_embed_ids(base, torch.tensor(ids)).mean(dim=0))  # multi-token labels: average
+    rest = _sample_vocab(base, t - len(rows), gen)
+    return torch.cat([torch.stack(rows), rest])
+
+
+def _text_init(base: BaseModel, t: int, text: str) -> torch.Tensor:
+    ids = base.encode(text)
+    if not ids:
+        raise SoftPromptError('--init text:"..." needs a non-empty text')
+    ids = (ids * math.ceil(t / len(ids)))[:t]  # repeat then cut, as PEFT does
+    return _embed_ids(base, torch.tensor(ids))
+
+
+def _file_init(base: BaseModel, t: int, path: str) -> torch.Tensor:
+    source = SoftPrompt.load(path, base).embeddings.detach()
+    if source.shape[0] >= t:
+        return source[:t].clone()
+    reps = math.ceil(t / source.shape[0])
+    return source.repeat(reps, 1)[:t].clone()
