@@ -57,7 +57,7 @@ class PromptMeta:
     softprompt_version: str = __version__
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self))  # no sort_keys: label order is the class order
 
     @classmethod
     def from_json(cls, text: str, *, where: str) -> PromptMeta:

@@ -1,0 +1,206 @@
+"""SoftPrompt: initialisations, the PEFT-compatible folder format, and refusal of wrong models."""
+
+import json
+import os
+
+import pytest
+import torch
+from peft import PeftModel, PromptTuningConfig, TaskType, get_peft_model
+
+from softprompt.errors import PromptFileError, SoftPromptError
+from softprompt.forward import concat_forward, pad_batch
+from softprompt.prompt import (
+    INITIAL_FILE,
+    WEIGHTS_FILE,
+    PromptMeta,
+    SoftPrompt,
+    frequent_token_ids,
+)
+from softprompt.testing import tiny_base
+
+
+def test_random_init_is_uniform_in_half_interval(tiny_models):
+    prompt = SoftPrompt.initialize(tiny_models("llama"), 50, "random", seed=1)
+    assert prompt.embeddings.shape == (50, 32)
+    assert prompt.embeddings.dtype == torch.float32
+    assert prompt.embeddings.min() >= -0.5 and prompt.embeddings.max() <= 0.5
+    assert prompt.embeddings.std() > 0.2  # uniform [-0.5, 0.5] has std 0.29
+
+
+def test_init_is_reproducible_by_seed(tiny_models):
+    base = tiny_models("llama")
+    a = SoftPrompt.initialize(base, 8, "vocab", seed=3).embeddings
+    b = SoftPrompt.initialize(base, 8, "vocab", seed=3).embeddings
+    c = SoftPrompt.initialize(base, 8, "vocab", seed=4).embeddings
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_vocab_init_rows_are_frequent_token_embeddings(tiny_models):
+    base = tiny_models("llama")
+    prompt = SoftPrompt.initialize(base, 10, "vocab", seed=0)
+    pool = base.input_embeddings.weight[frequent_token_ids(base)]
+    for row in prompt.embeddings:
+        assert (pool == row).all(dim=1).any()
+    special = set(base.tokenizer.all_special_ids)
+    assert not special & set(frequent_token_ids(base).tolist())
+
+
+def test_text_init_repeats_and_cuts_like_peft(tiny_models):
+    base = tiny_models("llama")
+    ids = base.encode("abc")
+    prompt = SoftPrompt.initialize(base, 7, "text:abc")
+    expected = base.embed(torch.tensor((ids * 3)[:7]))
+    torch.testing.assert_close(prompt.embeddings, expected)
+    assert prompt.meta.init == "text:abc"
+
+
+def test_labels_init_averages_multi_token_labels_then_samples(tiny_models):
+    base = tiny_models("llama")
+    words = [" yes", " no"]
+    prompt = SoftPrompt.initialize(base, 6, "labels", label_words=words, seed=0)
+    for row, w in enumerate(words):
+        expected = base.embed(torch.tensor(base.encode(w))).mean(dim=0)
+        torch.testing.assert_close(prompt.embeddings[row], expected)
+    pool = base.input_embeddings.weight[frequent_token_ids(base)]
+    for row in prompt.embeddings[2:]:
+        assert (pool == row).all(dim=1).any()
+
+
+def test_labels_init_needs_labels_and_room(tiny_models):
+    base = tiny_models("llama")
+    with pytest.raises(SoftPromptError, match="verbalizer"):
+        SoftPrompt.initialize(base, 4, "labels")
+    with pytest.raises(SoftPromptError, match="at least one virtual token per label"):
+        SoftPrompt.initialize(base, 1, "labels", label_words=[" a", " b"])
+
+
+def test_unknown_init_names_the_choices(tiny_models):
+    with pytest.raises(SoftPromptError, match="random, vocab, labels"):
+        SoftPrompt.initialize(tiny_models("llama"), 4, "zeros")
+
+
+def test_file_init_starts_from_existing_prompt(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    source = SoftPrompt.initialize(base, 3, "random", seed=5)
+    source.save(tmp_path / "p", base)
+    longer = SoftPrompt.initialize(base, 5, f"file:{tmp_path / 'p'}")
+    torch.testing.assert_close(longer.embeddings[:3], source.embeddings)
+    torch.testing.assert_close(longer.embeddings[3:], source.embeddings[:2])
+    shorter = SoftPrompt.initialize(base, 2, f"file:{tmp_path / 'p'}")
+    torch.testing.assert_close(shorter.embeddings, source.embeddings[:2])
+
+
+def test_save_load_round_trip_keeps_tensor_and_metadata(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    meta = PromptMeta(task="classify", template="Q: {text}\nA:", verbalizer={"pos": " yes", "neg": " no"})
+    prompt = SoftPrompt.initialize(base, 4, "vocab", meta=meta)
+    with torch.no_grad():
+        prompt.embeddings.add_(1.0)  # "trained": differs from the initial value
+    prompt.meta.training = {"steps": 10, "dev_accuracy": 0.75}
+    prompt.save(tmp_path / "p", base)
+    loaded = SoftPrompt.load(tmp_path / "p", base)
+    assert torch.equal(loaded.embeddings, prompt.embeddings)
+    assert torch.equal(loaded.initial, prompt.initial)
+    assert loaded.meta == prompt.meta
+    config = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PROMPT_TUNING"
+    assert config["num_virtual_tokens"] == 4 and config["token_dim"] == 32
+    assert config["num_layers"] == 2 and config["num_attention_heads"] == 4
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma3"])
+def test_peft_reads_our_folder_and_gives_the_same_logits(tmp_path, kind):
+    base = tiny_base(kind)  # a private copy: PEFT wraps the model in place
+    prompt = SoftPrompt.initialize(base, 5, "random", seed=2)
+    prompt.save(tmp_path / "p", base)
+    batch = pad_batch([base.encode("hello there"), base.encode("hi you")], base.pad_token_id, side="right")
+    ours = concat_forward(base, prompt.embeddings, batch).logits
+    peft_model = PeftModel.from_pretrained(base.model, tmp_path / "p")
+    theirs = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 5:]
+    real = batch.attention_mask.bool()  # pad slots' outputs are never used
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
+
+
+def test_we_read_a_folder_saved_by_peft(tmp_path):
+    base = tiny_base("llama")
+    peft_model = get_peft_model(base.model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=6))
+    peft_model.save_pretrained(tmp_path / "peft")
+    expected = peft_model.prompt_encoder.default.embedding.weight.detach()
+    loaded = SoftPrompt.load(tmp_path / "peft", base)
+    assert torch.equal(loaded.embeddings, expected)
+    assert loaded.meta.base_fingerprint is None  # PEFT files carry none: not checked
+
+
+def test_we_read_peft_seq2seq_folder_taking_the_encoder_half(tmp_path):
+    base = tiny_base("t5")
+    peft_model = get_peft_model(base.model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=3))
+    peft_model.save_pretrained(tmp_path / "peft")
+    full = peft_model.prompt_encoder.default.embedding.weight.detach()
+    assert full.shape[0] == 6  # PEFT stores encoder and decoder halves
+    loaded = SoftPrompt.load(tmp_path / "peft", base)
+    assert torch.equal(loaded.embeddings, full[:3])
+
+
+def test_prompt_for_another_model_is_refused(tmp_path):
+    base = tiny_base("llama", seed=0)
+    other = tiny_base("llama", seed=1)  # same shape, different weights
+    SoftPrompt.initialize(base, 4, "random").save(tmp_path / "p", base)
+    with pytest.raises(PromptFileError, match="fingerprint.*--allow-model-mismatch"):
+        SoftPrompt.load(tmp_path / "p", other)
+    assert SoftPrompt.load(tmp_path / "p", other, allow_mismatch=True).num_virtual_tokens == 4
+
+
+def test_prompt_with_wrong_dimension_is_refused_even_with_override(tmp_path, tiny_models):
+    llama = tiny_models("llama")
+    SoftPrompt(torch.zeros(3, 16)).save(tmp_path / "p")
+    with pytest.raises(PromptFileError, match="dimension 16.*hidden size 32"):
+        SoftPrompt.load(tmp_path / "p", llama, allow_mismatch=True)
+
+
+def test_truncated_weights_file_gives_clear_error(tmp_path, tiny_models):
+    base = tiny_models("llama")
+    SoftPrompt.initialize(base, 4, "random").save(tmp_path / "p", base)
+    weights = tmp_path / "p" / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-40])
+    with pytest.raises(PromptFileError, match="corrupt or truncated"):
+        SoftPrompt.load(tmp_path / "p", base)
+
+
+def test_corrupt_config_and_missing_files_give_clear_errors(tmp_path, tiny_models):
+    base = tiny_models("llama")
+    with pytest.raises(PromptFileError, match="does not exist"):
+        SoftPrompt.load(tmp_path / "nowhere")
+    SoftPrompt.initialize(base, 4, "random").save(tmp_path / "p", base)
+    (tmp_path / "p" / WEIGHTS_FILE).unlink()
+    with pytest.raises(PromptFileError, match="missing"):
+        SoftPrompt.load(tmp_path / "p")
+    (tmp_path / "p" / "adapter_config.json").write_text("{not json")
+    with pytest.raises(PromptFileError, match="not valid JSON"):
+        SoftPrompt.load(tmp_path / "p")
+    (tmp_path / "p" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(PromptFileError, match="only prompt-tuning"):
+        SoftPrompt.load(tmp_path / "p")
+
+
+def test_nan_prompt_file_is_refused(tmp_path):
+    SoftPrompt(torch.full((2, 4), float("nan"))).save(tmp_path / "p")
+    with pytest.raises(PromptFileError, match="NaN"):
+        SoftPrompt.load(tmp_path / "p")
+
+
+def test_failed_save_leaves_previous_folder_intact(tmp_path, tiny_models, monkeypatch):
+    base = tiny_models("llama")
+    first = SoftPrompt.initialize(base, 4, "random", seed=0)
+    first.save(tmp_path / "p", base)
+    second = SoftPrompt.initialize(base, 4, "random", seed=1)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("softprompt.prompt.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        second.save(tmp_path / "p", base)
+    assert torch.equal(SoftPrompt.load(tmp_path / "p", base).embeddings, first.embeddings)
+    assert sorted(os.listdir(tmp_path)) == ["p"]  # no temp debris
+    assert (tmp_path / "p" / INITIAL_FILE).is_file()
