@@ -1,0 +1,168 @@
+"""Task formats: encoding, truncation, exact label scores, fast path == plain (PEFT) path."""
+
+import pytest
+import torch
+
+from softprompt.errors import SoftPromptError
+from softprompt.forward import concat_forward, pad_batch, prompt_prefix
+from softprompt.prompt import PromptMeta
+from softprompt.tasks import ClassifyTask, Encoded, GenerateTask, task_from_meta
+
+CAUSAL = ("gpt2", "llama", "gemma3")
+TEXTS = ("the movie was great fun", "dull", "an utterly forgettable film, sadly")
+# The tiny tokenizer is byte-level: one character = one token.
+SINGLE = ClassifyTask("Review: {text}\nSentiment:", {"good": "y", "bad": "n"})
+MULTI = ClassifyTask("Review: {text}\nSentiment:", {"good": " yes", "bad": " no", "meh": " y"})
+
+
+def prompt_for(base, t=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(t, base.hidden_size, generator=g) - 0.5).requires_grad_(True)
+
+
+def batch_of(base, task, side, texts=TEXTS):
+    return pad_batch([task.encode(base, t)[0] for t in texts], base.pad_token_id, side=side)
+
+
+def brute_force_scores(base, prompt, task, texts=TEXTS):
+    """Summed log-probs from full logits of one unpadded sequence per (text, label)."""
+    out = []
+    for text in texts:
+        ids = task.encode(base, text)[0]
+        row = []
+        for toks in task.label_token_ids(base):
+            seq = pad_batch([ids + toks], base.pad_token_id)
+            logp = concat_forward(base, prompt, seq).logits[0].log_softmax(-1)
+            row.append(sum(logp[len(ids) - 1 + i, tok] for i, tok in enumerate(toks)))
+        out.append(torch.stack(row))
+    return torch.stack(out)
+
+
+def test_encode_keeps_template_and_truncates_only_the_text(tiny_models):
+    base = tiny_models("llama")
+    ids, cut = SINGLE.encode(base, "abcdefghij")
+    assert not cut and base.tokenizer.decode(ids) == "Review: abcdefghij\nSentiment:"
+    full = len(ids)
+    left, cut_left = SINGLE.encode(base, "abcdefghij", max_tokens=full - 4, truncate="left")
+    right, cut_right = SINGLE.encode(base, "abcdefghij", max_tokens=full - 4, truncate="right")
+    assert cut_left and cut_right and len(left) == len(right) == full - 4
+    assert base.tokenizer.decode(left) == "Review:defghij\nSentiment:"  # the moved leading space went first
+    assert base.tokenizer.decode(right) == "Review: abcdef\nSentiment:"
+    with pytest.raises(SoftPromptError, match="no room"):
+        SINGLE.encode(base, "abc", max_tokens=5)
+
+
+def test_bad_tasks_are_refused():
+    with pytest.raises(SoftPromptError, match="exactly once"):
+        ClassifyTask("no slot", {"a": "x", "b": "y"})
+    with pytest.raises(SoftPromptError, match="at least 2"):
+        ClassifyTask("{text}", {"a": "x"})
+    with pytest.raises(SoftPromptError, match="empty answer"):
+        ClassifyTask("{text}", {"a": "x", "b": " "})
+
+
+def test_labels_with_identical_tokens_are_refused(tiny_models):
+    with pytest.raises(SoftPromptError, match="same answer tokens"):
+        ClassifyTask("{text}:", {"a": "x", "b": "x"}).label_token_ids(tiny_models("llama"))
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_label_scores_match_brute_force(tiny_models, kind, side):
+    base = tiny_models(kind)
+    prompt = prompt_for(base).detach()
+    with torch.no_grad():
+        for task in (SINGLE, MULTI):
+            want = brute_force_scores(base, prompt, task)
+            batch = batch_of(base, task, side)
+            fast = prompt_prefix(base, prompt)
+            got = task.label_scores(base, fast, batch, normalized=True)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                task.label_scores(base, prompt, batch, normalized=True), want, atol=1e-5, rtol=1e-5
+            )
+        # Restricted head: log-probs up to a per-row constant, so the softmax over labels is exact.
+        raw = SINGLE.label_scores(base, prompt_prefix(base, prompt), batch_of(base, SINGLE, side))
+        want = brute_force_scores(base, prompt, SINGLE)
+        torch.testing.assert_close(raw.softmax(-1), want.softmax(-1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
+def test_fast_loss_and_gradient_equal_plain_path(tiny_models, kind, side, task):
+    base = tiny_models(kind)
+    rows = [task.prepare(base, t, label) for t, label in zip(TEXTS, task.labels)]
+    batch, target = task.collate(base, rows, side=side)
+
+    plain_prompt = prompt_for(base)
+    plain = task.loss(base, plain_prompt, batch, target)
+    plain.backward()
+    fast_prompt = prompt_for(base)
+    fast = task.loss(base, prompt_prefix(base, fast_prompt), batch, target)
+    fast.backward()
+
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_prompt.grad, plain_prompt.grad, atol=1e-5, rtol=1e-4)
+    assert fast_prompt.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_generate_loss_is_target_only_and_fast_equals_plain(tiny_models, kind, side):
+    base = tiny_models(kind)
+    task = GenerateTask("Q: {text}\nA:")
+    targets = (" yes", " no way", " ok")
+    rows = [task.prepare(base, t, y) for t, y in zip(TEXTS, targets)]
+    assert all(r.target[-1] == base.tokenizer.eos_token_id for r in rows)
+    batch, labels = task.collate(base, rows, side=side)
+
+    # Brute force: mean CE of each target token given everything before it, from full logits.
+    prompt = prompt_for(base).detach()
+    terms = []
+    for r in rows:
+        logp = concat_forward(base, prompt, pad_batch([list(r.ids + r.target)], base.pad_token_id)).logits[0]
+        logp = logp.log_softmax(-1)
+        n = len(r.ids)
+        terms += [-logp[n - 1 + i, tok] for i, tok in enumerate(r.target)]
+    want = torch.stack(terms).mean()
+
+    plain_prompt, fast_prompt = prompt_for(base), prompt_for(base)
+    plain = task.loss(base, plain_prompt, batch, labels)
+    fast = task.loss(base, prompt_prefix(base, fast_prompt), batch, labels)
+    (plain + fast).backward()
+    torch.testing.assert_close(plain, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_prompt.grad, plain_prompt.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_seq2seq_uses_the_plain_path(tiny_models):
+    base = tiny_models("t5")
+    prompt = prompt_for(base)
+    rows = [MULTI.prepare(base, t, y) for t, y in zip(TEXTS, MULTI.labels)]
+    batch, target = MULTI.collate(base, rows, side="right")
+    scores = MULTI.label_scores(base, prompt, batch)
+    assert scores.shape == (3, 3) and torch.isfinite(scores).all()
+    MULTI.loss(base, prompt, batch, target).backward()
+    assert prompt.grad.abs().sum() > 0
+    gen = GenerateTask("{text}")
+    rows = [gen.prepare(base, t, "ok") for t in TEXTS]
+    batch, labels = gen.collate(base, rows)
+    assert torch.isfinite(gen.loss(base, prompt.detach(), batch, labels))
+
+
+def test_meta_round_trip():
+    meta = PromptMeta()
+    MULTI.to_meta(meta)
+    assert task_from_meta(PromptMeta.from_json(meta.to_json(), where="x")) == MULTI
+    gen = GenerateTask("Q: {text}\nA:", target_column="answer")
+    gen.to_meta(meta)
+    assert task_from_meta(meta) == gen and meta.verbalizer is None
+    with pytest.raises(SoftPromptError, match="task"):
+        task_from_meta(PromptMeta())
+
+
+def test_prepare_refuses_unknown_label(tiny_models):
+    with pytest.raises(SoftPromptError, match="not one of"):
+        SINGLE.prepare(tiny_models("llama"), "x", "other", where="f.csv:3")
+    assert isinstance(SINGLE.prepare(tiny_models("llama"), "x", "good"), Encoded)
