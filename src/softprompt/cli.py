@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import SoftPromptError
 
-COMMANDS = ("quickstart", "info")
+COMMANDS = ("quickstart", "info", "inspect")
 
 
 def build_parser() -> argparse.ArgumentParser:
