@@ -1,0 +1,335 @@
+"""Classification and generation with soft prompts: one base model, many prompts, mixed batches.
+
+`Predictor` holds one frozen base model and any number of named prompts. Each
+request is (prompt name or None, text); the prompt's metadata says the task
+(template, labels), so callers pass only the text. What makes it fast:
+
+- A prompt's keys/values are computed once per (base model, prompt contents)
+  and kept in a bounded LRU (`PromptCache`); every later call and every row
+  with that prompt reuses them, so only the input tokens run.
+- Rows with different prompts (different lengths, or none) share one forward
+  pass: their prefixes are stacked left-padded and masked (`stack_prefixes`),
+  so each row sees exactly its own prompt. Rows are sorted by length before
+  batching, so little padding is computed.
+- Classification with single-token labels (the common case) needs only the
+  hidden state at the answer position and K rows of the LM head; rows of
+  different tasks still share a forward pass, each reading its own labels.
+
+A bad request (empty text, too long for the context, unknown prompt, wrong
+task) becomes an `InputError` in its slot; the other requests are answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeVar
+
+import torch
+
+from .decode import GenerationConfig, stream_generate
+from .errors import SoftPromptError
+from .forward import PrefixKV, lm_logits, pad_batch, prefixed_forward, prompt_prefix, stack_prefixes
+from .models import BaseModel
+from .prompt import SoftPrompt, check_compatible
+from .prompt_cache import CacheKey, PromptCache, prompt_hash
+from .tasks import ClassifyTask, Task, task_from_meta
+
+__all__ = ["ClassifyResult", "GenerationConfig", "InputError", "Predictor", "combine_votes"]
+
+Request = tuple[str | None, str]  # (prompt name or None = no prompt, text)
+ENSEMBLE_METHODS = ("vote", "mean")
+
+
+@dataclass(frozen=True)
+class InputError:
+    """Why one request could not be answered (the others still are)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    label: str
+    probs: dict[str, float]  # every label's probability (they sum to 1)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A registered prompt, its cache key, and its task (None: a bare prompt, e.g. a PEFT file)."""
+
+    prompt: SoftPrompt
+    key: CacheKey
+    task: Task | None
+    label_ids: tuple[tuple[int, ...], ...] = ()  # each label's answer tokens (classification)
+
+    @property
+    def single_token(self) -> bool:
+        return all(len(ids) == 1 for ids in self.label_ids)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One valid request, encoded: `index` is its place in the caller's list."""
+
+    index: int
+    name: str | None
+    ids: list[int]
+    room: int  # tokens left in the context after prompt + input
+
+
+T = TypeVar("T")
+
+
+class Predictor:
+    """Classify and generate with many prompts over one frozen decoder-only base model."""
+
+    def __init__(self, base: BaseModel, *, cache_bytes: int = 256 * 2**20, max_batch_size: int = 32):
+        if base.is_seq2seq:
+            raise SoftPromptError(
+                f"model '{base.name}' is an encoder-decoder; inference with a cached prompt prefix "
+                "needs a decoder-only (causal) model"
+            )
+        if max_batch_size < 1:
+            raise SoftPromptError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.base = base
+        self.max_batch_size = max_batch_size
+        self.context = _context_length(base)
+        self._cache = PromptCache(cache_bytes)
+        self._prompts: dict[str, _Loaded] = {}
+
+    # -- prompts -------------------------------------------------------------------
+
+    def add_prompt(self, name: str, prompt: SoftPrompt, *, allow_mismatch: bool = False) -> None:
+        """Register `prompt` under `name` (replacing any); refuses a prompt made for another model."""
+        check_compatible(prompt, self.base, where=f"prompt '{name}'", allow_mismatch=allow_mismatch)
+        try:
+            task = task_from_meta(prompt.meta)
+        except SoftPromptError:
+            task = None  # no task stored (e.g. a PEFT file): usable for generation on raw text
+        label_ids = ()
+        if isinstance(task, ClassifyTask):
+            label_ids = tuple(tuple(ids) for ids in task.label_token_ids(self.base))
+        key = (self.base.fingerprint, prompt_hash(prompt.embeddings))
+        self._prompts[name] = _Loaded(prompt, key, task, label_ids)
+
+    def remove_prompt(self, name: str) -> None:
+        loaded = self._prompts.pop(name, None)
+        if loaded is None:
+            raise SoftPromptError(f"no prompt named '{name}'")
+        if all(other.key != loaded.key for other in self._prompts.values()):
+            self._cache.discard(loaded.key)
+
+    @property
+    def prompts(self) -> Mapping[str, SoftPrompt]:
+        return MappingProxyType({name: loaded.prompt for name, loaded in self._prompts.items()})
+
+    def task(self, name: str | None) -> Task | None:
+        """The task stored with prompt `name` (None for no prompt or a prompt without a task)."""
+        return None if name is None else self._loaded(name).task
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        return self._cache.stats
+
+    def prefix(self, name: str) -> PrefixKV:
+        """The prompt's keys/values (batch size 1), from the cache or computed once."""
+        loaded = self._loaded(name)
+        return self._cache.get(loaded.key, lambda: _compute_prefix(self.base, loaded.prompt))
+
+    def _loaded(self, name: str) -> _Loaded:
+        try:
+            return self._prompts[name]
+        except KeyError:
+            known = ", ".join(sorted(self._prompts)) or "none"
+            raise SoftPromptError(f"no prompt named '{name}' (loaded: {known})") from None
+
+    # -- classification --------------------------------------------------------------
+
+    @torch.no_grad()
+    def classify(self, requests: Sequence[Request]) -> list[ClassifyResult | InputError]:
+        """Label + probabilities for each (prompt name, text); prompts may differ per row."""
+        results: list[ClassifyResult | InputError | None] = [None] * len(requests)
+        rows = self._prepare(requests, results, "classify")
+        single = [r for r in rows if self._prompts[r.name].single_token]
+        for chunk in self._chunks(single):
+            for row, probs in zip(chunk, self._single_token_probs(chunk)):
+                results[row.index] = self._result(row.name, probs)
+        # Multi-token labels are scored by the task itself, one task per batch.
+        multi = [r for r in rows if not self._prompts[r.name].single_token]
+        for task_rows in _group_by(multi, lambda r: _task_key(self._classify_task(r.name))).values():
+            for chunk in self._chunks(task_rows):
+                task, batch = self._classify_task(chunk[0].name), self._batch(chunk)
+                scores = task.label_scores(self.base, self._stacked_prefix(chunk), batch)
+                for row, probs in zip(chunk, scores.float().softmax(-1)):
+                    results[row.index] = self._result(row.name, probs)
+        return results  # type: ignore[return-value]
+
+    def _single_token_probs(self, chunk: list[_Row]) -> list[torch.Tensor]:
+        """One forward for rows of any single-token tasks: K label logits per row, softmaxed."""
+        batch = self._batch(chunk)
+        hidden, _ = prefixed_forward(self.base, self._stacked_prefix(chunk), batch)
+        label_ids = [[ids[0] for ids in self._prompts[r.name].label_ids] for r in chunk]
+        union = sorted({i for ids in label_ids for i in ids})
+        column = {token: c for c, token in enumerate(union)}
+        # Left padding: every row's answer position is the last column.
+        logits = lm_logits(self.base, hidden[:, -1], torch.tensor(union, device=self.base.device))
+        return [logits[i, [column[t] for t in ids]].float().softmax(-1) for i, ids in enumerate(label_ids)]
+
+    def _classify_task(self, name: str | None) -> ClassifyTask:
+        return self._prompts[name].task  # type: ignore[index,return-value]  # checked in _prepare
+
+    def _result(self, name: str | None, probs: torch.Tensor) -> ClassifyResult:
+        labels = self._classify_task(name).labels
+        values = probs.tolist()
+        return ClassifyResult(labels[max(range(len(values)), key=values.__getitem__)], dict(zip(labels, values)))
+
+    # -- ensembles -----------------------------------------------------------------
+
+    def ensemble(
+        self, names: Sequence[str], texts: Sequence[str], how: str = "vote"
+    ) -> list[ClassifyResult | InputError]:
+        """Classify each text with every prompt in `names` (one batch stream) and combine.
+
+        "vote" (Lester et al.'s ensembling): majority label, ties broken by mean
+        probability; `probs` are the vote shares. "mean": average the probabilities.
+        """
+        if how not in ENSEMBLE_METHODS:
+            raise SoftPromptError(f"ensemble method must be one of {', '.join(ENSEMBLE_METHODS)}, got {how!r}")
+        if not names:
+            raise SoftPromptError("an ensemble needs at least one prompt")
+        labels = {name: getattr(self.task(name), "labels", None) for name in names}
+        for name, found in labels.items():
+            if not isinstance(self.task(name), ClassifyTask):
+                raise SoftPromptError(f"prompt '{name}' is not a classification prompt; an ensemble needs only those")
+            if found != labels[names[0]]:
+                raise SoftPromptError(
+                    f"prompts '{names[0]}' and '{name}' have different labels ({list(labels[names[0]])} vs "
+                    f"{list(found)}); an ensemble needs prompts for the same task"
+                )
+        flat = self.classify([(name, text) for text in texts for name in names])
+        out: list[ClassifyResult | InputError] = []
+        for i in range(len(texts)):
+            members = flat[i * len(names) : (i + 1) * len(names)]
+            errors = [m for m in members if isinstance(m, InputError)]
+            out.append(errors[0] if errors else combine_votes(members, how))  # type: ignore[arg-type]
+        return out
+
+    # -- generation -----------------------------------------------------------------
+
+    def generate(self, requests: Sequence[Request], config: GenerationConfig) -> list[str | InputError]:
+        """The generated text for each (prompt name or None, text); prompts may differ per row."""
+        texts: list[str | InputError] = [""] * len(requests)
+        for pieces in self.stream(requests, config):
+            texts = [p if isinstance(p, InputError) else t + p for t, p in zip(texts, pieces)]
+        return texts
+
+    def stream(self, requests: Sequence[Request], config: GenerationConfig) -> Iterator[list[str | InputError]]:
+        """Per decoding step, the new text piece of every row ("" when it has none or is done).
+
+        A request that cannot be answered gets its InputError in the first list
+        yielded (then ""). Rows run in length-sorted batches of max_batch_size;
+        rows of later batches yield "" until their batch runs.
+        """
+        errors: list[InputError | None] = [None] * len(requests)
+        rows = self._prepare(requests, errors, "generate")
+        pending = [e or "" for e in errors]  # errors go out with the first step
+        for chunk in self._chunks(rows):
+            limits = [min(config.max_new_tokens, r.room) for r in chunk]
+            prefix, batch = self._stacked_prefix(chunk), self._batch(chunk)
+            for pieces in stream_generate(self.base, prefix, batch, config, limits=limits):
+                step: list[str | InputError] = pending or [""] * len(requests)
+                pending = []
+                for row, piece in zip(chunk, pieces):
+                    step[row.index] = piece
+                yield step
+        if pending:  # no valid row at all
+            yield pending
+
+    # -- shared --------------------------------------------------------------------
+
+    def _prepare(self, requests: Sequence[Request], results: list, purpose: str) -> list[_Row]:
+        """Encode every valid request; put an InputError in `results` for the others."""
+        rows = []
+        for i, request in enumerate(requests):
+            try:
+                rows.append(self._encode(i, request, purpose))
+            except SoftPromptError as e:
+                results[i] = InputError(str(e))
+        return rows
+
+    def _encode(self, index: int, request: Request, purpose: str) -> _Row:
+        name, text = request
+        if not isinstance(text, str):
+            raise SoftPromptError(f"the text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise SoftPromptError("empty text")
+        task = None if name is None else self._loaded(name).task
+        if purpose == "classify" and not isinstance(task, ClassifyTask):
+            what = "no prompt" if name is None else f"prompt '{name}'"
+            raise SoftPromptError(
+                f"{what} has no classification task (template and labels); "
+                f"{'generate with it instead' if name is not None else 'name a classification prompt'}"
+            )
+        ids = task.encode(self.base, text)[0] if task is not None else self.base.encode(text)
+        t = 0 if name is None else self._prompts[name].prompt.num_virtual_tokens
+        room = self.context - t - len(ids)
+        # Generation needs room for at least one new token.
+        if room < (1 if purpose == "generate" else 0):
+            raise SoftPromptError(
+                f"the text is too long: {len(ids)} tokens + {t} prompt tokens "
+                f"{'leave no room to generate in' if room == 0 else 'exceed'} the model's context of "
+                f"{self.context} tokens; shorten it"
+            )
+        return _Row(index, name, ids, room)
+
+    def _chunks(self, rows: list[_Row]) -> Iterator[list[_Row]]:
+        """Length-sorted batches of at most max_batch_size rows (little padding to compute)."""
+        ordered = sorted(rows, key=lambda r: len(r.ids))
+        for start in range(0, len(ordered), self.max_batch_size):
+            yield ordered[start : start + self.max_batch_size]
+
+    def _batch(self, chunk: list[_Row]):
+        return pad_batch([r.ids for r in chunk], self.base.pad_token_id, side="left", device=self.base.device)
+
+    def _stacked_prefix(self, chunk: list[_Row]) -> PrefixKV | None:
+        names = {r.name for r in chunk}
+        if len(names) == 1:  # one prompt for all rows: a broadcast view, no copies
+            (name,) = names
+            return None if name is None else self.prefix(name)
+        prefixes = {name: self.prefix(name) for name in names if name is not None}
+        return stack_prefixes([None if r.name is None else prefixes[r.name] for r in chunk])
+
+
+def combine_votes(members: Sequence[ClassifyResult], how: str) -> ClassifyResult:
+    """One result from several prompts' results over the same labels ("vote" or "mean")."""
+    labels = list(members[0].probs)
+    mean = {label: sum(m.probs[label] for m in members) / len(members) for label in labels}
+    if how == "mean":
+        return ClassifyResult(max(labels, key=mean.__getitem__), mean)
+    votes = {label: sum(m.label == label for m in members) / len(members) for label in labels}
+    return ClassifyResult(max(labels, key=lambda label: (votes[label], mean[label])), votes)
+
+
+def _compute_prefix(base: BaseModel, prompt: SoftPrompt) -> PrefixKV:
+    with torch.no_grad():
+        return prompt_prefix(base, prompt.embeddings).detach()
+
+
+def _context_length(base: BaseModel) -> int:
+    """How many positions the model was built for (prompt + input + generated tokens)."""
+    config = base.config.get_text_config()
+    length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(length) if length else 2**31 - 1
+
+
+def _task_key(task: ClassifyTask) -> tuple:
+    return task.template, tuple(task.verbalizer.items())
+
+
+def _group_by(items: list[T], key: Callable[[T], object]) -> dict[object, list[T]]:
+    groups: dict[object, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
