@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import SoftPromptError
 
-COMMANDS = ("quickstart", "info", "inspect")
+COMMANDS = ("quickstart", "info", "inspect", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,208 @@
+"""Batcher on a fake runner: merging, bounds, timeouts, isolation of failures, streaming, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from softprompt.serve.batcher import Batcher, QueueFull, RequestTimeout, ShuttingDown
+
+
+class FakeModel:
+    """Records each call; answers item -> item.upper(); raises on 'bad'; can be held by a gate."""
+
+    def __init__(self):
+        self.calls: list[tuple[object, list]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, key, items):
+        self.gate.wait(10)
+        self.calls.append((key, list(items)))
+        if any(name == "bad" for name, _ in items):
+            raise ValueError("bad input")
+        return [f"{name}:{text.upper()}" for name, text in items]
+
+    def stream(self, key, items):
+        for step in range(3):
+            if any(name == "bad" for name, _ in items) and step == 1:
+                raise ValueError("broke mid-stream")
+            yield [f"{text}{step}" for _, text in items]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def make(model, **kw) -> Batcher:
+    kw.setdefault("batch_wait_s", 0.05)
+    return Batcher(model, stream_runner=model.stream, **kw)
+
+
+def test_requests_arriving_together_share_one_call_across_prompts():
+    model = FakeModel()
+
+    async def main():
+        b = make(model)
+        b.start()
+        jobs = [b.submit(("classify",), [(f"p{i}", f"t{i}")]) for i in range(5)]
+        results = await asyncio.gather(*jobs)
+        await b.close()
+        return results
+
+    results = run(main())
+    assert results == [[f"p{i}:T{i}"] for i in range(5)]
+    assert len(model.calls) == 1
+    assert {name for name, _ in model.calls[0][1]} == {f"p{i}" for i in range(5)}
+
+
+def test_batch_size_bound_and_results_return_to_their_requests():
+    model = FakeModel()
+
+    async def main():
+        b = make(model, max_batch_size=4)
+        b.start()
+        jobs = [b.submit(("k",), [("p", f"a{i}"), ("q", f"b{i}")]) for i in range(5)]  # 2 rows each
+        results = await asyncio.gather(*jobs)
+        await b.close()
+        return results
+
+    results = run(main())
+    assert results == [[f"p:A{i}", f"q:B{i}"] for i in range(5)]
+    assert [len(items) for _, items in model.calls] == [4, 4, 2]
+
+
+def test_different_keys_are_not_merged():
+    model = FakeModel()
+
+    async def main():
+        b = make(model)
+        b.start()
+        await asyncio.gather(b.submit(("classify",), [("p", "x")]), b.submit(("generate", 5), [("p", "y")]))
+        await b.close()
+
+    run(main())
+    assert sorted(key for key, _ in model.calls) == [("classify",), ("generate", 5)]
+
+
+def test_full_queue_refuses_and_later_requests_still_work():
+    model = FakeModel()
+    model.gate.clear()
+
+    async def main():
+        b = make(model, max_queue=2, max_batch_size=1, batch_wait_s=0)
+        b.start()
+        running = asyncio.ensure_future(b.submit(("k",), [("p", "0")]))
+        await asyncio.sleep(0.05)  # the first is now on the worker (held at the gate)
+        waiting = [asyncio.ensure_future(b.submit(("k",), [("p", str(i))])) for i in (1, 2)]
+        await asyncio.sleep(0)
+        assert b.queue_depth == 2
+        with pytest.raises(QueueFull, match="max-queue"):
+            await b.submit(("k",), [("p", "3")])
+        model.gate.set()
+        done = await asyncio.gather(running, *waiting)
+        after = await b.submit(("k",), [("p", "4")])
+        await b.close()
+        return done, after
+
+    done, after = run(main())
+    assert done == [["p:0"], ["p:1"], ["p:2"]]
+    assert after == ["p:4"]
+
+
+def test_timeout_raises_and_an_unstarted_request_is_never_run():
+    model = FakeModel()
+    model.gate.clear()
+
+    async def main():
+        b = make(model, timeout_s=0.2, max_batch_size=1, batch_wait_s=0)
+        b.start()
+        first = asyncio.ensure_future(b.submit(("k",), [("p", "slow")]))
+        await asyncio.sleep(0.02)
+        with pytest.raises(RequestTimeout, match="waiting in the queue"):
+            await b.submit(("k",), [("p", "never")])
+        with pytest.raises(RequestTimeout, match="running"):
+            await first
+        model.gate.set()
+        ok = await b.submit(("k",), [("p", "later")])
+        await b.close()
+        return ok
+
+    assert run(main()) == ["p:LATER"]
+    assert [items for _, items in model.calls] == [[("p", "slow")], [("p", "later")]]
+
+
+def test_a_failing_request_does_not_fail_the_others_in_its_batch():
+    model = FakeModel()
+
+    async def main():
+        b = make(model)
+        b.start()
+        jobs = [b.submit(("k",), [(name, "x")]) for name in ("a", "bad", "c")]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.close()
+        return results
+
+    a, bad, c = run(main())
+    assert a == ["a:X"] and c == ["c:X"]
+    assert isinstance(bad, ValueError)
+
+
+def test_event_loop_stays_responsive_while_the_model_runs():
+    model = FakeModel()
+    model.gate.clear()
+
+    async def main():
+        b = make(model, batch_wait_s=0)
+        b.start()
+        job = asyncio.ensure_future(b.submit(("k",), [("p", "x")]))
+        start = time.perf_counter()
+        for _ in range(5):
+            await asyncio.sleep(0.01)  # would hang if the model ran on the loop
+        ticked = time.perf_counter() - start
+        assert not job.done()
+        model.gate.set()
+        await job
+        await b.close()
+        return ticked
+
+    assert run(main()) < 5  # the loop ticked while the worker was blocked
+
+
+def test_close_answers_everything_queued_then_refuses():
+    model = FakeModel()
+
+    async def main():
+        b = make(model, max_batch_size=1)
+        b.start()
+        jobs = [asyncio.ensure_future(b.submit(("k",), [("p", str(i))])) for i in range(4)]
+        await asyncio.sleep(0)
+        await b.close()
+        assert len(model.calls) == 4  # every queued request ran before close() returned
+        with pytest.raises(ShuttingDown):
+            await b.submit(("k",), [("p", "late")])
+        return await asyncio.gather(*jobs)
+
+    assert run(main()) == [["p:0"], ["p:1"], ["p:2"], ["p:3"]]
+
+
+def test_stream_yields_steps_in_order_and_reports_errors():
+    model = FakeModel()
+
+    async def main():
+        b = make(model)
+        b.start()
+        got = [chunk async for chunk in b.stream(("g",), [("p", "a"), ("p", "b")])]
+        broken = []
+        with pytest.raises(ValueError, match="mid-stream"):
+            async for chunk in b.stream(("g",), [("bad", "z")]):
+                broken.append(chunk)
+        await b.close()
+        return got, broken
+
+    got, broken = run(main())
+    assert got == [["a0", "b0"], ["a1", "b1"], ["a2", "b2"]]
+    assert broken == [["z0"]]
