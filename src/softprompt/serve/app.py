@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -380,7 +380,8 @@ class _CompletionReply:
 def _api_key_check(api_key: str):
     bearer = HTTPBearer(auto_error=False, description="the server's --api-key")
 
-    async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    # A default rather than Annotated[...]: the annotation is a string here and could not see `bearer`.
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", kind="authentication_error")
         if not hmac.compare_digest(credentials.credentials.encode(), api_key.encode()):
