@@ -4,8 +4,8 @@ We do not call `transformers.generate`: prompt tuning there goes through PEFT's
 patched `prepare_inputs_for_generation`, where its prompt-tuning bugs live, and
 it cannot mix prompts per row. The loop is short:
 
-1. `prefixed_forward` runs the (left-padded) inputs on top of the prompt cache
-   and returns the cache of prompt + input keys/values.
+1. The (left-padded) inputs run on top of the prompt's cached keys/values
+   (as in `forward.prefixed_forward`); the cache then holds prompt + input.
 2. Each step appends one token per row: attention mask = [prompt mask, input
    mask, ones for generated tokens]; each row's position continues from its own
    prompt length + real input length, so padding never shifts positions.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import SoftPromptError
-from .forward import PrefixKV, TokenBatch, decoder_body, lm_logits, prefixed_forward
+from .forward import PrefixKV, TokenBatch, decoder_body, lm_logits, positions
 from .models import BaseModel
 
 
@@ -160,19 +160,18 @@ class RowText:
         return bool(hits)
 
     def _held_back(self) -> int:
-        """Characters at the end not to emit yet: a half-decoded character or a possible stop-string start."""
-        if self.text.endswith("\ufffd"):  # bytes of a multi-byte character still to come
-            return len(self.text) - len(self.text.rstrip("\ufffd"))
-        for n in range(min(len(self.text), max((len(s) - 1 for s in self.stop), default=0)), 0, -1):
-            if any(s.startswith(self.text[-n:]) for s in self.stop):
-                return n
-        return 0
+        """Characters at the end not to emit yet: a half-decoded character, then a possible stop-string start."""
+        clean = self.text.rstrip("\ufffd")  # U+FFFD: bytes of a multi-byte character still to come
+        partial = len(self.text) - len(clean)
+        for n in range(min(len(clean), max((len(s) - 1 for s in self.stop), default=0)), 0, -1):
+            if any(s.startswith(clean[-n:]) for s in self.stop):
+                return partial + n
+        return partial
 
 
 # -- the loop -------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def stream_generate(
     base: BaseModel,
     prefix: PrefixKV | None,
@@ -188,16 +187,44 @@ def stream_generate(
     seeds row i's sampler (default config.seed). A finished row yields "". Ends
     when every row is done; the rows' texts are the concatenated pieces.
     """
+    rows = new_rows(base, batch, config, limits)
+    yield from decode_rows(base, prefix, batch, config, rows, seeds=seeds)
+
+
+def new_rows(base: BaseModel, batch: TokenBatch, config: GenerationConfig, limits: Sequence[int] | None = None):
     n = batch.input_ids.shape[0]
     limits = [config.max_new_tokens] * n if limits is None else list(limits)
-    rows = [RowText(base.tokenizer, config.stop, limit, eos_token_ids(base)) for limit in limits]
+    return [RowText(base.tokenizer, config.stop, limit, eos_token_ids(base)) for limit in limits]
+
+
+def generate_rows(
+    base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch, config: GenerationConfig, **kwargs
+) -> list[RowText]:
+    """Decode to the end; each RowText holds the row's token ids and final text."""
+    rows = new_rows(base, batch, config, kwargs.pop("limits", None))
+    for _ in decode_rows(base, prefix, batch, config, rows, **kwargs):
+        pass
+    return rows
+
+
+@torch.no_grad()
+def decode_rows(
+    base: BaseModel,
+    prefix: PrefixKV | None,
+    batch: TokenBatch,
+    config: GenerationConfig,
+    rows: list[RowText],
+    *,
+    seeds: Sequence[int | None] | None = None,
+) -> Iterator[list[str]]:
+    """The decoding loop: push each step's tokens into `rows` and yield their new text pieces."""
+    n = len(rows)
     generators = None if config.greedy else row_generators(seeds or [config.seed] * n)
     if all(row.done for row in rows):
         return
-    hidden, cache = prefixed_forward(base, prefix, batch, use_cache=True)
-    mask, pos = _decode_mask_and_positions(prefix, batch)
+    state = KVState.start(base, prefix, batch)
     active = torch.arange(n)  # rows still in the cache, in cache order
-    logits = lm_logits(base, hidden[:, -1])
+    logits = lm_logits(base, state.run(base, batch.input_ids, batch.attention_mask)[:, -1])
     while True:
         gens = None if generators is None else [generators[i] for i in active.tolist()]
         tokens = next_tokens(logits, config, gens)
@@ -209,41 +236,110 @@ def stream_generate(
         if not keep.any():
             return
         if not keep.all():  # finished rows leave the batch: later steps do not compute them
-            index = keep.nonzero().squeeze(1).to(mask.device)
-            cache.batch_select_indices(index)
-            active, tokens, mask, pos = active[keep], tokens[index], mask[index], pos[index]
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            index = keep.nonzero().squeeze(1).to(tokens.device)
+            state.select(index)
+            active, tokens = active[keep], tokens[index]
+        hidden = state.run(base, tokens.unsqueeze(1), torch.ones_like(tokens).unsqueeze(1))
+        logits = lm_logits(base, hidden[:, -1])
+
+
+class KVState:
+    """The model's KV cache plus, per cached key, whether it is real and its position.
+
+    Keeping key positions lets sliding-window layers (Gemma 2/3, ...) count
+    their window in positions, not cache slots: transformers counts slots, so a
+    left-padded row would see fewer real tokens than the same row alone once
+    prompt + input exceed the window. For such models we keep every key (no
+    sliding cache) and pass exact masks; other models get the usual 2D mask.
+    """
+
+    def __init__(self, cache, key_mask: torch.Tensor, key_pos: torch.Tensor, next_pos: torch.Tensor):
+        self.cache, self.key_mask, self.key_pos, self.next_pos = cache, key_mask, key_pos, next_pos
+
+    @classmethod
+    def start(cls, base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch) -> KVState:
+        from transformers import DynamicCache
+
+        b, device = batch.input_ids.shape[0], batch.input_ids.device
+        if prefix is None:
+            mask = batch.attention_mask.new_zeros(b, 0)
+            cache = DynamicCache() if _window_layers(base) else DynamicCache(config=base.config)
+            return cls(cache, mask, mask, mask.new_zeros(b))
+        prefix = prefix.expand(b)
+        data = list(zip(prefix.keys, prefix.values))
+        # Without a config every layer is a plain (non-sliding) layer that keeps all keys.
+        cache = (
+            DynamicCache(ddp_cache_data=data)
+            if _window_layers(base)
+            else DynamicCache(ddp_cache_data=data, config=base.config)
+        )
+        mask = prefix.mask.to(device=device, dtype=batch.attention_mask.dtype)
+        return cls(cache, mask, positions(mask), prefix.lengths.to(device=device, dtype=torch.long))
+
+    def run(self, base: BaseModel, input_ids: torch.Tensor, input_mask: torch.Tensor) -> torch.Tensor:
+        """Append `input_ids` [B, Q] (left-padded, `input_mask`) to the cache; return their hidden states."""
+        query_pos = positions(input_mask, self.next_pos)
+        self.key_mask = torch.cat([self.key_mask, input_mask.to(self.key_mask.dtype)], dim=1)
+        self.key_pos = torch.cat([self.key_pos, query_pos], dim=1)
+        self.next_pos = self.next_pos + input_mask.sum(dim=1)
         out = decoder_body(base)(
-            input_ids=tokens.unsqueeze(1),
-            attention_mask=mask,
-            position_ids=pos.unsqueeze(1),
-            past_key_values=cache,
+            input_ids=input_ids,
+            attention_mask=attention_masks(base, self.key_mask, self.key_pos, query_pos),
+            position_ids=query_pos,
+            past_key_values=self.cache,
             use_cache=True,
         )
-        cache, pos = out.past_key_values, pos + 1
-        logits = lm_logits(base, out.last_hidden_state[:, -1])
+        self.cache = out.past_key_values
+        return out.last_hidden_state
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the rows in `index` (finished rows leave)."""
+        self.cache.batch_select_indices(index)
+        self.key_mask, self.key_pos, self.next_pos = self.key_mask[index], self.key_pos[index], self.next_pos[index]
 
 
-def _decode_mask_and_positions(prefix: PrefixKV | None, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attention mask over the cache after the first forward, and each row's next position."""
-    mask, lengths = batch.attention_mask, batch.lengths
-    if prefix is None:
-        return mask, lengths
-    prefix = prefix.expand(mask.shape[0])
-    return torch.cat([prefix.mask.to(mask.dtype), mask], dim=1), prefix.lengths.to(lengths.dtype) + lengths
+def prefixed_hidden(base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch) -> torch.Tensor:
+    """Hidden states [B, L, d] of a left-padded batch on top of `prefix`, exact for sliding windows too."""
+    return KVState.start(base, prefix, batch).run(base, batch.input_ids, batch.attention_mask)
+
+
+def _window_layers(base: BaseModel) -> int | None:
+    """The sliding window, if some layers use one and we can give them exact masks (sdpa/eager)."""
+    config = base.config.get_text_config()
+    window = getattr(config, "sliding_window", None)
+    types = set(getattr(config, "layer_types", None) or ())
+    exact = getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+    if window and "sliding_attention" in types and types <= {"sliding_attention", "full_attention"} and exact:
+        return int(window)
+    return None
+
+
+def attention_masks(base: BaseModel, key_mask: torch.Tensor, key_pos: torch.Tensor, query_pos: torch.Tensor):
+    """The 2D key mask, or for sliding-window models one exact 4D mask per layer type.
+
+    A key is visible to a query when it is real, not after it, and (sliding
+    layers) fewer than `window` positions before it. A query sees its own slot
+    too, so a pad query never has an all-masked row (NaN in sdpa).
+    """
+    window = _window_layers(base)
+    if window is None:
+        return key_mask
+    q, k = query_pos.shape[1], key_pos.shape[1]
+    kp, qp = key_pos[:, None, None, :], query_pos[:, None, :, None]
+    own = torch.zeros(q, k, dtype=torch.bool, device=key_mask.device)
+    own[torch.arange(q), torch.arange(k - q, k)] = True
+    full = (key_mask.bool()[:, None, None, :] & (kp <= qp)) | own
+    sliding = full & ((qp - kp < window) | own)
+    if base.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        low = torch.finfo(base.dtype).min
+        full, sliding = (
+            torch.zeros(m.shape, dtype=base.dtype, device=m.device).masked_fill(~m, low) for m in (full, sliding)
+        )
+    return {"full_attention": full, "sliding_attention": sliding}
 
 
 def generate_texts(
-    base: BaseModel,
-    prefix: PrefixKV | None,
-    batch: TokenBatch,
-    config: GenerationConfig,
-    *,
-    limits: Sequence[int] | None = None,
-    seeds: Sequence[int | None] | None = None,
+    base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch, config: GenerationConfig, **kwargs
 ) -> list[str]:
-    """The whole generated text per row (stream_generate, joined)."""
-    texts = [""] * batch.input_ids.shape[0]
-    for pieces in stream_generate(base, prefix, batch, config, limits=limits, seeds=seeds):
-        texts = [t + p for t, p in zip(texts, pieces)]
-    return texts
+    """The whole generated text per row."""
+    return [row.text for row in generate_rows(base, prefix, batch, config, **kwargs)]

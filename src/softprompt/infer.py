@@ -28,9 +28,9 @@ from typing import TypeVar
 
 import torch
 
-from .decode import GenerationConfig, stream_generate
+from .decode import GenerationConfig, prefixed_hidden, stream_generate
 from .errors import SoftPromptError
-from .forward import PrefixKV, lm_logits, pad_batch, prefixed_forward, prompt_prefix, stack_prefixes
+from .forward import PrefixKV, lm_logits, pad_batch, prompt_prefix, stack_prefixes
 from .models import BaseModel
 from .prompt import SoftPrompt, check_compatible
 from .prompt_cache import CacheKey, PromptCache, prompt_hash
@@ -169,7 +169,7 @@ class Predictor:
     def _single_token_probs(self, chunk: list[_Row]) -> list[torch.Tensor]:
         """One forward for rows of any single-token tasks: K label logits per row, softmaxed."""
         batch = self._batch(chunk)
-        hidden, _ = prefixed_forward(self.base, self._stacked_prefix(chunk), batch)
+        hidden = prefixed_hidden(self.base, self._stacked_prefix(chunk), batch)
         label_ids = [[ids[0] for ids in self._prompts[r.name].label_ids] for r in chunk]
         union = sorted({i for ids in label_ids for i in ids})
         column = {token: c for c, token in enumerate(union)}
@@ -222,7 +222,10 @@ class Predictor:
         """The generated text for each (prompt name or None, text); prompts may differ per row."""
         texts: list[str | InputError] = [""] * len(requests)
         for pieces in self.stream(requests, config):
-            texts = [p if isinstance(p, InputError) else t + p for t, p in zip(texts, pieces)]
+            texts = [
+                t if isinstance(t, InputError) else p if isinstance(p, InputError) else t + p
+                for t, p in zip(texts, pieces)
+            ]
         return texts
 
     def stream(self, requests: Sequence[Request], config: GenerationConfig) -> Iterator[list[str | InputError]]:

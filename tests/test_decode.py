@@ -1,0 +1,140 @@
+"""The decoding loop: config validation, token picking, text pieces, and greedy == full recompute."""
+
+import pytest
+import torch
+
+from softprompt.decode import (
+    GenerationConfig,
+    RowText,
+    eos_token_ids,
+    filter_logits,
+    generate_rows,
+    next_tokens,
+    row_generators,
+    stream_generate,
+)
+from softprompt.errors import SoftPromptError
+from softprompt.forward import concat_forward, pad_batch, prompt_prefix, stack_prefixes
+from softprompt.testing import tiny_tokenizer
+
+KINDS = ("gpt2", "llama", "gemma3")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_new_tokens": 0},
+        {"temperature": -1.0},
+        {"temperature": float("nan")},
+        {"top_k": -1},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"stop": ("",)},
+    ],
+)
+def test_config_refuses_bad_values(kwargs):
+    with pytest.raises(SoftPromptError):
+        GenerationConfig(**kwargs)
+
+
+def test_config_stop_string_becomes_tuple():
+    assert GenerationConfig(stop="\n").stop == ("\n",)
+    assert GenerationConfig(stop=["a", "b"]).stop == ("a", "b")
+    assert GenerationConfig().greedy and not GenerationConfig(temperature=0.7).greedy
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    keep = lambda out: (out > float("-inf")).squeeze(0).tolist()  # noqa: E731
+    assert keep(filter_logits(logits, 2, 1.0)) == [True, True, False, False]
+    # Nucleus: the smallest set reaching p; the first token always stays.
+    assert keep(filter_logits(logits, 0, 0.7)) == [True, True, False, False]
+    assert keep(filter_logits(logits, 0, 0.9)) == [True, True, True, False]
+    assert keep(filter_logits(logits, 0, 0.1)) == [True, False, False, False]
+    # Unsorted input: the filter follows values, not positions.
+    shuffled = logits[:, [2, 0, 3, 1]]
+    assert keep(filter_logits(shuffled, 0, 0.7)) == [False, True, False, True]
+
+
+def test_sampling_is_seeded_per_row_and_top_k_1_is_greedy():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    config = GenerationConfig(temperature=1.0)
+    a = next_tokens(logits, config, row_generators([7, 8, 9]))
+    b = next_tokens(logits, config, row_generators([7, 8, 9]))
+    assert torch.equal(a, b)
+    # Row 1 alone with its seed gives the same token as inside the batch.
+    assert next_tokens(logits[1:2], config, row_generators([8])).item() == a[1].item()
+    greedy_like = next_tokens(logits, GenerationConfig(temperature=1.0, top_k=1), row_generators([1, 2, 3]))
+    assert torch.equal(greedy_like, logits.argmax(-1))
+
+
+def push_text(tokenizer, row, text):
+    return [row.push(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def test_row_text_cuts_at_stop_and_never_takes_back_a_piece():
+    tok = tiny_tokenizer()
+    row = RowText(tok, ("END", "\n\n"), limit=100, eos_ids=frozenset({tok.eos_token_id}))
+    pieces = push_text(tok, row, "hello EN world ENDmore")
+    assert row.done and row.text == "hello EN world "
+    assert "".join(pieces) == row.text
+    # "EN" was held back until it turned out not to start "END".
+    assert pieces[:8] == ["h", "e", "l", "l", "o", " ", "", ""]
+
+
+def test_row_text_holds_back_half_characters_and_stops_at_eos_and_limit():
+    tok = tiny_tokenizer()
+    eos = frozenset({tok.eos_token_id})
+    row = RowText(tok, (), limit=100, eos_ids=eos)
+    pieces = push_text(tok, row, "é!")  # é is two byte tokens
+    assert pieces == ["", "é", "!"]
+    assert row.push(tok.eos_token_id) == "" and row.done and row.push(5) == ""
+    short = RowText(tok, (), limit=3, eos_ids=eos)
+    assert "".join(push_text(tok, short, "abcdef")) == "abc" and short.done
+    assert RowText(tok, (), limit=0, eos_ids=eos).done
+
+
+def test_eos_ids_include_generation_config(tiny_models):
+    base = tiny_models("llama")
+    assert base.tokenizer.eos_token_id in eos_token_ids(base)
+
+
+def reference_greedy(base, prompt, ids, steps):
+    """Greedy decoding the slow way: rerun the whole [prompt; input; generated] sequence each step."""
+    seq = list(ids)
+    eos = eos_token_ids(base)
+    out = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = concat_forward(base, prompt, pad_batch([seq], base.pad_token_id)).logits[0, -1]
+            token = int(logits.argmax())
+            if token in eos:
+                break
+            out.append(token)
+            seq.append(token)
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_greedy_equals_full_recompute_with_mixed_prefixes(tiny_models, kind):
+    base = tiny_models(kind)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randn(3, base.hidden_size, generator=g), None, torch.randn(9, base.hidden_size, generator=g)]
+    inputs = [base.encode(t) for t in ("a cat sat", "on the long mat today", "x")]
+    with torch.no_grad():
+        prefix = stack_prefixes([None if p is None else prompt_prefix(base, p) for p in prompts])
+    batch = pad_batch(inputs, base.pad_token_id, side="left")
+    rows = generate_rows(base, prefix, batch, GenerationConfig(max_new_tokens=10), limits=[10, 4, 10])
+    for row, prompt, ids, limit in zip(rows, prompts, inputs, [10, 4, 10]):
+        assert row.ids == reference_greedy(base, prompt, ids, limit)
+
+
+def test_stream_pieces_join_to_the_final_texts(tiny_models):
+    base = tiny_models("llama")
+    batch = pad_batch([base.encode("hello"), base.encode("hi there")], base.pad_token_id)
+    config = GenerationConfig(max_new_tokens=6, temperature=0.9, seed=3)
+    steps = list(stream_generate(base, None, batch, config))
+    joined = ["".join(step[i] for step in steps) for i in range(2)]
+    rows = generate_rows(base, None, batch, config)
+    assert joined == [row.text for row in rows]
+    assert len(steps) <= 6 and all(len(step) == 2 for step in steps)

@@ -1,0 +1,224 @@
+"""Predictor: mixed-prompt batches == one prompt at a time, == PEFT generate, errors per input, cache reuse."""
+
+import pytest
+import torch
+from peft import PeftModel
+
+from softprompt.decode import generate_rows
+from softprompt.errors import PromptFileError, SoftPromptError
+from softprompt.forward import pad_batch
+from softprompt.infer import ClassifyResult, GenerationConfig, InputError, Predictor, combine_votes
+from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.tasks import ClassifyTask
+from softprompt.testing import tiny_base
+
+KINDS = ("gpt2", "llama", "gemma3")
+SENTIMENT = PromptMeta(task="classify", template="Review: {text}\nSentiment:", verbalizer={"pos": "+", "neg": "-"})
+TOPIC = PromptMeta(task="classify", template="{text} Topic:", verbalizer={"a": "a", "b": "b", "c": "c"})
+ANSWER = PromptMeta(task="generate", template="Q: {text}\nA:")
+TEXTS = ("a fine film", "dull and long, far too long for anyone", "ok", "what a ride it was")
+
+
+def make_prompt(base, t, meta, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    meta = PromptMeta(**{**meta.__dict__, "base_fingerprint": base.fingerprint})
+    return SoftPrompt(torch.randn(t, base.hidden_size, generator=g) * 0.5, meta)
+
+
+def predictor_with_prompts(base, max_batch_size=32):
+    predictor = Predictor(base, max_batch_size=max_batch_size)
+    predictor.add_prompt("short", make_prompt(base, 5, SENTIMENT, seed=1))
+    predictor.add_prompt("long", make_prompt(base, 100, TOPIC, seed=2))
+    predictor.add_prompt("gen", make_prompt(base, 7, ANSWER, seed=3))
+    return predictor
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mixed_batches_equal_one_prompt_at_a_time(tiny_models, kind):
+    predictor = predictor_with_prompts(tiny_models(kind), max_batch_size=5)
+    names = ("short", "long")
+    requests = [(names[i % 2], text) for i, text in enumerate(TEXTS * 2)]
+    mixed = predictor.classify(requests)
+    for request, result in zip(requests, mixed):
+        alone = predictor.classify([request])[0]
+        assert result.label == alone.label
+        for label in alone.probs:
+            assert result.probs[label] == pytest.approx(alone.probs[label], abs=1e-5)
+
+    gen_requests = [(name, text) for name in ("short", None, "long", "gen") for text in TEXTS[1:]]
+    config = GenerationConfig(max_new_tokens=8)
+    together = predictor.generate(gen_requests, config)
+    assert together == [predictor.generate([r], config)[0] for r in gen_requests]
+    assert all(isinstance(t, str) and t for t in together)
+
+
+@pytest.mark.parametrize("verbalizer", [{"pos": "+", "neg": "-"}, {"pos": " good", "neg": " bad", "meh": " so-so"}])
+def test_classify_equals_task_scores_on_the_plain_path(tiny_models, verbalizer):
+    base = tiny_models("llama")
+    meta = PromptMeta(task="classify", template="Review: {text}\nSentiment:", verbalizer=verbalizer)
+    prompt = make_prompt(base, 6, meta)
+    predictor = Predictor(base)
+    predictor.add_prompt("p", prompt)
+    results = predictor.classify([("p", t) for t in TEXTS])
+    task = ClassifyTask.from_meta(meta)
+    for text, result in zip(TEXTS, results):
+        batch = pad_batch([task.encode(base, text)[0]], base.pad_token_id)
+        with torch.no_grad():  # the prompt tensor concatenated to the input, as PEFT does
+            want = task.label_scores(base, prompt.embeddings, batch).softmax(-1)[0]
+        torch.testing.assert_close(torch.tensor(list(result.probs.values())), want, atol=1e-5, rtol=1e-5)
+        assert result.label == task.labels[int(want.argmax())]
+        assert sum(result.probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_equals_peft_generate(tmp_path, kind):
+    base = tiny_base(kind)
+    predictor = Predictor(base)
+    for name, meta in (("bare", PromptMeta()), ("gen", ANSWER)):
+        prompt = make_prompt(base, 8, meta, seed=4)
+        prompt.save(tmp_path / name, base)
+        predictor.add_prompt(name, SoftPrompt.load(tmp_path / name, base))
+    config = GenerationConfig(max_new_tokens=10)
+    for name in ("bare", "gen"):
+        peft_model = PeftModel.from_pretrained(tiny_base(kind).model, tmp_path / name)
+        texts = predictor.generate([(name, t) for t in TEXTS], config)
+        for text, ours in zip(TEXTS, texts):
+            task = predictor.task(name)
+            ids = task.encode(base, text)[0] if task else base.encode(text)
+            input_ids = torch.tensor([ids])
+            out = peft_model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=10, do_sample=False
+            )
+            want = out[0, len(ids) :].tolist()
+            want = want[: want.index(1)] if 1 in want else want  # up to EOS (id 1 in tiny models)
+            (row,) = generate_rows(base, predictor.prefix(name), pad_batch([ids], base.pad_token_id), config)
+            assert row.ids == want
+            assert ours == base.tokenizer.decode(want, skip_special_tokens=True)
+
+
+def test_bad_inputs_get_an_error_and_the_others_are_answered(tiny_models):
+    base = tiny_models("llama")
+    predictor = predictor_with_prompts(base)
+    too_long = "word " * 60  # 300 byte tokens + 5 prompt tokens > the tiny model's 256 positions
+    requests = [
+        ("short", "good"),
+        ("short", ""),
+        ("short", "   "),
+        ("short", too_long),
+        ("missing", "good"),
+        (None, "good"),
+        ("gen", "good"),
+        ("short", 42),
+        ("long", "fine"),
+    ]
+    results = predictor.classify(requests)
+    assert [type(r) for r in results] == [ClassifyResult] + [InputError] * 7 + [ClassifyResult]
+    messages = [r.message for r in results[1:8]]
+    assert messages[0] == messages[1] == "empty text"
+    assert "too long" in messages[2] and "256" in messages[2]
+    assert "no prompt named 'missing'" in messages[3]
+    assert "no classification task" in messages[4] and "no classification task" in messages[5]
+    assert "string" in messages[6]
+
+    generated = predictor.generate([("gen", "hi"), ("gen", ""), ("nope", "hi"), (None, too_long)], GenerationConfig(4))
+    assert isinstance(generated[0], str) and all(isinstance(g, InputError) for g in generated[1:])
+
+
+def test_a_prompt_for_another_base_model_is_refused(tiny_models):
+    base = tiny_models("llama")
+    other = tiny_base("llama", seed=1)  # same shapes, different weights
+    prompt = SoftPrompt.initialize(other, 4, "random", meta=PromptMeta(**SENTIMENT.__dict__))
+    predictor = Predictor(base)
+    with pytest.raises(PromptFileError, match="trained on"):
+        predictor.add_prompt("foreign", prompt)
+    predictor.add_prompt("forced", prompt, allow_mismatch=True)
+    assert isinstance(predictor.classify([("forced", "good")])[0], ClassifyResult)
+
+
+def test_prompt_keys_values_are_computed_once_and_shared(tiny_models):
+    base = tiny_models("gpt2")
+    predictor = predictor_with_prompts(base, max_batch_size=2)
+    predictor.add_prompt("same-as-short", predictor.prompts["short"])  # same contents: same entry
+    for _ in range(3):
+        predictor.classify([("short", t) for t in TEXTS] + [("same-as-short", "x"), ("long", "y")])
+        predictor.generate([("gen", "hi"), ("short", "yo")], GenerationConfig(max_new_tokens=2))
+    stats = predictor.cache_stats
+    assert stats["misses"] == 3 and stats["entries"] == 3 and stats["hits"] > 10
+    predictor.remove_prompt("gen")
+    assert predictor.cache_stats["entries"] == 2
+    predictor.remove_prompt("short")  # "same-as-short" still uses the entry
+    assert predictor.cache_stats["entries"] == 2
+    with pytest.raises(SoftPromptError):
+        predictor.remove_prompt("short")
+
+
+def test_cache_budget_bounds_memory(tiny_models):
+    base = tiny_models("gpt2")
+    predictor = Predictor(base, cache_bytes=1)  # nothing fits: computed each time, still correct
+    predictor.add_prompt("p", make_prompt(base, 5, SENTIMENT))
+    first, second = predictor.classify([("p", "good")]), predictor.classify([("p", "good")])
+    assert first == second and predictor.cache_stats["entries"] == 0 and predictor.cache_stats["misses"] == 2
+
+
+def test_ensemble_vote_and_mean(tiny_models):
+    base = tiny_models("llama")
+    predictor = Predictor(base)
+    names = [f"p{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        predictor.add_prompt(name, make_prompt(base, 4 + i, SENTIMENT, seed=10 + i))
+    singles = {name: predictor.classify([(name, t) for t in TEXTS]) for name in names}
+    mean = predictor.ensemble(names, TEXTS, how="mean")
+    vote = predictor.ensemble(names, TEXTS, how="vote")
+    for i in range(len(TEXTS)):
+        members = [singles[name][i] for name in names]
+        for label in ("pos", "neg"):
+            want = sum(m.probs[label] for m in members) / 3
+            assert mean[i].probs[label] == pytest.approx(want, abs=1e-5)
+        labels = [m.label for m in members]
+        assert vote[i].label == max(set(labels), key=labels.count)
+        assert vote[i].probs[vote[i].label] >= 2 / 3
+    assert isinstance(predictor.ensemble(names, ["good", ""])[1], InputError)
+    predictor.add_prompt("topic", make_prompt(base, 4, TOPIC))
+    with pytest.raises(SoftPromptError, match="different labels"):
+        predictor.ensemble(["p0", "topic"], TEXTS)
+    with pytest.raises(SoftPromptError, match="vote, mean"):
+        predictor.ensemble(names, TEXTS, how="max")
+
+
+def test_combine_votes_breaks_ties_by_mean_probability():
+    members = [
+        ClassifyResult("a", {"a": 0.6, "b": 0.4}),
+        ClassifyResult("b", {"a": 0.1, "b": 0.9}),
+    ]
+    assert combine_votes(members, "vote") == ClassifyResult("b", {"a": 0.5, "b": 0.5})
+    mean = combine_votes(members, "mean")
+    assert mean.label == "b" and mean.probs["a"] == pytest.approx(0.35)
+
+
+def test_stream_matches_generate_and_reports_errors_first(tiny_models):
+    predictor = predictor_with_prompts(tiny_models("llama"), max_batch_size=2)
+    requests = [("gen", "hi"), (None, ""), ("short", "a longer input"), (None, "plain")]
+    config = GenerationConfig(max_new_tokens=5)
+    steps = list(predictor.stream(requests, config))
+    assert isinstance(steps[0][1], InputError) and all(step[1] == "" for step in steps[1:])
+    joined = ["".join(step[i] for step in steps) for i in (0, 2, 3)]
+    generated = predictor.generate(requests, config)
+    assert joined == [generated[i] for i in (0, 2, 3)]
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(tiny_models):
+    predictor = predictor_with_prompts(tiny_models("gemma3"))
+    requests = [("gen", t) for t in TEXTS] + [(None, "hello")]
+    config = GenerationConfig(max_new_tokens=8, temperature=0.9, top_k=50, top_p=0.95, seed=5)
+    together = predictor.generate(requests, config)
+    assert together == [predictor.generate([r], config)[0] for r in requests]
+    assert together == predictor.generate(requests, config)
+
+
+def test_generation_stops_when_the_context_is_full(tiny_models):
+    base = tiny_models("gpt2")  # 256 positions
+    predictor = Predictor(base)
+    predictor.add_prompt("p", make_prompt(base, 10, PromptMeta()))
+    text = "x" * (256 - 10 - 3)  # room for exactly 3 new tokens
+    steps = list(predictor.stream([("p", text)], GenerationConfig(max_new_tokens=50)))
+    assert len(steps) == 3
