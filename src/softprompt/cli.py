@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import SoftPromptError
 
-COMMANDS = ("quickstart", "info", "inspect", "serve")
+COMMANDS = ("quickstart", "train", "eval", "predict", "generate", "info", "inspect", "serve", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,78 @@
+"""Training checkpoints as safetensors + JSON: no pickle anywhere.
+
+A checkpoint folder holds `state.safetensors` (every tensor: the prompt, the
+best prompt so far, the optimiser's per-parameter tensors) and `state.json`
+(every number: step, data position, optimiser scalars and hyper-parameters,
+schedule state, early-stopping state, the run's config). Written atomically,
+so a crash mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import SoftPromptError
+from .fileio import write_dir_atomic
+
+TENSORS_FILE = "state.safetensors"
+JSON_FILE = "state.json"
+OPTIM_PREFIX = "optim."
+
+
+@dataclass
+class Checkpoint:
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+
+
+def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """optimizer.state_dict() -> (tensors named optim.<param>.<key>, JSON-able rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for index, per_param in state_dict["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{OPTIM_PREFIX}{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"scalars": scalars, "param_groups": state_dict["param_groups"]}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], values: dict) -> dict:
+    state: dict[int, dict] = {}
+    for index, per_param in values["scalars"].items():
+        state.setdefault(int(index), {}).update(per_param)
+    for name, tensor in tensors.items():
+        if name.startswith(OPTIM_PREFIX):
+            index, key = name[len(OPTIM_PREFIX) :].split(".", 1)
+            state.setdefault(int(index), {})[key] = tensor
+    return {"state": state, "param_groups": values["param_groups"]}
+
+
+def save_checkpoint(folder: str | Path, checkpoint: Checkpoint) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.tensors.items()}
+    text = json.dumps(checkpoint.values, indent=2, sort_keys=True) + "\n"
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, str(tmp / TENSORS_FILE))
+        (tmp / JSON_FILE).write_text(text, encoding="utf-8")
+
+    write_dir_atomic(folder, fill)
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    folder = Path(folder)
+    if not (folder / JSON_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
+        raise SoftPromptError(f"no checkpoint in {folder} to resume from (expected {JSON_FILE} and {TENSORS_FILE})")
+    try:
+        values = json.loads((folder / JSON_FILE).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / TENSORS_FILE))
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as e:
+        raise SoftPromptError(f"{folder}: the checkpoint is corrupt ({e}); start again without --resume") from e
+    return Checkpoint(tensors, values)

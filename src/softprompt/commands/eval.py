@@ -1,0 +1,73 @@
+"""`softprompt eval`: score a prompt on labelled data.
+
+    softprompt eval --model smollm2-135m --prompt prompt-rotten-tomatoes --data rotten-tomatoes
+
+The task (template, labels) comes from the prompt file; flags override it.
+Without --prompt the bare model is scored with the same task (a zero-shot baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from .train import add_data_arguments, prepare
+
+NAME = "eval"
+HELP = "evaluate a prompt on labelled data (accuracy/macro-F1 or exact match/token F1)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--prompt", default=None, help="prompt folder (omit to score the bare model)")
+    parser.add_argument("--split", choices=("train", "dev", "test"), default="test", help="built-in dataset split (default: test); a data file is scored whole")  # fmt: skip
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--allow-model-mismatch", action="store_true", help="use a prompt trained on another model")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import resolve_data
+    from ..evaluate import encode_eval_set, evaluate
+    from ..models import DEFAULT_MODEL, load_base_model
+    from ..prompt import SoftPrompt
+
+    args.model = args.model or (None if args.prompt is None else _prompt_model(args.prompt)) or DEFAULT_MODEL
+    base = load_base_model(args.model)
+    prompt = (
+        None if args.prompt is None else SoftPrompt.load(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
+    )
+    prepared = prepare(args, need_train=False, meta=None if prompt is None else prompt.meta)
+    builtin = not hasattr(resolve_data(args.data), "is_file")
+    examples = getattr(prepared, args.split) if builtin else prepared.test
+    examples = examples[: args.limit] if args.limit else examples
+    truncate = args.truncate or "left"
+    rows = encode_eval_set(base, prepared.task, examples, max_tokens=prepared.max_input_tokens, truncate=truncate)
+    start = time.perf_counter()
+    report = evaluate(
+        base, prepared.task, None if prompt is None else prompt.embeddings, rows.rows, batch_size=args.batch_size
+    )
+    seconds = time.perf_counter() - start
+    report = {
+        **report,
+        "truncated": rows.truncated,
+        "seconds": round(seconds, 2),
+        "prompt": args.prompt,
+        "data": args.data,
+    }
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+        return 0
+    for key in ("accuracy", "macro_f1", "exact_match", "token_f1"):
+        if key in report:
+            print(f"{key:<12} {report[key]:.4f}")
+    print(f"{'n':<12} {report['n']}  ({rows.truncated} truncated, {seconds:.1f}s, {report['n'] / seconds:.1f} ex/s)")
+    return 0
+
+
+def _prompt_model(folder: str) -> str | None:
+    from ..prompt import SoftPrompt
+
+    return SoftPrompt.load(folder).meta.base_model

@@ -1,0 +1,482 @@
+"""The training loop: only the prompt learns; the base model stays frozen and bitwise unchanged.
+
+One optimiser step = `grad_accum` micro-batches of `batch_size` examples. For
+each micro-batch the prompt's keys/values are computed once (batch size 1) and
+shared by every row (`forward.prompt_prefix`), only the input tokens run, and
+logits are computed only where the loss needs them (`tasks.py`). Encoder-decoder
+models take the plain concatenation path.
+
+Reproducible: the data order of epoch e comes from a torch.Generator seeded by
+(seed, e), with length bucketing (shuffle, sort each bucket of
+`bucket_batches` batches by length, shuffle the batches), so a run is a pure
+function of its config and data. A checkpoint (prompt, optimiser, schedule,
+data position, early-stopping state) is written every `checkpoint_every` steps,
+on Ctrl-C, and at the end; `resume=True` continues from it and ends with the
+same prompt, bit for bit, as a run that never stopped.
+
+The output folder holds the best prompt (by the dev metric; the last one
+without dev data) in PEFT's format, `metrics.jsonl` and `checkpoint/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, join_optimizer_state, load_checkpoint, save_checkpoint, split_optimizer_state
+from .data import Example
+from .errors import SoftPromptError
+from .evaluate import EvalSet, evaluate, main_metric, prompt_state
+from .models import BaseModel
+from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from .progress import MetricsLog, Progress
+from .prompt import PromptMeta, SoftPrompt
+from .tasks import ClassifyTask, Encoded, Task
+
+CHECKPOINT_DIR = "checkpoint"
+METRICS_FILE = "metrics.jsonl"
+DEFAULT_STEPS = 300
+
+
+class TrainingError(SoftPromptError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved in checkpoints; resume refuses a different one)."""
+
+    num_virtual_tokens: int = 20  # prompt length T
+    init: str = "labels"  # labels | vocab | random | text:"..." | file:PATH
+    optimizer: str = "adafactor"  # adafactor (the paper: constant LR 0.3) | adamw
+    lr: float | None = None  # None = 0.3 for adafactor, 0.01 for adamw
+    weight_decay: float = 0.0
+    batch_size: int = 16  # examples per micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
+    steps: int | None = None  # optimiser steps; None = from epochs, else DEFAULT_STEPS
+    epochs: float | None = None
+    warmup_steps: int = 0
+    schedule: str = "constant"  # constant | linear | cosine (after warmup)
+    max_grad_norm: float | None = 1.0  # None or 0 = no clipping
+    eval_every: int = 50  # dev evaluation every N steps (and at the end)
+    patience: int | None = None  # stop after N evaluations without improvement
+    eval_batch_size: int = 32
+    checkpoint_every: int = 50
+    max_input_tokens: int | None = None  # inputs longer than this are truncated
+    truncate: str = "left"  # which side of the text to cut
+    seed: int = 0
+    bucket_batches: int = 50  # batches per length-sorted bucket (1 = no bucketing)
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise SoftPromptError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise SoftPromptError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.truncate not in ("left", "right"):
+            raise SoftPromptError(f"--truncate must be left or right, got {self.truncate!r}")
+        if self.steps is not None and self.epochs is not None:
+            raise SoftPromptError("give --steps or --epochs, not both")
+        positive = {
+            "--num-virtual-tokens": self.num_virtual_tokens,
+            "--batch-size": self.batch_size,
+            "--grad-accum": self.grad_accum,
+            "--eval-every": self.eval_every,
+            "--eval-batch-size": self.eval_batch_size,
+            "--checkpoint-every": self.checkpoint_every,
+            "--bucket-batches": self.bucket_batches,
+        }
+        for flag, value in [*positive.items(), ("--steps", self.steps), ("--patience", self.patience)]:
+            if value is not None and value < 1:
+                raise SoftPromptError(f"{flag} must be at least 1, got {value}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise SoftPromptError(f"--epochs must be positive, got {self.epochs}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SoftPromptError(f"--lr must be a positive number, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise SoftPromptError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        if self.max_input_tokens is not None and self.max_input_tokens < 2:
+            raise SoftPromptError(f"--max-input-tokens must be at least 2, got {self.max_input_tokens}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def total_steps(self, n_train: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            per_epoch = math.ceil(n_train / self.batch_size) / self.grad_accum
+            return max(1, math.ceil(self.epochs * per_epoch))
+        return DEFAULT_STEPS
+
+    def differences(self, other: dict) -> list[str]:
+        mine = asdict(self)
+        return [f"{k}: checkpoint {other.get(k)!r}, now {mine[k]!r}" for k in mine if other.get(k) != mine[k]]
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    prompt: SoftPrompt  # the best prompt (the one saved in the output folder)
+    status: str  # finished | early_stopped | interrupted
+    steps: int
+    best_step: int | None
+    best_metric: float | None
+    metric: str | None
+    wall_time_s: float
+    examples_seen: int
+    out: Path
+
+
+def encode_examples(
+    base: BaseModel, task: Task, examples: Sequence[Example], *, max_tokens: int | None = None, truncate: str = "left"
+) -> tuple[list[Encoded], int]:
+    """Examples as token ids, and how many inputs were truncated."""
+    rows = [
+        task.prepare(base, ex.input, ex.output, max_tokens=max_tokens, truncate=truncate, where=ex.where)
+        for ex in examples
+    ]
+    return rows, sum(r.truncated for r in rows)
+
+
+class BatchPlan:
+    """Deterministic, length-bucketed batches per epoch; a position is (epoch, batch index)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int, bucket_batches: int):
+        if not lengths:
+            raise SoftPromptError("no training examples")
+        self.lengths, self.batch_size, self.seed, self.bucket = list(lengths), batch_size, seed, bucket_batches
+        self._epoch: tuple[int, list[list[int]]] | None = None
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, self._make(epoch))
+        return self._epoch[1]
+
+    def _make(self, epoch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.lengths), generator=gen).tolist()
+        chunk = self.batch_size * self.bucket
+        batches: list[list[int]] = []
+        for start in range(0, len(order), chunk):
+            # Sorting within a bucket keeps padding low while batches stay random across buckets.
+            group = sorted(order[start : start + chunk], key=lambda i: self.lengths[i])
+            batches += [group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        shuffle = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in shuffle]
+
+    def take(self, position: tuple[int, int]) -> tuple[list[int], tuple[int, int]]:
+        """The batch at `position` and the position after it."""
+        epoch, index = position
+        batches = self.epoch(epoch)
+        nxt = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
+        return batches[index], nxt
+
+
+@dataclass
+class _State:
+    """The loop's counters: everything besides tensors that a checkpoint restores."""
+
+    step: int = 0
+    position: tuple[int, int] = (0, 0)
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    examples_seen: int = 0
+    train_time_s: float = 0.0
+    last_dev: dict = field(default_factory=dict)
+
+
+class _Interrupt:
+    """Ctrl-C sets a flag; the loop finishes its step, saves a checkpoint and stops. A second Ctrl-C aborts."""
+
+    def __init__(self, progress: Progress):
+        self.requested = False
+        self.progress = progress
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no signal handling, Ctrl-C is the caller's
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.progress.write("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def train(
+    base: BaseModel,
+    task: Task,
+    train_rows: Sequence[Encoded],
+    dev: EvalSet | None,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    meta: PromptMeta | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train a prompt for `task`; write the best prompt, metrics.jsonl and checkpoint/ into `out`."""
+    out = Path(out)
+    started = time.perf_counter()
+    total = config.total_steps(len(train_rows))
+    plan = BatchPlan(
+        [len(r) for r in train_rows], config.batch_size, seed=config.seed, bucket_batches=config.bucket_batches
+    )
+    prompt = _initial_prompt(base, task, config, meta)
+    optimizer = build_optimizer([prompt.embeddings], config.optimizer, config.learning_rate, config.weight_decay)
+    scheduler = build_scheduler(
+        optimizer, warmup_steps=config.warmup_steps, total_steps=total, schedule=config.schedule
+    )
+    signature = _data_signature(train_rows, dev)
+    log = MetricsLog(out / METRICS_FILE)
+    state = _State()
+    best = prompt.embeddings.detach().clone()
+    if resume:
+        state, best = _restore(out / CHECKPOINT_DIR, base, config, signature, prompt, optimizer, scheduler)
+        log.truncate_after(state.step)
+    elif (out / CHECKPOINT_DIR).exists() or (out / METRICS_FILE).exists():
+        # A fresh run into an old run's folder: start clean rather than mix two runs' logs.
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        (out / METRICS_FILE).unlink(missing_ok=True)
+
+    metric = main_metric(task) if dev is not None else None
+    progress = Progress(total, state.step, enabled=show_progress)
+    status = "finished"
+
+    def checkpoint() -> None:
+        _save(out / CHECKPOINT_DIR, config, signature, base, state, prompt, best, optimizer, scheduler)
+
+    try:
+        with _Interrupt(progress) as interrupt:
+            while state.step < total:
+                tick = time.perf_counter()
+                loss, n = _train_step(base, task, train_rows, plan, state, prompt, config)
+                if not math.isfinite(loss):
+                    raise TrainingError(_nan_message(loss, state.step + 1, out, config))
+                grad_norm = _clip(prompt, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.examples_seen += n
+                spent = time.perf_counter() - tick
+                state.train_time_s += spent
+                log.append(
+                    {
+                        "step": state.step,
+                        "loss": loss,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "grad_norm": grad_norm,
+                        "examples_per_s": n / spent,
+                        "epoch": state.position[0],
+                    }
+                )
+                progress.update(loss=f"{loss:.4f}", **{"ex/s": f"{state.examples_seen / state.train_time_s:.1f}"})
+                if dev is not None and (state.step % config.eval_every == 0 or state.step == total):
+                    improved = _dev_eval(base, task, dev, prompt, config, state, log, metric)
+                    progress.note(**{f"dev_{metric}": f"{state.last_dev[metric]:.4f}"})
+                    if improved:
+                        best = prompt.embeddings.detach().clone()
+                        _save_prompt(base, prompt, best, out, _training_figures(config, state, metric, "running"))
+                    elif config.patience and state.bad_evals >= config.patience:
+                        status = "early_stopped"
+                if on_step is not None:
+                    on_step(state.step)
+                if status == "early_stopped" or interrupt.requested:
+                    status = "interrupted" if interrupt.requested else status
+                    break
+                if state.step % config.checkpoint_every == 0:
+                    checkpoint()
+            checkpoint()
+    finally:
+        progress.close()
+
+    if dev is None:
+        best = prompt.embeddings.detach().clone()
+    figures = _training_figures(config, state, metric, status)
+    figures.update(
+        train_examples=len(train_rows), total_steps=total, wall_time_s=round(time.perf_counter() - started, 2)
+    )
+    final = _save_prompt(base, prompt, best, out, figures)
+    return TrainResult(
+        prompt=final,
+        status=status,
+        steps=state.step,
+        best_step=state.best_step,
+        best_metric=state.best_metric,
+        metric=metric,
+        wall_time_s=time.perf_counter() - started,
+        examples_seen=state.examples_seen,
+        out=out,
+    )
+
+
+def _initial_prompt(base: BaseModel, task: Task, config: TrainConfig, meta: PromptMeta | None) -> SoftPrompt:
+    meta = meta or PromptMeta()
+    task.to_meta(meta)
+    label_words = list(task.verbalizer.values()) if isinstance(task, ClassifyTask) else None
+    return SoftPrompt.initialize(
+        base, config.num_virtual_tokens, config.init, label_words=label_words, seed=config.seed, meta=meta
+    )
+
+
+def _train_step(
+    base: BaseModel,
+    task: Task,
+    rows: Sequence[Encoded],
+    plan: BatchPlan,
+    state: _State,
+    prompt: SoftPrompt,
+    config: TrainConfig,
+) -> tuple[float, int]:
+    """Forward + backward over grad_accum micro-batches; returns (mean loss, examples)."""
+    micro = []
+    for _ in range(config.grad_accum):
+        index, state.position = plan.take(state.position)
+        micro.append([rows[i] for i in index])
+    n = sum(len(m) for m in micro)
+    total = 0.0
+    for batch_rows in micro:
+        batch, target = task.collate(base, batch_rows, side="left")
+        loss = task.loss(base, prompt_state(base, prompt.embeddings), batch, target)
+        # Weight by rows so accumulated micro-batches give the mean over the whole step.
+        (loss * (len(batch_rows) / n)).backward()
+        total += loss.item() * len(batch_rows)
+    return total / n, n
+
+
+def _clip(prompt: SoftPrompt, max_norm: float | None) -> float:
+    if prompt.embeddings.grad is None:
+        return 0.0
+    if max_norm:
+        return float(torch.nn.utils.clip_grad_norm_([prompt.embeddings], max_norm))
+    return float(prompt.embeddings.grad.norm())
+
+
+def _dev_eval(base, task, dev: EvalSet, prompt, config, state: _State, log: MetricsLog, metric: str) -> bool:
+    report = evaluate(base, task, prompt.embeddings, dev.rows, batch_size=config.eval_batch_size)
+    state.last_dev = {k: v for k, v in report.items() if isinstance(v, (int, float))}
+    log.append({"step": state.step, **{f"dev_{k}": v for k, v in state.last_dev.items()}})
+    value = report[metric]
+    if state.best_metric is None or value > state.best_metric:
+        state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+        return True
+    state.bad_evals += 1
+    return False
+
+
+def _training_figures(config: TrainConfig, state: _State, metric: str | None, status: str) -> dict:
+    figures = {
+        "status": status,
+        "steps": state.step,
+        "examples_seen": state.examples_seen,
+        "train_time_s": round(state.train_time_s, 2),
+        "optimizer": config.optimizer,
+        "lr": config.learning_rate,
+        "batch_size": config.batch_size * config.grad_accum,
+        "seed": config.seed,
+    }
+    if metric is not None and state.best_metric is not None:
+        figures.update({"best_step": state.best_step, f"dev_{metric}": state.best_metric})
+    return figures
+
+
+def _save_prompt(base: BaseModel, prompt: SoftPrompt, tensor: torch.Tensor, out: Path, figures: dict) -> SoftPrompt:
+    """Write `tensor` as the prompt files in `out`, keeping metrics.jsonl and checkpoint/ beside them.
+
+    SoftPrompt.save replaces a whole folder, so the files are written into a
+    temporary folder and each one moved into `out` with an atomic rename.
+    """
+    prompt.meta.training = dict(figures)
+    saved = SoftPrompt(tensor, prompt.meta, initial=prompt.initial)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".prompt-", dir=out))
+    try:
+        saved.save(tmp / "prompt", base)
+        for item in (tmp / "prompt").iterdir():
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return saved
+
+
+def _data_signature(train_rows: Sequence[Encoded], dev: EvalSet | None) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for r in train_rows:
+        digest.update(json.dumps([r.ids, r.target]).encode())
+    digest.update(b"|dev|")
+    for r in dev.rows if dev is not None else ():
+        digest.update(json.dumps([r.ids, r.gold]).encode())
+    return digest.hexdigest()
+
+
+def _save(folder, config, signature, base, state: _State, prompt, best, optimizer, scheduler) -> None:
+    optim_tensors, optim_values = split_optimizer_state(optimizer.state_dict())
+    values = {
+        "config": asdict(config),
+        "data_signature": signature,
+        "base_fingerprint": base.fingerprint,
+        "state": {**asdict(state), "position": list(state.position)},
+        "optimizer": optim_values,
+        "scheduler": scheduler.state_dict(),  # LambdaLR: numbers only (lr_lambdas = [None])
+    }
+    tensors = {"prompt": prompt.embeddings, "best_prompt": best, **optim_tensors}
+    save_checkpoint(folder, Checkpoint(tensors, values))
+
+
+def _restore(folder, base, config, signature, prompt, optimizer, scheduler) -> tuple[_State, torch.Tensor]:
+    ckpt = load_checkpoint(folder)
+    v = ckpt.values
+    diffs = config.differences(v.get("config", {}))
+    if diffs:
+        raise SoftPromptError(f"{folder}: --resume needs the same settings as the interrupted run; " + "; ".join(diffs))
+    if v.get("base_fingerprint") != base.fingerprint:
+        raise SoftPromptError(f"{folder}: the checkpoint was trained on another base model; use the same --model")
+    if v.get("data_signature") != signature:
+        raise SoftPromptError(
+            f"{folder}: the training or dev data differ from the interrupted run's; use the same --data"
+        )
+    with torch.no_grad():
+        prompt.embeddings.copy_(ckpt.tensors["prompt"])
+    optimizer.load_state_dict(join_optimizer_state(ckpt.tensors, v["optimizer"]))
+    scheduler.load_state_dict(v["scheduler"])
+    raw = dict(v["state"])
+    raw["position"] = tuple(raw["position"])
+    return _State(**raw), ckpt.tensors["best_prompt"].clone()
+
+
+def _nan_message(loss: float, step: int, out: Path, config: TrainConfig) -> str:
+    kept = out / CHECKPOINT_DIR
+    where = f"the last good checkpoint is in {kept}" if kept.exists() else "no checkpoint had been written yet"
+    return (
+        f"the loss became {loss} at step {step}; training stopped and nothing from this step was kept "
+        f"({where}; the best prompt so far is in {out} if a dev evaluation ran). "
+        f"Try a lower --lr (now {config.learning_rate}) or --max-grad-norm 1.0"
+    )

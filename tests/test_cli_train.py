@@ -1,0 +1,114 @@
+"""`softprompt train` and `softprompt eval` end to end on a tiny model saved to a folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from softprompt.cli import main
+from softprompt.commands.train import parse_labels
+from softprompt.errors import SoftPromptError
+from softprompt.prompt import SoftPrompt
+from softprompt.testing import save_tiny
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(save_tiny("llama", tmp_path_factory.mktemp("tiny") / "llama"))
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    rows = [
+        {"text": ("good " if i % 2 else "bad ") * (1 + i % 3), "label": "pos" if i % 2 else "neg"} for i in range(40)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def train_args(model_dir, data_file, out, *extra):
+    return [
+        "train", "--model", model_dir, "--data", str(data_file), "--labels", "pos=yes,neg=no",
+        "--num-virtual-tokens", "3", "--batch-size", "8", "--eval-every", "2", "--out", str(out), "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def test_train_then_eval(model_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "prompt"
+    assert main(train_args(model_dir, data_file, out, "--steps", "4", "--template", "R: {text}\nS:")) == 0
+    assert "finished: 4 steps" in capsys.readouterr().out
+    prompt = SoftPrompt.load(out)
+    assert prompt.num_virtual_tokens == 3 and prompt.meta.task == "classify"
+    assert prompt.meta.template == "R: {text}\nS:" and prompt.meta.verbalizer == {"pos": " yes", "neg": " no"}
+    assert prompt.meta.training["steps"] == 4 and (out / "metrics.jsonl").is_file()
+
+    assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(data_file), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 40 and 0 <= report["accuracy"] <= 1 and "macro_f1" in report
+    assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(data_file)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_builtin_dataset_needs_no_task_flags(model_dir, tmp_path, capsys):
+    out = tmp_path / "rt"
+    args = ["train", "--model", model_dir, "--data", "rotten-tomatoes", "--steps", "1", "--max-dev-examples", "8"]
+    assert main([*args, "--num-virtual-tokens", "2", "--out", str(out), "--quiet"]) == 0
+    meta = SoftPrompt.load(out).meta
+    assert meta.template == "Review: {text}\nSentiment:" and meta.verbalizer == {
+        "fresh": " positive",
+        "rotten": " negative",
+    }
+    assert meta.init == "labels"
+
+
+def test_bad_row_is_reported_with_file_and_line(model_dir, data_file, tmp_path, capsys):
+    with open(data_file, "a") as f:
+        f.write(json.dumps({"text": "fine", "label": "maybe"}) + "\n")
+    assert main(train_args(model_dir, data_file, tmp_path / "p", "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert "reviews.jsonl:41" in err and "maybe" in err and "Traceback" not in err
+    assert main(train_args(model_dir, data_file, tmp_path / "p", "--steps", "1", "--skip-invalid")) == 0
+
+
+def test_parse_labels():
+    assert parse_labels("fresh=positive, rotten=negative", "Sentiment:") == {
+        "fresh": " positive",
+        "rotten": " negative",
+    }
+    assert parse_labels("a,b", "Label: ") == {"a": "a", "b": "b"}
+    assert parse_labels('{"a": " x", "b": "y"}', "L:") == {"a": " x", "b": "y"}
+    with pytest.raises(SoftPromptError, match="twice"):
+        parse_labels("a=x,a=y", ":")
+
+
+def test_ctrl_c_in_a_real_process_then_resume_equals_uninterrupted(model_dir, data_file, tmp_path, capsys):
+    extra = ("--steps", "80", "--checkpoint-every", "1000", "--eval-every", "1000")
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "softprompt", *train_args(model_dir, data_file, cut, *extra)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = cut / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before Ctrl-C arrived (machine too fast for this test)")
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    stopped_at = json.loads((cut / "checkpoint" / "state.json").read_text())["state"]["step"]
+    assert 3 <= stopped_at < 80
+
+    assert main(train_args(model_dir, data_file, cut, *extra, "--resume")) == 0
+    whole = tmp_path / "whole"
+    assert main(train_args(model_dir, data_file, whole, *extra)) == 0
+    assert torch.equal(SoftPrompt.load(cut).embeddings, SoftPrompt.load(whole).embeddings)
+    assert os.path.getsize(cut / "metrics.jsonl") > 0

@@ -1,0 +1,232 @@
+"""The trainer: frozen base, reproducibility, resume after Ctrl-C, NaN stop, accumulation, early stop, files."""
+
+import json
+import os
+import random
+import signal
+
+import pytest
+import torch
+from peft import PeftModel
+
+from softprompt.checkpoint import load_checkpoint
+from softprompt.data import Example
+from softprompt.errors import SoftPromptError
+from softprompt.evaluate import encode_eval_set
+from softprompt.optim import lr_factor
+from softprompt.prompt import SoftPrompt
+from softprompt.tasks import ClassifyTask, GenerateTask
+from softprompt.train import BatchPlan, TrainConfig, TrainingError, _State, _train_step, encode_examples, train
+
+TASK = ClassifyTask("Review: {text}\nSentiment:", {"pos": "y", "neg": "n"})
+
+
+def examples(n=48, seed=0):
+    r = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        word = "good " if label == "pos" else "bad "
+        out.append(Example(word * r.randint(1, 3) + "x" * r.randint(0, 6), label, f"t.jsonl:{i + 1}"))
+    return out
+
+
+def setup(base, n=48):
+    rows, _ = encode_examples(base, TASK, examples(n))
+    dev = encode_eval_set(base, TASK, examples(12, seed=1))
+    return rows, dev
+
+
+def config(**kw):
+    base = dict(
+        num_virtual_tokens=4, steps=8, batch_size=6, eval_every=3, checkpoint_every=2, optimizer="adamw", lr=0.05
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def run(base, out, cfg, rows, dev, **kw):
+    return train(base, TASK, rows, dev, cfg, out, show_progress=False, **kw)
+
+
+def test_base_model_stays_bitwise_unchanged(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    before = {n: p.detach().clone() for n, p in base.model.named_parameters()}
+    rows, dev = setup(base)
+    result = run(base, tmp_path, config(steps=3), rows, dev)
+    assert result.steps == 3
+    for name, p in base.model.named_parameters():
+        assert torch.equal(p, before[name]) and p.grad is None and not p.requires_grad, name
+    assert not torch.equal(result.prompt.embeddings, result.prompt.initial)  # the prompt did learn
+
+
+def test_same_seed_same_prompt_other_seed_other_prompt(tiny_models, tmp_path):
+    base = tiny_models("gpt2")
+    rows, dev = setup(base)
+    a = run(base, tmp_path / "a", config(steps=4), rows, None).prompt.embeddings
+    b = run(base, tmp_path / "b", config(steps=4), rows, None).prompt.embeddings
+    c = run(base, tmp_path / "c", config(steps=4, seed=1), rows, None).prompt.embeddings
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(optimizer="adafactor", lr=0.3),
+        dict(optimizer="adamw", grad_accum=2, warmup_steps=3, schedule="linear"),
+    ],
+    ids=["adafactor", "adamw-accum-warmup"],
+)
+def test_resume_after_ctrl_c_equals_uninterrupted_run(tiny_models, tmp_path, overrides):
+    base = tiny_models("llama")
+    rows, dev = setup(base)
+    cfg = config(**overrides)
+    whole = run(base, tmp_path / "whole", cfg, rows, dev)
+
+    def ctrl_c_at_5(step):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # the real signal: the trainer's handler must catch it
+
+    cut = run(base, tmp_path / "cut", cfg, rows, dev, on_step=ctrl_c_at_5)
+    assert cut.status == "interrupted" and cut.steps == 5
+    assert json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())["state"]["step"] == 5
+    resumed = run(base, tmp_path / "cut", cfg, rows, dev, resume=True)
+    assert resumed.status == "finished" and resumed.steps == 8
+
+    assert torch.equal(resumed.prompt.embeddings, whole.prompt.embeddings)
+    final_cut = load_checkpoint(tmp_path / "cut" / "checkpoint").tensors["prompt"]
+    final_whole = load_checkpoint(tmp_path / "whole" / "checkpoint").tensors["prompt"]
+    assert torch.equal(final_cut, final_whole)
+    steps = lambda d: [r["step"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    assert steps(tmp_path / "cut") == steps(tmp_path / "whole")
+
+
+def test_resume_refuses_other_settings(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    rows, dev = setup(base)
+    run(base, tmp_path, config(steps=2), rows, dev)
+    with pytest.raises(SoftPromptError, match="lr"):
+        run(base, tmp_path, config(steps=2, lr=0.1), rows, dev, resume=True)
+    with pytest.raises(SoftPromptError, match="no checkpoint"):
+        run(base, tmp_path / "empty", config(steps=2), rows, dev, resume=True)
+
+
+class NaNAfter(ClassifyTask):
+    """A task whose loss turns NaN on call `after` (simulates a diverging run)."""
+
+    def loss(self, base, prompt, batch, target):
+        calls = getattr(self, "_calls", 0) + 1
+        object.__setattr__(self, "_calls", calls)
+        value = super().loss(base, prompt, batch, target)
+        return value * float("nan") if calls >= 4 else value
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    rows, dev = setup(base)
+    task = NaNAfter(TASK.template, TASK.verbalizer)
+    with pytest.raises(TrainingError, match="loss became nan at step 4.*lower --lr"):
+        train(base, task, rows, dev, config(checkpoint_every=1), tmp_path, show_progress=False)
+    kept = load_checkpoint(tmp_path / "checkpoint")
+    assert kept.values["state"]["step"] == 3
+    assert torch.isfinite(kept.tensors["prompt"]).all()
+    assert torch.isfinite(SoftPrompt.load(tmp_path).embeddings).all()  # best prompt (dev eval at step 3)
+
+
+class FixedPlan:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def take(self, position):
+        return self.batches[position[1]], (0, position[1] + 1)
+
+
+def test_grad_accumulation_equals_one_big_batch(tiny_models):
+    base = tiny_models("gemma3")
+    rows, _ = setup(base, n=8)
+    grads = []
+    for accum, plan in ((1, FixedPlan([[0, 1, 2, 3, 4]])), (2, FixedPlan([[0, 1, 2], [3, 4]]))):
+        prompt = SoftPrompt.initialize(base, 4, "random", seed=3)
+        loss, n = _train_step(base, TASK, rows, plan, _State(), prompt, config(grad_accum=accum))
+        grads.append((loss, n, prompt.embeddings.grad.clone()))
+    assert grads[0][1] == grads[1][1] == 5
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    torch.testing.assert_close(grads[0][2], grads[1][2], atol=1e-6, rtol=1e-4)
+
+
+def test_early_stopping_and_best_prompt_kept(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    rows, dev = setup(base)
+    result = run(base, tmp_path, config(steps=50, lr=1e-9, eval_every=1, patience=2), rows, dev)
+    assert result.status == "early_stopped" and result.steps == 3 and result.best_step == 1
+    saved = SoftPrompt.load(tmp_path, base)
+    assert torch.equal(saved.embeddings, load_checkpoint(tmp_path / "checkpoint").tensors["best_prompt"])
+    assert saved.meta.training["best_step"] == 1 and saved.meta.training["status"] == "early_stopped"
+    assert saved.meta.task == "classify" and saved.meta.verbalizer == TASK.verbalizer
+    dev_lines = [
+        r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "dev_accuracy" in r
+    ]
+    assert [r["step"] for r in dev_lines] == [1, 2, 3]
+
+
+def test_saved_prompt_loads_in_peft_and_checkpoint_has_no_pickle(tiny_models, tmp_path):
+    base = tiny_models("gpt2")
+    rows, dev = setup(base)
+    result = run(base, tmp_path, config(steps=2), rows, dev)
+    assert sorted(os.listdir(tmp_path / "checkpoint")) == ["state.json", "state.safetensors"]
+    peft_model = PeftModel.from_pretrained(base.model, tmp_path)
+    try:
+        weight = peft_model.prompt_encoder.default.embedding.weight
+        torch.testing.assert_close(weight, result.prompt.embeddings)
+    finally:
+        peft_model.base_model.__dict__.pop("prepare_inputs_for_generation", None)
+
+
+def test_batch_plan_covers_each_example_once_per_epoch_and_buckets_by_length():
+    lengths = [random.Random(i).randint(1, 50) for i in range(103)]
+    plan = BatchPlan(lengths, 8, seed=0, bucket_batches=4)
+    epoch0 = plan.epoch(0)
+    assert sorted(i for b in epoch0 for i in b) == list(range(103))
+    assert epoch0 == BatchPlan(lengths, 8, seed=0, bucket_batches=4).epoch(0)
+    assert epoch0 != plan.epoch(1)
+    assert all([lengths[i] for i in b] == sorted(lengths[i] for i in b) for b in epoch0)
+    # Bucketing: far less padding than random batches.
+    pad = lambda batches: sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    assert pad(epoch0) < pad([list(range(i, min(i + 8, 103))) for i in range(0, 103, 8)])
+    position, seen = (0, 0), 0
+    while position[0] == 0:
+        batch, position = plan.take(position)
+        seen += len(batch)
+    assert seen == 103 and position == (1, 0)
+
+
+def test_warmup_then_schedule():
+    f = lambda s, sched: lr_factor(s, warmup_steps=4, total_steps=14, schedule=sched)
+    assert [f(s, "constant") for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert f(9, "linear") == pytest.approx(0.5) and f(14, "linear") == 0.0
+    assert f(9, "cosine") == pytest.approx(0.5) and f(4, "cosine") == 1.0
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(SoftPromptError, match="--steps or --epochs"):
+        TrainConfig(steps=3, epochs=1)
+    with pytest.raises(SoftPromptError, match="--batch-size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(SoftPromptError, match="--optimizer"):
+        TrainConfig(optimizer="sgd")
+    assert TrainConfig(epochs=2, batch_size=10, grad_accum=2).total_steps(100) == 10
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_generate_task_trains(tiny_models, tmp_path, kind):
+    base = tiny_models(kind)
+    task = GenerateTask("Q: {text}\nA:")
+    data = [Example(f"say {w}", w, f"g:{i}") for i, w in enumerate(["yes", "no", "ok", "fine"] * 3)]
+    rows, _ = encode_examples(base, task, data)
+    dev = encode_eval_set(base, task, data[:4])
+    cfg = TrainConfig(
+        num_virtual_tokens=3, init="vocab", steps=3, batch_size=4, eval_every=3, optimizer="adamw", lr=0.1
+    )
+    result = train(base, task, rows, dev, cfg, tmp_path, show_progress=False)
+    assert result.metric == "token_f1" and result.steps == 3
+    assert SoftPrompt.load(tmp_path).meta.task == "generate"
