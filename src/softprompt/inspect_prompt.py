@@ -254,7 +254,7 @@ def summary_line(inspection: Inspection) -> str:
     rate = c["tokens_with_label_neighbourhood"] / t
     lift = c["mean_cosine_to_labels"] - c["mean_cosine_to_frequent"]
     hits = c["tokens_with_label_neighbourhood"]
-    if rate >= 0.25 or lift > 0.05:
+    if (rate >= 0.25 and rate > 2 * c["chance_rate"]) or lift > 0.05:
         verdict = "neighbours cluster around the label words"
     elif hits >= 2 and rate > 3 * c["chance_rate"]:
         verdict = "some neighbours sit near the label words"

@@ -157,18 +157,20 @@ def plot_bars(
 ) -> Path:
     """One bar chart per (title, values, log scale) panel, methods on the x axis; None = not measured."""
     plt = _pyplot()
-    cols = min(3, len(panels))
+    cols = 2 if len(panels) == 4 else min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), constrained_layout=True, squeeze=False)
     colours = ("#7f7f7f", "#bcbd22", "#d62728", "#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e")
     for ax, (panel_title, values, log) in zip(axes.flat, panels):
-        shown = [0.0 if v is None else float(v) for v in values]
+        use_log = log and any(v and v > 0 for v in values)
+        # A log axis cannot show 0: such bars get height 1 (the axis floor) and are labelled "0".
+        shown = [0.0 if v is None else max(float(v), 1.0) if use_log else float(v) for v in values]
         bars = ax.bar(range(len(names)), shown, color=[colours[i % len(colours)] for i in range(len(names))])
         for bar, v in zip(bars, values):
             text = "n/a" if v is None else _short(v)
             ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                         fontsize=8, xytext=(0, 2), textcoords="offset points")  # fmt: skip
-        if log and any(v and v > 0 for v in values):
+        if use_log:
             ax.set_yscale("log")
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=9)
         ax.set_title(panel_title, fontsize=10)
@@ -185,3 +187,17 @@ def _short(v: float) -> str:
         if abs(v) >= size:
             return f"{v / size:.3g}{unit}"
     return f"{v:.3g}"
+
+
+def plot_lines(path: str | Path, curves: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str) -> Path:
+    """One line per named curve (e.g. training loss per method), x = 1, 2, ..."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    for name, ys in curves.items():
+        ax.plot(range(1, len(ys) + 1), list(ys), label=name, lw=1.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return _save(fig, path)

@@ -1,0 +1,105 @@
+"""`softprompt compare`: prompt tuning against hard prompts, LoRA and full fine-tuning on one task."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "compare"
+HELP = "measure prompt tuning against zero/few-shot hard prompts, LoRA and full fine-tuning; write a report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..compare.config import METHODS, CompareConfig
+
+    d = CompareConfig()
+    parser.add_argument("--model", default=d.model, help="base model (default: %(default)s)")
+    parser.add_argument("--data", default=d.data, help="built-in dataset or data file (default: %(default)s)")
+    parser.add_argument("--template", help="for data files: template with {text}")
+    parser.add_argument("--labels", help="for data files: label=answer words, comma-separated, or a JSON object")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated subset (default: all: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=d.steps, help="optimiser steps per trained method (default: %(default)s)"
+    )
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
+    parser.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    parser.add_argument("--out", default="compare-report", help="output folder (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="skip methods already measured in --out")
+    parser.add_argument(
+        "--test-size", type=int, default=d.test_size, help="test examples scored (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--few-shot-k", type=int, default=d.few_shot_k, help="in-context examples (default: %(default)s)"
+    )
+    parser.add_argument("--instruction", help="the hard prompts' instruction (default: names the answer words)")
+    parser.add_argument("--num-virtual-tokens", type=int, default=d.num_virtual_tokens, help="default: %(default)s")
+    parser.add_argument("--prompt-lr", type=float, default=d.prompt_lr, help="Adafactor LR (default: %(default)s)")
+    parser.add_argument("--lora-r", type=int, default=d.lora_r, help="default: %(default)s")
+    parser.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="default: %(default)s")
+    parser.add_argument("--lora-lr", type=float, default=d.lora_lr, help="AdamW LR (default: %(default)s)")
+    parser.add_argument("--full-lr", type=float, default=d.full_lr, help="AdamW LR (default: %(default)s)")
+    parser.add_argument(
+        "--perplexity-tokens",
+        type=int,
+        default=d.perplexity_tokens,
+        help="general-English tokens (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--second-task", default=d.second_task, help="built-in dataset for forgetting, or 'none' (default: %(default)s)"
+    )
+    parser.add_argument("--second-task-size", type=int, default=d.second_task_size, help="default: %(default)s")
+    parser.add_argument("--device", default=d.device, help="default: %(default)s")
+    parser.add_argument("--keep-weights", action="store_true", help="keep the fully fine-tuned weights in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (stage messages still go to stderr)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..compare.config import CompareConfig
+    from ..data import BUILTIN_DATASETS
+    from ..errors import SoftPromptError
+
+    labels = None
+    if args.labels:
+        from .train import parse_labels
+
+        labels = parse_labels(args.labels, args.template or "")
+    second = None if str(args.second_task).lower() in ("none", "") else args.second_task
+    if second is not None and second not in BUILTIN_DATASETS:
+        raise SoftPromptError(f"--second-task must be a built-in dataset ({', '.join(BUILTIN_DATASETS)}) or 'none'")
+    return CompareConfig(
+        model=args.model,
+        data=args.data,
+        template=args.template,
+        labels=labels,
+        methods=args.methods,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        test_size=args.test_size,
+        few_shot_k=args.few_shot_k,
+        instruction=args.instruction,
+        num_virtual_tokens=args.num_virtual_tokens,
+        prompt_lr=args.prompt_lr,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_lr=args.lora_lr,
+        full_lr=args.full_lr,
+        perplexity_tokens=args.perplexity_tokens,
+        second_task=second,
+        second_task_size=args.second_task_size,
+        device=args.device,
+        keep_weights=args.keep_weights,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..compare.report import REPORT_MD, comparison_table
+    from ..compare.run import run_compare
+
+    config = config_from_args(args)
+    report = run_compare(config, args.out, resume=args.resume, show_progress=not args.quiet)
+    print(comparison_table(report))
+    print(f"\nfull report: {args.out}/{REPORT_MD}", file=sys.stderr)
+    return 0

@@ -1,0 +1,114 @@
+"""What a comparison runs: methods, budget and the fixed subset sizes that keep it fast.
+
+The defaults are sized so that all five methods finish in about 20 minutes on a
+2-core CPU with smollm2-135m on rotten-tomatoes: every trained method gets the
+same number of optimiser steps on the same batches; accuracy is measured on the
+first `test_size` examples of the fixed test split; forgetting on a fixed
+number of tokens of general English and the first `second_task_size` test
+examples of a second task.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from ..errors import SoftPromptError
+from ..models import DEFAULT_MODEL
+
+METHODS = ("zero-shot", "few-shot", "prompt-tuning", "lora", "full-finetune")
+TRAINED = ("prompt-tuning", "lora", "full-finetune")
+TITLES = {
+    "zero-shot": "Hard prompt, zero-shot",
+    "few-shot": "Hard prompt, few-shot",
+    "prompt-tuning": "Prompt tuning (softprompt)",
+    "lora": "LoRA (PEFT)",
+    "full-finetune": "Full fine-tuning",
+}
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """'zero-shot,lora' -> ('zero-shot', 'lora'), in the canonical order; refuses unknown names."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise SoftPromptError(
+            f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {','.join(METHODS)}"
+        )
+    return tuple(m for m in METHODS if m in names)
+
+
+@dataclass
+class CompareConfig:
+    """Settings of one comparison; every field but `methods`, `device` and `keep_weights` decides the numbers."""
+
+    model: str = DEFAULT_MODEL
+    data: str = "rotten-tomatoes"  # built-in dataset name or a data file (then give template and labels)
+    template: str | None = None  # for data files: e.g. "Review: {text}\nSentiment:"
+    labels: dict[str, str] | None = None  # for data files: label -> answer words
+    methods: tuple[str, ...] = METHODS
+    steps: int = 50  # optimiser steps of every trained method (the same budget for each)
+    batch_size: int = 16
+    seed: int = 0
+    test_size: int = 300  # first N examples of the test split
+    eval_batch_size: int = 32
+    max_input_tokens: int | None = None  # None: the built-in dataset's hint
+    few_shot_k: int = 4  # in-context examples, balanced over labels
+    instruction: str | None = None  # hard-prompt instruction; None: "Classify ... Answer with one of: ..."
+    num_virtual_tokens: int = 20
+    prompt_lr: float = 0.3  # Adafactor, constant (Lester et al.)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_lr: float = 1e-3  # AdamW
+    full_lr: float = 2e-5  # AdamW
+    warmup_fraction: float = 0.1  # linear warmup of LoRA and full fine-tuning, then linear decay
+    perplexity_tokens: int = 4096  # tokens of general English scored for perplexity
+    perplexity_window: int = 512  # scored in independent windows of this many tokens
+    second_task: str | None = "bbc-news"  # built-in dataset for forgetting; None: skip
+    second_task_size: int = 100
+    second_task_max_tokens: int = 160
+    device: str = "cpu"
+    keep_weights: bool = False  # keep the fully fine-tuned model's files (hundreds of MB) in --out
+
+    def __post_init__(self):
+        self.methods = parse_methods(self.methods if isinstance(self.methods, str) else ",".join(self.methods))
+        positive = {
+            "--steps": self.steps,
+            "--batch-size": self.batch_size,
+            "--test-size": self.test_size,
+            "--eval-batch-size": self.eval_batch_size,
+            "--num-virtual-tokens": self.num_virtual_tokens,
+            "--lora-r": self.lora_r,
+            "--perplexity-tokens": self.perplexity_tokens,
+            "--perplexity-window": self.perplexity_window,
+            "--second-task-size": self.second_task_size,
+            "--second-task-max-tokens": self.second_task_max_tokens,
+        }
+        for flag, value in positive.items():
+            if value < 1:
+                raise SoftPromptError(f"{flag} must be at least 1, got {value}")
+        if self.few_shot_k < 0:
+            raise SoftPromptError(f"--few-shot-k must be >= 0, got {self.few_shot_k}")
+        if self.perplexity_window < 2:
+            raise SoftPromptError(f"--perplexity-window must be at least 2, got {self.perplexity_window}")
+        for flag, lr in (("--prompt-lr", self.prompt_lr), ("--lora-lr", self.lora_lr), ("--full-lr", self.full_lr)):
+            if not (lr > 0 and math.isfinite(lr)):
+                raise SoftPromptError(f"{flag} must be a positive number, got {lr}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise SoftPromptError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.steps * self.warmup_fraction)
+
+    def fingerprint(self) -> dict:
+        """The settings a saved result depends on: resume reuses a method's result only if these match."""
+        raw = asdict(self)
+        for key in ("methods", "device", "keep_weights"):
+            raw.pop(key)
+        return raw
+
+    def differences(self, saved: dict) -> list[str]:
+        mine = self.fingerprint()
+        keys = sorted(set(mine) | set(saved))
+        return [f"{k}: saved {saved.get(k)!r}, now {mine.get(k)!r}" for k in keys if saved.get(k) != mine.get(k)]

@@ -1,0 +1,106 @@
+"""What each method costs: parameters, bytes on disk, wall time, peak memory.
+
+Peak memory is the growth of the process's resident set size (RSS) while a
+method runs, over what was resident when it started (the base model, and for
+LoRA and full fine-tuning the model copy they train, made before measuring:
+fine-tuning in place would not need the copy). RSS is sampled from
+/proc/self/statm every few milliseconds by a background thread, so it counts
+everything torch allocates (weights, gradients, optimiser state, activations)
+which tracemalloc cannot see. On CUDA devices torch's own peak counter is used
+instead. Freed memory that the allocator keeps can make later methods' growth
+read low, so `training_state_bytes` (parameters + gradients + optimiser state
+of what is trained, counted exactly) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+SAMPLE_SECONDS = 0.005
+
+
+def rss_bytes() -> int:
+    """Current resident set size; falls back to the peak so far where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """Context manager: `.peak_increase` = peak bytes over the level at entry (RSS, or CUDA allocations)."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.cuda = torch.device(device).type == "cuda"
+        self.peak_increase = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+            return self
+        self._start = self._peak = rss_bytes()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, rss_bytes())
+            time.sleep(SAMPLE_SECONDS)
+
+    def __exit__(self, *exc) -> bool:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_increase = torch.cuda.max_memory_allocated() - self._start
+            return False
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, rss_bytes())
+        self.peak_increase = max(0, self._peak - self._start)
+        return False
+
+
+class Stopwatch:
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.seconds = time.perf_counter() - self.start
+        return False
+
+
+def files_bytes(folder: str | Path, names: Iterable[str] | None = None) -> int:
+    """Bytes of the files in `folder` (only `names`, when given): what a user stores."""
+    folder = Path(folder)
+    paths = [folder / n for n in names] if names is not None else [p for p in folder.iterdir() if p.is_file()]
+    return sum(p.stat().st_size for p in paths)
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; shared (tied) tensors count once."""
+    params = list(model.parameters())  # parameters() already yields each shared tensor once
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def training_state_bytes(params: Iterable[torch.Tensor], optimizer: torch.optim.Optimizer) -> int:
+    """Trained parameters + their gradients + the optimiser's tensors: memory training adds, exactly."""
+    params = list(params)
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return 2 * tensor_bytes(params) + tensor_bytes(state)

@@ -1,0 +1,101 @@
+"""Prompt tuning through softprompt's own trainer (`train.train`), with the comparison's budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..evaluate import EvalSet, evaluate
+from ..inspect_prompt import inspect_prompt
+from ..models import BaseModel
+from ..optim import build_optimizer
+from ..progress import MetricsLog
+from ..prompt import CONFIG_FILE, WEIGHTS_FILE, SoftPrompt
+from ..tasks import Encoded
+from ..train import METRICS_FILE, TrainConfig, train
+from .config import TITLES, CompareConfig
+from .measure import PeakMemory, Stopwatch, files_bytes, parameter_counts, tensor_bytes
+from .result import MethodResult
+from .task_data import TaskData
+
+
+def train_config(config: CompareConfig, max_input_tokens: int | None) -> TrainConfig:
+    """The paper's recipe (class-label init, Adafactor, constant LR) on the shared budget; no dev evaluation."""
+    return TrainConfig(
+        num_virtual_tokens=config.num_virtual_tokens,
+        init="labels",
+        optimizer="adafactor",
+        lr=config.prompt_lr,
+        batch_size=config.batch_size,
+        steps=config.steps,
+        eval_every=config.steps,
+        checkpoint_every=config.steps,
+        max_input_tokens=max_input_tokens,
+        seed=config.seed,
+    )
+
+
+def optimizer_state_bytes(name: str, shape: tuple[int, ...], lr: float) -> int:
+    """Bytes of optimiser state for one parameter of `shape`, measured on a stand-in after one step."""
+    param = torch.nn.Parameter(torch.zeros(shape))
+    optimizer = build_optimizer([param], name, lr)
+    param.grad = torch.ones(shape)
+    optimizer.step()
+    return tensor_bytes(v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
+
+
+def run_prompt_tuning(
+    base: BaseModel,
+    data: TaskData,
+    train_rows: Sequence[Encoded],
+    test_rows: EvalSet,
+    config: CompareConfig,
+    folder: str | Path,
+    *,
+    show_progress: bool = True,
+    log=print,
+) -> tuple[MethodResult, SoftPrompt]:
+    folder = Path(folder)
+    tc = train_config(config, data.max_input_tokens)
+    log(f"prompt-tuning: {config.steps} steps of {config.batch_size}, T={config.num_virtual_tokens}")
+    with PeakMemory(base.device) as memory:
+        trained = train(base, data.task, train_rows, None, tc, folder, show_progress=show_progress)
+        with Stopwatch() as clock:
+            report = evaluate(
+                base, data.task, trained.prompt.embeddings, test_rows.rows, batch_size=config.eval_batch_size
+            )
+    prompt = trained.prompt
+    inspection = inspect_prompt(prompt, base)
+    params = prompt.embeddings.numel()
+    _, total = parameter_counts(base.model)
+    losses = [r["loss"] for r in MetricsLog(folder / METRICS_FILE).records() if "loss" in r]
+    result = MethodResult(
+        method="prompt-tuning",
+        title=TITLES["prompt-tuning"],
+        trainable_parameters=params,
+        total_parameters=total + params,
+        storage_bytes=files_bytes(folder, [CONFIG_FILE, WEIGHTS_FILE]),
+        storage=f"prompt folder: {CONFIG_FILE} + {WEIGHTS_FILE}",
+        train_seconds=trained.wall_time_s,
+        steps=trained.steps,
+        examples_seen=trained.examples_seen,
+        peak_memory_bytes=memory.peak_increase,
+        training_state_bytes=2 * tensor_bytes([prompt.embeddings])
+        + optimizer_state_bytes(tc.optimizer, tuple(prompt.embeddings.shape), tc.learning_rate),
+        test=report,
+        eval_seconds=clock.seconds,
+        interpretability=inspection.summary,
+        details={
+            "losses": losses,
+            "optimizer": tc.optimizer,
+            "lr": tc.learning_rate,
+            "init": tc.init,
+            "num_virtual_tokens": tc.num_virtual_tokens,
+            "folder": str(folder),
+            "nearest_tokens": [[n.token for n in tok.neighbours[:3]] for tok in inspection.tokens],
+        },
+        config=config.fingerprint(),
+    )
+    return result, prompt

@@ -1,0 +1,269 @@
+"""`compare`: every method on a tiny model and a small data file; figures are measured, not constant."""
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from softprompt.cli import main
+from softprompt.compare.baselines import hard_prompt_ids, instruction_for, pick_demonstrations
+from softprompt.compare.config import METHODS, CompareConfig, parse_methods
+from softprompt.compare.finetune import lora_copy
+from softprompt.compare.forgetting import perplexity, weights_digest
+from softprompt.compare.measure import parameter_counts
+from softprompt.compare.run import result_path, run_compare
+from softprompt.data import Example
+from softprompt.errors import SoftPromptError
+from softprompt.models import load_base_model
+from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE
+from softprompt.tasks import ClassifyTask
+from softprompt.testing import save_tiny
+
+TEMPLATE = "Review: {text}\nSentiment:"
+LABELS = {"pos": " good", "neg": " bad"}
+WORDS = {"pos": ["fine", "great", "lovely", "fun"], "neg": ["dull", "awful", "boring", "weak"]}
+
+
+def write_data(path: Path, n: int = 100) -> Path:
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for i in range(n):
+            label = "pos" if i % 2 else "neg"
+            text = " ".join(rng.choice(WORDS[label]) for _ in range(rng.randint(2, 5)))
+            f.write(json.dumps({"text": f"{text} {i}", "label": label}) + "\n")
+    return path
+
+
+def tiny_config(folder: Path, **overrides) -> CompareConfig:
+    settings = dict(
+        model=str(folder / "model"),
+        data=str(folder / "data.jsonl"),
+        template=TEMPLATE,
+        labels=LABELS,
+        steps=2,
+        batch_size=4,
+        test_size=8,
+        num_virtual_tokens=4,
+        few_shot_k=2,
+        perplexity_tokens=64,
+        perplexity_window=32,
+        second_task=None,
+        full_lr=0.05,  # large, so a couple of steps visibly change the model
+        keep_weights=True,
+    )
+    settings.update(overrides)
+    return CompareConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    save_tiny("llama", folder / "model")
+    write_data(folder / "data.jsonl")
+    base = load_base_model(str(folder / "model"))
+    return folder, base
+
+
+@pytest.fixture(scope="module")
+def full_run(setup):
+    folder, base = setup
+    out = folder / "out"
+    report = run_compare(tiny_config(folder), out, base=base, show_progress=False, log=lambda m: None)
+    return folder, base, out, report
+
+
+def by_method(report):
+    return {m["method"]: m for m in report["methods"]}
+
+
+def test_report_has_every_method_and_file(full_run):
+    _, _, out, report = full_run
+    assert [m["method"] for m in report["methods"]] == list(METHODS)
+    for name in ("report.md", "report.json", "cost.png", "quality.png", "training-loss.png"):
+        assert (out / name).is_file()
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+    md = (out / "report.md").read_text()
+    assert "| Trainable parameters |" in md and "Forgetting: perplexity" in md
+    for m in report["methods"]:
+        assert m["title"] in md
+        assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["test"]["n"] == 8
+        assert result_path(out, m["method"]).is_file()
+
+
+def test_parameter_counts_are_the_models_real_counts(full_run):
+    _, base, _, report = full_run
+    m = by_method(report)
+    total = sum(p.numel() for p in base.model.parameters())
+    assert report["model"]["parameters"] == total
+    assert m["zero-shot"]["trainable_parameters"] == m["few-shot"]["trainable_parameters"] == 0
+    assert m["prompt-tuning"]["trainable_parameters"] == 4 * base.hidden_size
+    assert m["full-finetune"]["trainable_parameters"] == total
+    model, peft_model = lora_copy(base, r=8, alpha=16)
+    lora_params = sum(p.numel() for n, p in model.model.named_parameters() if "lora_" in n)
+    assert m["lora"]["trainable_parameters"] == lora_params > 0
+    assert parameter_counts(model.model) == (lora_params, total + lora_params)
+
+
+def test_storage_bytes_are_file_sizes_on_disk(full_run):
+    _, _, out, report = full_run
+    m = by_method(report)
+
+    def size(folder, names=None):
+        paths = [folder / n for n in names] if names else [p for p in folder.iterdir() if p.is_file()]
+        return sum(p.stat().st_size for p in paths)
+
+    assert m["prompt-tuning"]["storage_bytes"] == size(out / "prompt-tuning", [CONFIG_FILE, WEIGHTS_FILE])
+    assert m["lora"]["storage_bytes"] == size(out / "lora", ["adapter_config.json", "adapter_model.safetensors"])
+    assert m["full-finetune"]["storage_bytes"] == size(out / "full-finetune" / "model")
+    for hard in ("zero-shot", "few-shot"):
+        assert m[hard]["storage_bytes"] == len(m[hard]["details"]["prompt_text"].encode())
+    assert m["few-shot"]["storage_bytes"] > m["zero-shot"]["storage_bytes"]
+
+
+def test_forgetting_frozen_methods_unchanged_full_finetune_measured(full_run):
+    _, base, _, report = full_run
+    before = report["forgetting_before"]["perplexity"]
+    for name, m in by_method(report).items():
+        f = m["forgetting"]
+        assert f["perplexity_before"] == before
+        if name in ("lora", "full-finetune"):
+            assert f["measured_after"] and not f["weights_unchanged"]
+        else:
+            assert f["weights_unchanged"] and f["perplexity_after"] == before
+    assert by_method(report)["full-finetune"]["forgetting"]["perplexity_after"] != before
+    # and the caller's model was never touched by the methods that train a copy
+    assert perplexity(base, _general_text(), tokens=64, window=32)["perplexity"] == pytest.approx(before)
+
+
+def _general_text():
+    from softprompt.data import general_english_text
+
+    return general_english_text()
+
+
+def test_training_figures_follow_the_budget(full_run):
+    _, _, _, report = full_run
+    seen = {by_method(report)[name]["examples_seen"] for name in ("prompt-tuning", "lora", "full-finetune")}
+    assert len(seen) == 1 and 0 < seen.pop() <= 2 * 4  # the same batches for every trained method
+    for name in ("prompt-tuning", "lora", "full-finetune"):
+        m = by_method(report)[name]
+        assert m["steps"] == 2 and len(m["details"]["losses"]) == 2
+        assert m["train_seconds"] > 0 and m["training_state_bytes"] > 0
+        assert all(math.isfinite(x) for x in m["details"]["losses"])
+    full = by_method(report)["full-finetune"]
+    # AdamW keeps two moments per weight: params + grads + 2 moments = 4 copies of every weight (fp32)
+    assert full["training_state_bytes"] >= 4 * 4 * full["trainable_parameters"]
+
+
+def test_other_seed_and_steps_change_the_numbers(full_run):
+    folder, base, _, report = full_run
+    other = run_compare(
+        tiny_config(folder, seed=1, steps=3, methods=("few-shot", "prompt-tuning")),
+        folder / "other",
+        base=base,
+        show_progress=False,
+        log=lambda m: None,
+    )
+    a, b = by_method(report), by_method(other)
+    assert b["prompt-tuning"]["steps"] == 3 and len(b["prompt-tuning"]["details"]["losses"]) == 3
+    assert a["prompt-tuning"]["details"]["losses"][0] != b["prompt-tuning"]["details"]["losses"][0]
+    assert a["prompt-tuning"]["details"]["nearest_tokens"] != b["prompt-tuning"]["details"]["nearest_tokens"]
+    assert a["few-shot"]["details"]["demonstrations"] != b["few-shot"]["details"]["demonstrations"]
+    assert [m["method"] for m in other["methods"]] == ["few-shot", "prompt-tuning"]
+
+
+def test_resume_skips_finished_methods_and_refuses_other_settings(setup):
+    folder, base = setup
+    out = folder / "resume"
+    config = tiny_config(folder, methods=("zero-shot", "few-shot"))
+    run_compare(config, out, base=base, show_progress=False, log=lambda m: None)
+    stamps = {m: result_path(out, m).stat().st_mtime_ns for m in ("zero-shot", "few-shot")}
+    result_path(out, "few-shot").unlink()
+    messages = []
+    report = run_compare(config, out, base=base, resume=True, show_progress=False, log=messages.append)
+    assert any("zero-shot: done in an earlier run, skipped" in m for m in messages)
+    assert not any("measuring the base model" in m for m in messages)  # reused too
+    assert any(m.endswith("] few-shot") for m in messages)  # measured again
+    assert result_path(out, "zero-shot").stat().st_mtime_ns == stamps["zero-shot"]
+    assert [m["method"] for m in report["methods"]] == ["zero-shot", "few-shot"]
+    with pytest.raises(SoftPromptError, match="steps"):
+        run_compare(tiny_config(folder, methods=("zero-shot",), steps=5), out, base=base, resume=True, log=print)
+
+
+def test_second_task_forgetting(setup):
+    folder, base = setup
+    config = tiny_config(folder, methods=("zero-shot",), second_task="bbc-news", second_task_size=5,
+                         second_task_max_tokens=24)  # fmt: skip
+    report = run_compare(config, folder / "second", base=base, show_progress=False, log=lambda m: None)
+    f = report["methods"][0]["forgetting"]
+    assert f["second_task"] == "bbc-news"
+    assert f["second_task_accuracy_before"] == f["second_task_accuracy_after"]
+    assert report["forgetting_before"]["second_task"]["n"] == 5
+    assert "Forgetting: zero-shot accuracy on bbc-news" in (folder / "second" / "report.md").read_text()
+
+
+def test_demonstrations_are_balanced_and_seeded():
+    task = ClassifyTask(TEMPLATE, LABELS)
+    train = [Example(f"t{i}", "pos" if i % 3 else "neg", f"x:{i}") for i in range(30)]
+    demos = pick_demonstrations(task, train, 4, seed=0)
+    assert sorted(d.output for d in demos) == ["neg", "neg", "pos", "pos"]
+    assert demos == pick_demonstrations(task, train, 4, seed=0)
+    assert demos != pick_demonstrations(task, train, 4, seed=1)
+    assert instruction_for(task) == "Classify the text. Answer with one of: good, bad."
+
+
+def test_hard_prompt_holds_instruction_and_demonstrations(tiny_models):
+    base = tiny_models("llama")
+    task = ClassifyTask(TEMPLATE, LABELS)
+    demo = Example("what fun", "pos", "x:1")
+    text = base.tokenizer.decode(hard_prompt_ids(base, task, "Say it.", [demo], None))
+    assert text == "Say it.\n\nReview: what fun\nSentiment: good\n\n"
+
+
+def test_perplexity_matches_the_models_own_loss(tiny_models):
+    base = tiny_models("gpt2")
+    text = "The quick brown fox jumps over the lazy dog. " * 4
+    ids = torch.tensor([base.encode(text)[:40]])
+    with torch.no_grad():
+        want = math.exp(base.model(input_ids=ids, labels=ids).loss.item())
+    assert perplexity(base, text, tokens=40, window=40)["perplexity"] == pytest.approx(want, rel=1e-5)
+
+
+def test_weights_digest_sees_any_change(tiny_models):
+    base = tiny_models("llama")
+    before = weights_digest(base.model)
+    weight = next(base.model.parameters())
+    with torch.no_grad():
+        weight[0, 0] += 1e-3
+        changed = weights_digest(base.model)
+        weight[0, 0] -= 1e-3
+    assert changed != before
+
+
+def test_config_validation():
+    assert parse_methods("lora, zero-shot") == ("zero-shot", "lora")
+    with pytest.raises(SoftPromptError, match="unknown"):
+        parse_methods("lora,prefix-tuning")
+    with pytest.raises(SoftPromptError, match="--steps"):
+        CompareConfig(steps=0)
+    with pytest.raises(SoftPromptError, match="--lora-lr"):
+        CompareConfig(lora_lr=-1)
+
+
+def test_cli_prints_the_table(setup, capsys):
+    folder, _ = setup
+    args = ["compare", "--model", str(folder / "model"), "--data", str(folder / "data.jsonl"),
+            "--template", TEMPLATE, "--labels", "pos=good,neg=bad", "--methods", "zero-shot,few-shot",
+            "--test-size", "6", "--perplexity-tokens", "32", "--second-task", "none", "--quiet",
+            "--out", str(folder / "cli")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| Feature | Hard prompt, zero-shot | Hard prompt, few-shot |")
+    assert (folder / "cli" / "report.md").is_file()
+    assert main([*args[:-2], "--out", str(folder / "cli2"), "--methods", "nope"]) == 2
+    assert "unknown nope" in capsys.readouterr().err
