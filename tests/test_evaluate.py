@@ -1,0 +1,61 @@
+"""Evaluation: predictions independent of batching, equal to one-at-a-time scoring; reports."""
+
+import pytest
+import torch
+
+from softprompt.data import Example
+from softprompt.evaluate import encode_eval_set, evaluate, length_sorted_batches, predict
+from softprompt.forward import pad_batch
+from softprompt.tasks import ClassifyTask, GenerateTask
+
+TASK = ClassifyTask("T: {text}\nA:", {"pos": " yes", "neg": " no", "other": "z"})
+TEXTS = ["great", "awful stuff", "a long and winding review of a film", "ok", "meh meh", "x"]
+GOLD = ["pos", "neg", "other", "pos", "neg", "other"]
+
+
+def prompt_for(base, t=3):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(t, base.hidden_size, generator=g) - 0.5
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma3", "t5"])
+def test_predictions_match_one_by_one_scoring_whatever_the_batch_size(tiny_models, kind):
+    base = tiny_models(kind)
+    prompt = prompt_for(base)
+    data = encode_eval_set(base, TASK, [Example(t, g, "x") for t, g in zip(TEXTS, GOLD)])
+    with torch.no_grad():
+        alone = []
+        for row in data.rows:
+            scores = TASK.label_scores(base, prompt, pad_batch([row.ids], base.pad_token_id))
+            alone.append(TASK.labels[int(scores.argmax())])
+    assert predict(base, TASK, prompt, data.rows, batch_size=4) == alone
+    assert predict(base, TASK, prompt, data.rows, batch_size=1) == alone
+    report = evaluate(base, TASK, prompt, data.rows, batch_size=3)
+    assert report["n"] == 6
+    assert report["accuracy"] == pytest.approx(sum(a == g for a, g in zip(alone, GOLD)) / 6)
+    assert 0 <= report["macro_f1"] <= 1
+
+
+def test_bare_model_and_truncation_count(tiny_models):
+    base = tiny_models("llama")
+    data = encode_eval_set(base, TASK, [Example(t, g, "x") for t, g in zip(TEXTS, GOLD)], max_tokens=12)
+    assert data.truncated == sum(len(t) > 12 - len("T:\nA:") - 1 for t in TEXTS)
+    assert all(len(r.ids) <= 12 for r in data.rows)
+    assert evaluate(base, TASK, None, data.rows)["n"] == 6
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_generate_report(tiny_models, kind):
+    base = tiny_models(kind)
+    task = GenerateTask("Q: {text}\nA:")
+    data = encode_eval_set(base, task, [Example("hi", "hello", "x"), Example("bye", "see you", "y")])
+    report = evaluate(base, task, prompt_for(base), data.rows)
+    assert report["n"] == 2 and {"exact_match", "token_f1"} <= set(report)
+
+
+def test_length_sorted_batches_cover_every_row_once():
+    lengths = [5, 1, 9, 3, 3, 7, 2]
+    batches = length_sorted_batches(lengths, 3)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths)
