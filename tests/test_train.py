@@ -230,3 +230,17 @@ def test_generate_task_trains(tiny_models, tmp_path, kind):
     result = train(base, task, rows, dev, cfg, tmp_path, show_progress=False)
     assert result.metric == "token_f1" and result.steps == 3
     assert SoftPrompt.load(tmp_path).meta.task == "generate"
+
+
+def test_init_from_another_models_prompt_needs_allow_mismatch(tiny_models, tmp_path):
+    from softprompt.testing import tiny_base
+
+    base, other = tiny_models("llama"), tiny_base("llama", seed=1)
+    rows, _ = setup(base)
+    source = run(base, tmp_path / "src", config(steps=1), rows, None).prompt
+    other_rows, _ = setup(other)
+    cfg = config(steps=1, init=f"file:{tmp_path / 'src'}")
+    with pytest.raises(SoftPromptError, match="allow-model-mismatch"):
+        train(other, TASK, other_rows, None, cfg, tmp_path / "dst", show_progress=False)
+    result = train(other, TASK, other_rows, None, cfg, tmp_path / "dst", show_progress=False, allow_model_mismatch=True)
+    assert torch.equal(result.prompt.initial, source.embeddings)

@@ -36,8 +36,9 @@ import torch
 
 from .checkpoint import Checkpoint, join_optimizer_state, load_checkpoint, save_checkpoint, split_optimizer_state
 from .data import Example
+from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
-from .evaluate import EvalSet, evaluate, main_metric, prompt_state
+from .evaluate import EvalSet, main_metric, prompt_state
 from .models import BaseModel
 from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from .progress import MetricsLog, Progress
@@ -241,43 +242,55 @@ def train(
     show_progress: bool = True,
     meta: PromptMeta | None = None,
     on_step: Callable[[int], None] | None = None,
+    dist: Dist | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    allow_model_mismatch: bool = False,
 ) -> TrainResult:
-    """Train a prompt for `task`; write the best prompt, metrics.jsonl and checkpoint/ into `out`."""
+    """Train a prompt for `task`; write the best prompt, metrics.jsonl and checkpoint/ into `out`.
+
+    `dist` (distributed.setup()) makes this one rank of a data-parallel run: same result, rank 0 writes.
+    """
     out = Path(out)
+    dist = dist or Dist()
     started = time.perf_counter()
     total = config.total_steps(len(train_rows))
     plan = BatchPlan(
         [len(r) for r in train_rows], config.batch_size, seed=config.seed, bucket_batches=config.bucket_batches
     )
-    prompt = _initial_prompt(base, task, config, meta)
+    prompt = _initial_prompt(base, task, config, meta, allow_model_mismatch)
+    dist.broadcast_(prompt.embeddings)  # identical start on every rank, whatever the init's randomness
     optimizer = build_optimizer([prompt.embeddings], config.optimizer, config.learning_rate, config.weight_decay)
     scheduler = build_scheduler(
         optimizer, warmup_steps=config.warmup_steps, total_steps=total, schedule=config.schedule
     )
     signature = _data_signature(train_rows, dev)
-    log = MetricsLog(out / METRICS_FILE)
+    log = MetricsLog(out / METRICS_FILE) if dist.is_main else NullLog()
     state = _State()
     best = prompt.embeddings.detach().clone()
     if resume:
-        state, best = _restore(out / CHECKPOINT_DIR, base, config, signature, prompt, optimizer, scheduler)
+        state, best = _restore(
+            out / CHECKPOINT_DIR, base, config, signature, prompt, optimizer, scheduler, load=dist.load_checkpoint
+        )
         log.truncate_after(state.step)
-    elif (out / CHECKPOINT_DIR).exists() or (out / METRICS_FILE).exists():
+    elif dist.is_main and ((out / CHECKPOINT_DIR).exists() or (out / METRICS_FILE).exists()):
         # A fresh run into an old run's folder: start clean rather than mix two runs' logs.
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
         (out / METRICS_FILE).unlink(missing_ok=True)
 
     metric = main_metric(task) if dev is not None else None
-    progress = Progress(total, state.step, enabled=show_progress)
+    progress = Progress(total, state.step, enabled=show_progress and dist.is_main)
     status = "finished"
 
     def checkpoint() -> None:
-        _save(out / CHECKPOINT_DIR, config, signature, base, state, prompt, best, optimizer, scheduler)
+        if dist.is_main:
+            _save(out / CHECKPOINT_DIR, config, signature, base, state, prompt, best, optimizer, scheduler)
 
     try:
-        with _Interrupt(progress) as interrupt:
+        with _Interrupt(progress) as interrupt, report_rank_failure(dist, out / CHECKPOINT_DIR):
             while state.step < total:
                 tick = time.perf_counter()
-                loss, n = _train_step(base, task, train_rows, plan, state, prompt, config)
+                dist.fail_hook(state.step + 1)
+                loss, n = _train_step(base, task, train_rows, plan, state, prompt, config, dist)
                 if not math.isfinite(loss):
                     raise TrainingError(_nan_message(loss, state.step + 1, out, config))
                 grad_norm = _clip(prompt, config.max_grad_norm)
@@ -300,17 +313,22 @@ def train(
                 )
                 progress.update(loss=f"{loss:.4f}", **{"ex/s": f"{state.examples_seen / state.train_time_s:.1f}"})
                 if dev is not None and (state.step % config.eval_every == 0 or state.step == total):
-                    improved = _dev_eval(base, task, dev, prompt, config, state, log, metric)
+                    improved = _dev_eval(base, task, dev, prompt, config, state, log, metric, dist)
                     progress.note(**{f"dev_{metric}": f"{state.last_dev[metric]:.4f}"})
                     if improved:
                         best = prompt.embeddings.detach().clone()
-                        _save_prompt(base, prompt, best, out, _training_figures(config, state, metric, "running"))
+                        if dist.is_main:
+                            figures = _training_figures(config, state, metric, "running")
+                            _save_prompt(base, prompt, best, out, figures)
                     elif config.patience and state.bad_evals >= config.patience:
                         status = "early_stopped"
                 if on_step is not None:
                     on_step(state.step)
-                if status == "early_stopped" or interrupt.requested:
-                    status = "interrupted" if interrupt.requested else status
+                interrupt.requested = dist.any(interrupt.requested)  # every rank stops at the same step
+                # should_stop: a stop asked from another thread (e.g. the studio), handled like Ctrl-C.
+                stop_asked = interrupt.requested or (should_stop is not None and should_stop())
+                if status == "early_stopped" or stop_asked:
+                    status = "interrupted" if stop_asked else status
                     break
                 if state.step % config.checkpoint_every == 0:
                     checkpoint()
@@ -324,7 +342,8 @@ def train(
     figures.update(
         train_examples=len(train_rows), total_steps=total, wall_time_s=round(time.perf_counter() - started, 2)
     )
-    final = _save_prompt(base, prompt, best, out, figures)
+    final = _save_prompt(base, prompt, best, out, figures) if dist.is_main else SoftPrompt(best, prompt.meta)
+    dist.barrier("finishing")  # when train() returns on any rank, rank 0's files are complete
     return TrainResult(
         prompt=final,
         status=status,
@@ -338,13 +357,27 @@ def train(
     )
 
 
-def _initial_prompt(base: BaseModel, task: Task, config: TrainConfig, meta: PromptMeta | None) -> SoftPrompt:
+def _initial_prompt(
+    base: BaseModel, task: Task, config: TrainConfig, meta: PromptMeta | None, allow_mismatch: bool
+) -> SoftPrompt:
     meta = meta or PromptMeta()
     task.to_meta(meta)
     label_words = list(task.verbalizer.values()) if isinstance(task, ClassifyTask) else None
-    return SoftPrompt.initialize(
-        base, config.num_virtual_tokens, config.init, label_words=label_words, seed=config.seed, meta=meta
+    prompt = SoftPrompt.initialize(
+        base,
+        config.num_virtual_tokens,
+        "random" if config.init.startswith("file:") and allow_mismatch else config.init,
+        label_words=label_words,
+        seed=config.seed,
+        meta=meta,
     )
+    if config.init.startswith("file:") and allow_mismatch:
+        # SoftPrompt.initialize refuses a prompt from another model; the user said to allow it.
+        source = SoftPrompt.load(config.init[len("file:") :], base, allow_mismatch=True).embeddings.detach()
+        tiled = source.repeat(math.ceil(config.num_virtual_tokens / source.shape[0]), 1)[: config.num_virtual_tokens]
+        prompt = SoftPrompt(tiled, prompt.meta, initial=tiled)
+        prompt.meta.init = config.init
+    return prompt
 
 
 def _train_step(
@@ -355,8 +388,14 @@ def _train_step(
     state: _State,
     prompt: SoftPrompt,
     config: TrainConfig,
+    dist: Dist | None = None,
 ) -> tuple[float, int]:
-    """Forward + backward over grad_accum micro-batches; returns (mean loss, examples)."""
+    """Forward + backward over grad_accum micro-batches; returns (mean loss, examples).
+
+    Distributed: this rank runs its slice of each micro-batch, weighted by its share of
+    the micro-batch's loss terms, and one all-reduce sums gradients and loss over ranks.
+    """
+    dist = dist or Dist()
     micro = []
     for _ in range(config.grad_accum):
         index, state.position = plan.take(state.position)
@@ -364,12 +403,15 @@ def _train_step(
     n = sum(len(m) for m in micro)
     total = 0.0
     for batch_rows in micro:
-        batch, target = task.collate(base, batch_rows, side="left")
+        mine, share = dist.shard_loss_terms(batch_rows)
+        if not mine:
+            continue
+        batch, target = task.collate(base, mine, side="left")
         loss = task.loss(base, prompt_state(base, prompt.embeddings), batch, target)
         # Weight by rows so accumulated micro-batches give the mean over the whole step.
-        (loss * (len(batch_rows) / n)).backward()
-        total += loss.item() * len(batch_rows)
-    return total / n, n
+        (loss * (share * len(batch_rows) / n)).backward()
+        total += loss.item() * share * len(batch_rows)
+    return dist.reduce_step(prompt.embeddings, total) / n, n
 
 
 def _clip(prompt: SoftPrompt, max_norm: float | None) -> float:
@@ -380,8 +422,8 @@ def _clip(prompt: SoftPrompt, max_norm: float | None) -> float:
     return float(prompt.embeddings.grad.norm())
 
 
-def _dev_eval(base, task, dev: EvalSet, prompt, config, state: _State, log: MetricsLog, metric: str) -> bool:
-    report = evaluate(base, task, prompt.embeddings, dev.rows, batch_size=config.eval_batch_size)
+def _dev_eval(base, task, dev: EvalSet, prompt, config, state: _State, log: MetricsLog, metric: str, dist) -> bool:
+    report = evaluate_sharded(base, task, prompt.embeddings, dev.rows, batch_size=config.eval_batch_size, dist=dist)
     state.last_dev = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     log.append({"step": state.step, **{f"dev_{k}": v for k, v in state.last_dev.items()}})
     value = report[metric]
@@ -451,8 +493,10 @@ def _save(folder, config, signature, base, state: _State, prompt, best, optimize
     save_checkpoint(folder, Checkpoint(tensors, values))
 
 
-def _restore(folder, base, config, signature, prompt, optimizer, scheduler) -> tuple[_State, torch.Tensor]:
-    ckpt = load_checkpoint(folder)
+def _restore(
+    folder, base, config, signature, prompt, optimizer, scheduler, load=load_checkpoint
+) -> tuple[_State, torch.Tensor]:
+    ckpt = load(folder)
     v = ckpt.values
     diffs = config.differences(v.get("config", {}))
     if diffs:

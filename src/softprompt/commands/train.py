@@ -257,8 +257,6 @@ def run(args: argparse.Namespace) -> int:
 
     base = load_base_model(args.model)
     task = prepared.task
-    if config.init.startswith("file:") and args.allow_model_mismatch:
-        raise SoftPromptError("--allow-model-mismatch with --init file: is not supported; retrain from the other model")
     rows, cut = encode_examples(
         base, task, prepared.train, max_tokens=config.max_input_tokens, truncate=config.truncate
     )
@@ -283,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         show_progress=not args.quiet,
         meta=meta,
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     if result.status == "interrupted":
         command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]] if a != "--resume")
