@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import resolve_data
+    from ..data import BuiltinDataset, resolve_data
     from ..evaluate import encode_eval_set, evaluate
     from ..models import DEFAULT_MODEL, load_base_model
     from ..prompt import SoftPrompt
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         None if args.prompt is None else SoftPrompt.load(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     )
     prepared = prepare(args, need_train=False, meta=None if prompt is None else prompt.meta)
-    builtin = not hasattr(resolve_data(args.data), "is_file")
+    builtin = isinstance(resolve_data(args.data), BuiltinDataset)
     examples = getattr(prepared, args.split) if builtin else prepared.test
     examples = examples[: args.limit] if args.limit else examples
     truncate = args.truncate or "left"
