@@ -132,14 +132,21 @@ def load_base_model(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    device_map: str | dict | None = None,
 ) -> BaseModel:
-    """Load `name` (alias, .gguf file, local folder or hub id) frozen, with a tokenizer that can pad."""
+    """Load `name` (alias, .gguf file, local folder or hub id) frozen, with a tokenizer that can pad.
+
+    `device_map="auto"` (accelerate) spreads a model too large for one device over
+    all GPUs, then CPU memory, instead of moving it whole to `device`.
+    """
     if dtype is None:
         # bf16 matmuls are ~250x slower than fp32 on CPUs without native bf16.
-        dtype = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+        on_gpu = torch.device(device).type != "cpu" or (device_map is not None and torch.cuda.is_available())
+        dtype = torch.bfloat16 if on_gpu else torch.float32
     folder = _resolve_to_folder(name)
-    model, tokenizer = _load_folder(folder, dtype=dtype, shown_name=name)
-    model.to(device)
+    model, tokenizer = _load_folder(folder, dtype=dtype, shown_name=name, device_map=device_map)
+    if device_map is None:
+        model.to(device)
     if tokenizer.pad_token_id is None:
         # Padding positions are always masked, so any id will do; EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -225,7 +232,7 @@ def _load_gguf(gguf_path: Path):
     return model, tokenizer
 
 
-def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str):
+def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str, device_map: str | dict | None = None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     try:
@@ -233,7 +240,8 @@ def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str):
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            model = auto.from_pretrained(folder, dtype=dtype)
+            extra = {} if device_map is None else {"device_map": device_map}
+            model = auto.from_pretrained(folder, dtype=dtype, **extra)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except OSError as e:
         raise SoftPromptError(

@@ -115,6 +115,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-model-mismatch", action="store_true", help="allow --init file: with a prompt from another model"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+    add_scale_arguments(parser)
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """Large models and many processes (docs/distributed.md); no-ops in a plain single-process run."""
+    parser.add_argument(
+        "--device-map",
+        default=None,
+        help="'auto': spread a model too large for one device over all GPUs then CPU (accelerate); single process",
+    )
+    parser.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard the frozen transformer blocks across ranks (FSDP2) instead of a full copy per rank",
+    )
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        help="under torchrun: seconds a rank waits for the others before the run stops (default: 600)",
+    )
 
 
 @dataclass
@@ -240,22 +261,38 @@ def build_config(args: argparse.Namespace, prepared: Prepared, saved: dict | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint
+    from .. import distributed
+    from ..models import DEFAULT_MODEL
+
+    args.model = args.model or DEFAULT_MODEL
+    dist = distributed.setup(timeout_s=args.dist_timeout or distributed.DEFAULT_TIMEOUT_S, fsdp=args.fsdp)
+    try:
+        return _run(args, dist)
+    finally:
+        distributed.teardown(dist)
+
+
+def _run(args: argparse.Namespace, dist) -> int:
+    from .. import distributed
     from ..evaluate import encode_eval_set
-    from ..models import DEFAULT_MODEL, load_base_model
+    from ..models import load_base_model
     from ..prompt import PromptMeta
     from ..train import CHECKPOINT_DIR, encode_examples, train
 
-    args.model = args.model or DEFAULT_MODEL
+    if dist.enabled and args.device_map:
+        raise SoftPromptError("--device-map is for one process; under torchrun use --fsdp to split the model")
     prepared = prepare(args)
     out = Path(args.out or f"prompt-{prepared.name}")
     saved = None
     if args.resume:
-        saved = load_checkpoint(out / CHECKPOINT_DIR).values.get("config")
+        saved = dist.load_checkpoint(out / CHECKPOINT_DIR).values.get("config")
     config = build_config(args, prepared, saved)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    quiet = args.quiet or not dist.is_main
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
 
-    base = load_base_model(args.model)
+    base = load_base_model(args.model, device=dist.device, device_map=args.device_map)
+    if dist.fsdp:
+        distributed.shard_base_model(base, dist)
     task = prepared.task
     rows, cut = encode_examples(
         base, task, prepared.train, max_tokens=config.max_input_tokens, truncate=config.truncate
@@ -269,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
         f"dev {len(dev):,}; {task.kind} template {json.dumps(task.template)}; "
         f"T={config.num_virtual_tokens}, init={config.init}, {config.optimizer} lr={config.learning_rate}, "
         f"batch {config.batch_size}x{config.grad_accum}, {config.total_steps(len(rows))} steps -> {out}"
+        + (f"; {dist.world_size} processes ({dist.backend}{', FSDP' if dist.fsdp else ''})" if dist.enabled else "")
     )
     meta = PromptMeta(base_model=args.model)
     result = train(
@@ -281,8 +319,11 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         show_progress=not args.quiet,
         meta=meta,
+        dist=dist,
         allow_model_mismatch=args.allow_model_mismatch,
     )
+    if not dist.is_main:
+        return 0 if result.status != "interrupted" else 130
     if result.status == "interrupted":
         command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]] if a != "--resume")
         print(
