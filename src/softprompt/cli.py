@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import SoftPromptError
 
-COMMANDS = ("quickstart", "train", "eval", "predict", "generate", "info", "inspect", "serve", "compare")
+COMMANDS = ("quickstart", "train", "eval", "predict", "generate", "info", "inspect", "serve", "compare", "studio")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,332 @@
+"""The studio: the serve app plus a page and its API under /studio.
+
+`create_studio_app(predictor, registry, base, data_dir)` builds the ordinary
+serving app (`serve.app.create_app`, so /v1/* works as usual and the page
+uses /v1/classify and streamed /v1/completions to try prompts) and adds:
+
+    GET  /studio/                        the page (static files, no CDN)
+    GET  /studio/api/info                model, built-in datasets, defaults, limits
+    GET  /studio/api/prompts             prompts with task, labels, T, size, training figures
+    POST /studio/api/hard                the same text with a typed hard prompt, for side by side
+    GET  /studio/api/prompts/{name}/inspect    nearest-token table (JSON)
+    GET  /studio/api/prompts/{name}/plot.png   the inspect plot
+    GET  /studio/api/prompts/{name}/download   the prompt folder as a zip
+    POST /studio/api/uploads?filename=F  raw body = the file; answers columns, preview, guesses
+    GET  /studio/api/uploads             uploaded files
+    POST /studio/api/jobs                start (queue) a training job
+    GET  /studio/api/jobs[/{id}]         jobs; one job with its loss/dev curves, examples/s, time left
+    POST /studio/api/jobs/{id}/stop | /resume
+
+Files live under the data folder: prompts/ (served, hot-reloaded), uploads/,
+jobs/, cache/. Model work for the page (hard prompts) runs on the batcher's
+worker thread, between serving batches; training runs on the job thread with
+the same frozen base model (nothing in it is written, only the prompt learns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import statistics
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from ..errors import SoftPromptError
+from ..infer import GenerationConfig, InputError
+from ..models import BaseModel as LanguageModel
+from ..serve.app import APIError, create_app
+from ..serve.config import ServeSettings
+from ..serve.registry import PromptRegistry, name_problem
+from .jobs import Job, JobQueue
+from .runner import JobSpec, prepare_spec, publish, run_training
+from .uploads import DEFAULT_MAX_BYTES, UploadError, UploadStore
+
+STATIC = Path(__file__).parent / "static"
+BODY_MARGIN = 64 * 1024  # request size allowance beyond the upload limit
+MAX_TEXT_CHARS = 4000
+HARD_MAX_TOKENS = 64
+
+
+class HardRequest(BaseModel):
+    prompt: str = Field(description="the soft prompt whose task (template, labels) the hard prompt borrows")
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    hard_prompt: str = Field("", max_length=MAX_TEXT_CHARS, description="instruction put before the template")
+    max_tokens: int = Field(40, ge=1, le=HARD_MAX_TOKENS)
+
+
+@dataclasses.dataclass
+class DataFolder:
+    """The studio's layout inside --data-dir."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        for sub in (self.prompts, self.uploads, self.jobs, self.cache):
+            sub.mkdir(parents=True, exist_ok=True)
+
+    prompts = property(lambda self: self.root / "prompts")
+    uploads = property(lambda self: self.root / "uploads")
+    jobs = property(lambda self: self.root / "jobs")
+    cache = property(lambda self: self.root / "cache")
+
+
+def create_studio_app(
+    predictor,
+    registry: PromptRegistry,
+    base: LanguageModel,
+    data_dir: str | Path,
+    settings: ServeSettings | None = None,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_BYTES,
+) -> FastAPI:
+    """The serving app for `registry` (whose folder must be data_dir/prompts) plus the studio."""
+    folders = DataFolder(Path(data_dir))
+    if registry.folder.resolve() != folders.prompts.resolve():
+        raise SoftPromptError(f"the studio serves {folders.prompts}; the registry watches {registry.folder}")
+    settings = settings or ServeSettings()
+    if settings.max_body_bytes < max_upload_bytes + BODY_MARGIN:
+        settings = dataclasses.replace(settings, max_body_bytes=max_upload_bytes + BODY_MARGIN)
+    app = create_app(predictor, registry, settings)
+    uploads = UploadStore(folders.uploads, max_upload_bytes)
+
+    def runner(spec, out, **kwargs):
+        return run_training(base, spec, uploads, out, **kwargs)
+
+    jobs = JobQueue(folders.jobs, runner, lambda job, run_dir: publish(run_dir, folders.prompts, job.name))
+    app.state.jobs, app.state.uploads = jobs, uploads
+    _close_jobs_on_shutdown(app, jobs)
+    app.include_router(_router(app, predictor, registry, base, folders, uploads, jobs))
+    app.mount("/studio/static", StaticFiles(directory=STATIC), name="studio-static")
+    return app
+
+
+def _close_jobs_on_shutdown(app: FastAPI, jobs: JobQueue) -> None:
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a):
+        async with inner(a) as state:
+            yield state
+        # The running job stops at its next step with a checkpoint: it reads as stopped, resumable.
+        await asyncio.to_thread(jobs.close)
+
+    app.router.lifespan_context = lifespan
+
+
+def _router(app, predictor, registry, base, folders: DataFolder, uploads: UploadStore, jobs: JobQueue) -> APIRouter:
+    router = APIRouter(prefix="/studio", include_in_schema=False)
+    batcher = app.state.batcher
+    plot_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
+
+    def user_error(e: SoftPromptError) -> APIError:
+        return APIError(getattr(e, "status", 422), str(e))
+
+    def loaded(name: str):
+        prompt = None if name_problem(name) else predictor.prompts.get(name)
+        if prompt is None:
+            raise APIError(404, f"no prompt named {name[:80]!r}", kind="not_found_error")
+        return prompt
+
+    @router.get("")
+    @router.get("/")
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/studio/")
+
+    @router.get("/api/info")
+    async def info() -> dict:
+        from ..data import BUILTIN_DATASETS
+
+        defaults = JobSpec(name="x", data="x").to_dict()
+        del defaults["name"], defaults["data"]
+        return {
+            "model": base.name,
+            "max_upload_bytes": uploads.max_bytes,
+            "defaults": defaults,
+            "datasets": [
+                {"name": d.name, "template": d.template, "labels": dict(d.verbalizer), "description": d.description}
+                for d in BUILTIN_DATASETS.values()
+            ],
+        }
+
+    @router.get("/api/prompts")
+    async def prompts() -> dict:
+        out = []
+        for name, info in sorted(registry.infos.items()):
+            prompt = predictor.prompts.get(name)
+            training = dict(prompt.meta.training) if prompt is not None else {}
+            out.append({**dataclasses.asdict(info), "training": training})
+        return {"data": out, "errors": dict(registry.errors)}
+
+    @router.post("/api/hard")
+    async def hard(body: HardRequest) -> dict:
+        """Answer `text` with a typed hard prompt in place of the soft prompt (same template and labels)."""
+        prompt = loaded(body.prompt)
+        if not body.text.strip():
+            raise APIError(422, "type a text to try", param="text")
+        template = prompt.meta.template or "{text}"
+        if body.hard_prompt.count("{text}") == 1:
+            template = body.hard_prompt
+        elif body.hard_prompt.strip():
+            template = body.hard_prompt.rstrip() + "\n" + template
+        if prompt.meta.task == "classify" and prompt.meta.verbalizer:
+            try:
+                probs = await batcher.call(lambda: _classify_hard(base, template, prompt.meta.verbalizer, body.text))
+            except SoftPromptError as e:
+                raise APIError(422, str(e)) from None
+            return {"template": template, "label": max(probs, key=probs.get), "probs": probs}
+        config = GenerationConfig(max_new_tokens=body.max_tokens)
+        (out,) = await batcher.submit(("generate", config), [(None, template.replace("{text}", body.text))])
+        if isinstance(out, InputError):
+            raise APIError(422, out.message)
+        return {"template": template, "text": out}
+
+    @router.get("/api/prompts/{name}/inspect")
+    async def inspect(name: str, top_k: int = 5) -> dict:
+        from ..inspect_prompt import inspect_prompt
+
+        prompt = loaded(name)
+        try:
+            result = await asyncio.to_thread(inspect_prompt, prompt, base, top_k=top_k)
+        except SoftPromptError as e:
+            raise user_error(e) from None
+        return result.to_dict()
+
+    @router.get("/api/prompts/{name}/plot.png")
+    async def plot(name: str) -> FileResponse:
+        from ..prompt_cache import prompt_hash
+
+        prompt = loaded(name)
+        path = folders.cache / f"plot-{name}-{prompt_hash(prompt.embeddings)}.png"
+
+        def draw() -> None:
+            from ..inspect_prompt import inspect_prompt
+            from ..plots import plot_inspection
+
+            with plot_lock:
+                if not path.is_file():
+                    plot_inspection(prompt, base, inspect_prompt(prompt, base), path)
+
+        await asyncio.to_thread(draw)
+        return FileResponse(path, media_type="image/png")
+
+    @router.get("/api/prompts/{name}/download")
+    async def download(name: str) -> Response:
+        loaded(name)
+        folder = (registry.folder / name).resolve()
+        if not folder.is_relative_to(registry.root) or not folder.is_dir():
+            raise APIError(404, f"no prompt folder for {name!r}", kind="not_found_error")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+            for item in sorted(folder.iterdir()):
+                if item.is_file() and not item.is_symlink():
+                    z.write(item, f"{name}/{item.name}")
+        headers = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
+        return Response(buffer.getvalue(), media_type="application/zip", headers=headers)
+
+    @router.post("/api/uploads")
+    async def upload(request: Request, filename: str = "") -> dict:
+        try:
+            saved = await uploads.save(filename, request.stream())
+        except UploadError as e:
+            raise user_error(e) from None
+        return saved.to_dict()
+
+    @router.get("/api/uploads")
+    async def list_uploads() -> dict:
+        return {"data": uploads.list()}
+
+    @router.post("/api/jobs")
+    async def start(request: Request) -> dict:
+        try:
+            raw = await request.json()
+        except ValueError:
+            raise APIError(400, "the request body must be a JSON object") from None
+        try:
+            spec = JobSpec.from_dict(raw)
+            ready = await asyncio.to_thread(prepare_spec, spec, uploads)  # data problems show up now
+            job = jobs.submit(spec)
+        except SoftPromptError as e:
+            raise user_error(e) from None
+        return {**_job(jobs, job), "train_examples": len(ready.prepared.train), "dev_examples": len(ready.prepared.dev)}
+
+    @router.get("/api/jobs")
+    async def list_jobs() -> dict:
+        return {"data": [_job(jobs, job) for job in jobs.list()]}
+
+    @router.get("/api/jobs/{job_id}")
+    async def job_detail(job_id: str) -> dict:
+        try:
+            job = jobs.get(job_id)
+        except SoftPromptError as e:
+            raise APIError(404, str(e), kind="not_found_error") from None
+        return {**_job(jobs, job), **_curves(job, jobs.metrics(job.id))}
+
+    @router.post("/api/jobs/{job_id}/stop")
+    async def stop(job_id: str) -> dict:
+        try:
+            return _job(jobs, jobs.stop(job_id))
+        except SoftPromptError as e:
+            raise user_error(e) from None
+
+    @router.post("/api/jobs/{job_id}/resume")
+    async def resume(job_id: str) -> dict:
+        try:
+            return _job(jobs, jobs.resume(job_id))
+        except SoftPromptError as e:
+            raise user_error(e) from None
+
+    return router
+
+
+def _classify_hard(base: LanguageModel, template: str, verbalizer: dict, text: str) -> dict[str, float]:
+    import torch
+
+    from ..forward import pad_batch
+    from ..tasks import ClassifyTask
+
+    task = ClassifyTask(template, dict(verbalizer))
+    ids, _ = task.encode(base, text)
+    batch = pad_batch([ids], base.pad_token_id, side="left", device=base.device)
+    with torch.no_grad():
+        probs = task.label_scores(base, None, batch).float().softmax(-1)[0].tolist()
+    return dict(zip(task.labels, probs))
+
+
+def _job(jobs: JobQueue, job: Job) -> dict:
+    return {**job.to_dict(), "name": job.name, "resumable": jobs.resumable(job)}
+
+
+def _curves(job: Job, records: list[dict]) -> dict:
+    """Loss per step, dev metric per evaluation, recent examples/s and time left."""
+    loss = [[r["step"], r["loss"]] for r in records if "loss" in r]
+    key = f"dev_{job.metric}" if job.metric else None
+    dev = [[r["step"], r[key]] for r in records if key and key in r]
+    speeds = [r["examples_per_s"] for r in records[-20:] if r.get("examples_per_s")]
+    speed = statistics.median(speeds) if speeds else None
+    eta = None
+    if speed and job.total_steps and job.state == "running":
+        per_step = job.spec.get("batch_size", 1) / speed
+        eta = max(0.0, (job.total_steps - job.step) * per_step)
+    elapsed = (job.ended or time.time()) - job.started if job.started else None
+    return {
+        "loss": loss,
+        "dev": dev,
+        "dev_metric": job.metric,
+        "examples_per_s": speed,
+        "eta_s": eta,
+        "elapsed_s": elapsed,
+    }

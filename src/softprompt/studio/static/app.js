@@ -1,0 +1,436 @@
+// softprompt studio: plain JavaScript, no framework, no network beyond this server.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { info: null, prompts: [], selected: null, upload: null, jobId: null, poll: null };
+
+// -- helpers -----------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return node;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+const postJSON = (path, body) =>
+  api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+function bytes(n) {
+  if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + " MB";
+  if (n >= 1024) return (n / 1024).toFixed(1) + " KB";
+  return n + " B";
+}
+
+function duration(s) {
+  if (s == null) return "\u2014";
+  s = Math.round(s);
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+  return Math.floor(s / 3600) + " h " + Math.round((s % 3600) / 60) + " min";
+}
+
+const fmt = (x, digits = 4) => (x == null || Number.isNaN(x) ? "\u2014" : Number(x).toFixed(digits));
+const pct = (x) => (x == null ? "\u2014" : (100 * x).toFixed(1) + "%");
+
+function showTab(name) {
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.tab === name));
+  document.querySelectorAll(".page").forEach((p) => p.classList.toggle("active", p.id === "page-" + name));
+}
+
+// -- prompts -----------------------------------------------------------------------
+
+function devFigure(training) {
+  if (!training) return null;
+  const key = Object.keys(training).find((k) => k.startsWith("dev_"));
+  return key ? training[key] : null;
+}
+
+async function loadPrompts() {
+  const { data } = await api("/studio/api/prompts");
+  state.prompts = data;
+  const body = $("#prompt-table tbody");
+  body.replaceChildren();
+  for (const p of data) {
+    const dev = devFigure(p.training);
+    const row = el("tr", { class: "selectable", "data-name": p.name, onclick: () => selectPrompt(p.name) },
+      el("td", {}, el("b", {}, p.name)),
+      el("td", {}, p.task || "\u2014"),
+      el("td", {}, (p.labels || []).join(", ") || "\u2014"),
+      el("td", { class: "num" }, p.T),
+      el("td", { class: "num" }, bytes(p.bytes)),
+      el("td", { class: "num" }, dev == null ? "\u2014" : pct(dev)),
+      el("td", {}, el("a", { href: `/studio/api/prompts/${encodeURIComponent(p.name)}/download`,
+        download: p.name + ".zip", class: "download", onclick: (e) => e.stopPropagation() }, "download")));
+    body.append(row);
+  }
+  $("#no-prompts").classList.toggle("hidden", data.length > 0);
+  const select = $("#inspect-prompt");
+  const keep = select.value;
+  select.replaceChildren(...data.map((p) => el("option", { value: p.name }, p.name)));
+  if (data.some((p) => p.name === keep)) select.value = keep;
+  if (!state.selected && data.length) selectPrompt(data[0].name);
+  else if (state.selected) selectPrompt(state.selected);
+}
+
+function selectPrompt(name) {
+  state.selected = name;
+  document.querySelectorAll("#prompt-table tbody tr").forEach((r) => r.classList.toggle("selected", r.dataset.name === name));
+  $("#try-name").textContent = name;
+}
+
+function bars(probs) {
+  const best = Object.keys(probs).reduce((a, b) => (probs[a] >= probs[b] ? a : b));
+  return el("div", {}, ...Object.entries(probs).map(([label, p]) =>
+    el("div", { class: "prob" + (label === best ? " top" : "") },
+      el("span", { class: "label" }, label),
+      el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * p).toFixed(1)}%` })),
+      el("span", { class: "value" }, pct(p)))));
+}
+
+async function tryPrompts() {
+  $("#try-error").textContent = "";
+  const prompt = state.prompts.find((p) => p.name === state.selected);
+  const text = $("#try-text").value;
+  if (!prompt) return void ($("#try-error").textContent = "Choose a prompt in the list first.");
+  if (!text.trim()) return void ($("#try-error").textContent = "Type a text to try.");
+  const soft = $("#soft-result .body"), hard = $("#hard-result .body");
+  $("#soft-result h3").textContent = `Soft prompt: ${prompt.name} (T=${prompt.T})`;
+  soft.replaceChildren(el("span", { class: "muted" }, "running\u2026"));
+  hard.replaceChildren(el("span", { class: "muted" }, "running\u2026"));
+  const hardText = $("#hard-text").value;
+  const softJob = (async () => {
+    if (prompt.task === "classify") {
+      const out = await postJSON("/v1/classify", { prompt: prompt.name, inputs: [text] });
+      soft.replaceChildren(bars(out.results[0].probs));
+    } else {
+      await streamCompletion(prompt.name, text, soft);
+    }
+  })().catch((e) => soft.replaceChildren(el("span", { class: "error" }, e.message)));
+  const hardJob = postJSON("/studio/api/hard", { prompt: prompt.name, text, hard_prompt: hardText })
+    .then((out) => {
+      $("#hard-result h3").textContent = hardText.trim() ? "Hard prompt" : "No prompt (template only)";
+      const shown = el("div", { class: "muted", title: "what the model reads" }, "template: ", el("code", {}, out.template));
+      hard.replaceChildren(out.probs ? bars(out.probs) : el("div", { class: "generated" }, out.text), shown);
+    })
+    .catch((e) => hard.replaceChildren(el("span", { class: "error" }, e.message)));
+  await Promise.all([softJob, hardJob]);
+}
+
+// Server-sent events from /v1/completions, appended to `target` as they arrive.
+async function streamCompletion(name, text, target) {
+  const response = await fetch("/v1/completions", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model: name, prompt: text, max_tokens: 48, stream: true }),
+  });
+  if (!response.ok) throw new Error((await response.json()).error.message);
+  const out = el("div", { class: "generated" });
+  target.replaceChildren(out);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const line = buffer.slice(0, cut).replace(/^data: /, "");
+      buffer = buffer.slice(cut + 2);
+      if (line === "[DONE]") return;
+      const event = JSON.parse(line);
+      if (event.error) throw new Error(event.error.message);
+      out.textContent += event.choices[0].text;
+    }
+  }
+}
+
+// -- data and settings ---------------------------------------------------------------
+
+async function uploadFile(file) {
+  $("#upload-error").textContent = "";
+  $("#builtin").value = "";
+  if (file.size > state.info.max_upload_bytes) {
+    $("#upload-error").textContent = `${file.name} is ${bytes(file.size)}; the limit is ${bytes(state.info.max_upload_bytes)}.`;
+    return;
+  }
+  $("#upload-status").textContent = `uploading ${file.name}\u2026`;
+  try {
+    const info = await api("/studio/api/uploads?filename=" + encodeURIComponent(file.name), { method: "POST", body: file });
+    showUpload(info);
+  } catch (e) {
+    $("#upload-status").textContent = "";
+    $("#upload-error").textContent = e.message;
+    $("#data-details").classList.add("hidden");
+    state.upload = null;
+  }
+}
+
+function showUpload(info) {
+  state.upload = info;
+  $("#upload-status").textContent = `${info.name}: ${info.rows.toLocaleString()} rows, ${info.columns.length} columns, ${bytes(info.bytes)}`;
+  for (const id of ["#text-column", "#label-column"]) {
+    $(id).replaceChildren(...info.columns.map((c) => el("option", { value: c }, c)));
+  }
+  $("#text-column").value = info.text_column || info.columns[0];
+  $("#label-column").value = info.label_column || info.columns[1];
+  const head = el("tr", {}, ...info.columns.map((c) => el("th", {}, c)));
+  const rows = info.preview.map((r) => el("tr", {}, ...info.columns.map((c) => el("td", {}, r[c] ?? ""))));
+  $("#preview").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  $("#data-details").classList.remove("hidden");
+  $("#job-name").value = $("#job-name").value || info.name.replace(/\.[^.]+$/, "").replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "my-prompt";
+  $("#template").value = $("#task").value === "classify" ? "Input: {text}\nLabel:" : "Input: {text}\nOutput:";
+  labelSummary();
+}
+
+function labelSummary() {
+  const info = state.upload;
+  if (!info) return;
+  const counts = info.label_column === $("#label-column").value ? info.label_counts : null;
+  if (counts && Object.keys(counts).length && $("#task").value === "classify") {
+    $("#label-summary").textContent = "labels: " + Object.entries(counts).map(([k, v]) => `${k} (${v})`).join(", ");
+    $("#labels").value = Object.keys(counts).map((k) => `${k}=${k}`).join(",");
+  } else {
+    $("#label-summary").textContent = "";
+    $("#labels").value = "";
+  }
+}
+
+function chooseBuiltin(name) {
+  const d = state.info.datasets.find((x) => x.name === name);
+  if (!d) return;
+  state.upload = null;
+  $("#upload-file").value = "";
+  $("#data-details").classList.add("hidden");
+  $("#upload-error").textContent = "";
+  $("#upload-status").textContent = d.description;
+  $("#task").value = "classify";
+  $("#template").value = d.template;
+  $("#labels").value = Object.entries(d.labels).map(([k, v]) => `${k}=${v.trim()}`).join(",");
+  $("#job-name").value = $("#job-name").value || d.name;
+}
+
+function jobSpec() {
+  const spec = {
+    name: $("#job-name").value.trim(),
+    data: state.upload ? state.upload.id : $("#builtin").value,
+    task: $("#task").value,
+    template: $("#template").value,
+    labels: $("#task").value === "classify" ? $("#labels").value.trim() : "",
+    optimizer: $("#optimizer").value,
+    lr: $("#lr").value.trim() ? Number($("#lr").value) : null,
+  };
+  for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed"]) spec[key] = Number($("#" + key).value);
+  if (state.upload) {
+    spec.text_column = $("#text-column").value;
+    spec.label_column = $("#label-column").value;
+  }
+  return spec;
+}
+
+async function startJob() {
+  $("#start-error").textContent = "";
+  const spec = jobSpec();
+  if (!spec.data) return void ($("#start-error").textContent = "Upload a file or choose a built-in dataset first.");
+  try {
+    const job = await postJSON("/studio/api/jobs", spec);
+    watchJob(job.id);
+    await loadJobs();
+  } catch (e) {
+    $("#start-error").textContent = e.message;
+  }
+}
+
+// -- jobs and the chart -------------------------------------------------------------
+
+async function loadJobs() {
+  const { data } = await api("/studio/api/jobs");
+  const body = $("#job-table tbody");
+  body.replaceChildren();
+  for (const j of data) {
+    const best = j.result && j.result.best_metric != null ? pct(j.result.best_metric) : "\u2014";
+    const actions = el("td", {});
+    if (j.resumable) actions.append(el("button", { class: "small", onclick: () => resumeJob(j.id) }, "Resume"));
+    const row = el("tr", { class: "selectable", "data-id": j.id, onclick: () => watchJob(j.id) },
+      el("td", {}, el("code", {}, j.id)), el("td", {}, j.name),
+      el("td", {}, el("span", { class: "state " + j.state }, j.state)),
+      el("td", { class: "num" }, `${j.step}${j.total_steps ? " / " + j.total_steps : ""}`),
+      el("td", { class: "num" }, best), actions);
+    row.classList.toggle("selected", j.id === state.jobId);
+    body.append(row);
+  }
+  if (!state.jobId) {
+    const active = data.find((j) => j.state === "running" || j.state === "queued");
+    if (active) watchJob(active.id);
+  }
+}
+
+async function resumeJob(id) {
+  try {
+    await api(`/studio/api/jobs/${id}/resume`, { method: "POST" });
+    watchJob(id);
+    loadJobs();
+  } catch (e) {
+    $("#job-error").textContent = e.message;
+  }
+}
+
+function watchJob(id) {
+  state.jobId = id;
+  clearTimeout(state.poll);
+  pollJob();
+}
+
+async function pollJob() {
+  const id = state.jobId;
+  let job;
+  try {
+    job = await api(`/studio/api/jobs/${id}`);
+  } catch (e) {
+    $("#job-error").textContent = e.message;
+    return;
+  }
+  if (id !== state.jobId) return;
+  showJob(job);
+  const active = job.state === "running" || job.state === "queued";
+  if (active) state.poll = setTimeout(pollJob, 1000);
+  else {
+    loadJobs();
+    if (job.published) setTimeout(loadPrompts, 1500); // the registry picks the new folder up within a second
+  }
+}
+
+function showJob(job) {
+  $("#job-title").textContent = `${job.name} \u00b7 ${job.id}`;
+  $("#stat-state").textContent = job.state;
+  $("#stat-state").className = "state " + job.state;
+  $("#stat-step").textContent = job.total_steps ? `${job.step} / ${job.total_steps}` : String(job.step);
+  const last = job.loss.length ? job.loss[job.loss.length - 1][1] : null;
+  $("#stat-loss").textContent = fmt(last);
+  const dev = job.dev.length ? job.dev[job.dev.length - 1][1] : null;
+  $("#stat-dev").textContent = job.dev_metric === "accuracy" ? pct(dev) : fmt(dev, 3);
+  $("#legend-dev").textContent = "dev " + (job.dev_metric || "metric");
+  $("#stat-speed").textContent = job.examples_per_s ? job.examples_per_s.toFixed(1) : "\u2014";
+  $("#stat-eta").textContent = job.state === "running" ? duration(job.eta_s) : job.state === "queued" ? "queued" : duration(0);
+  $("#progress-fill").style.width = job.total_steps ? `${(100 * job.step) / job.total_steps}%` : "0";
+  $("#stop-button").disabled = !(job.state === "running" || job.state === "queued");
+  let message = job.error || "";
+  if (job.published && !job.error) message = "";
+  $("#job-error").textContent = message;
+  drawChart(job.loss, job.dev, job.total_steps);
+  document.querySelectorAll("#job-table tbody tr").forEach((r) => r.classList.toggle("selected", r.dataset.id === job.id));
+}
+
+function drawChart(loss, dev, total) {
+  const svg = $("#chart");
+  const W = 800, H = 240, L = 48, R = 44, T = 12, B = 26;
+  const ns = "http://www.w3.org/2000/svg";
+  const make = (tag, attrs, text) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text != null) node.textContent = text;
+    return node;
+  };
+  svg.replaceChildren();
+  const maxStep = Math.max(total || 1, ...loss.map((p) => p[0]), 1);
+  const lossMax = loss.length ? Math.max(...loss.map((p) => p[1])) * 1.05 : 1;
+  const x = (s) => L + ((W - L - R) * s) / maxStep;
+  const yLoss = (v) => T + (H - T - B) * (1 - v / (lossMax || 1));
+  const yDev = (v) => T + (H - T - B) * (1 - v);
+  for (let i = 0; i <= 4; i++) {
+    const y = T + ((H - T - B) * i) / 4;
+    svg.append(make("line", { x1: L, x2: W - R, y1: y, y2: y, class: "gridline" }));
+    svg.append(make("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, ((lossMax * (4 - i)) / 4).toFixed(2)));
+    svg.append(make("text", { x: W - R + 6, y: y + 4 }, ((100 * (4 - i)) / 4).toFixed(0) + "%"));
+  }
+  for (let i = 0; i <= 4; i++) {
+    const s = Math.round((maxStep * i) / 4);
+    svg.append(make("text", { x: x(s), y: H - 8, "text-anchor": "middle" }, s));
+  }
+  if (!loss.length) svg.append(make("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no steps yet"));
+  if (loss.length) svg.append(make("polyline", { class: "loss", points: loss.map((p) => `${x(p[0])},${yLoss(p[1])}`).join(" ") }));
+  if (dev.length) {
+    svg.append(make("polyline", { class: "dev", points: dev.map((p) => `${x(p[0])},${yDev(p[1])}`).join(" ") }));
+    for (const p of dev) svg.append(make("circle", { class: "dev", cx: x(p[0]), cy: yDev(p[1]), r: 3.5 }));
+  }
+}
+
+// -- inspect ----------------------------------------------------------------------
+
+async function inspectPrompt() {
+  const name = $("#inspect-prompt").value;
+  $("#inspect-error").textContent = "";
+  if (!name) return void ($("#inspect-error").textContent = "No prompt to inspect yet.");
+  $("#inspect-summary").textContent = "computing\u2026";
+  try {
+    const r = await api(`/studio/api/prompts/${encodeURIComponent(name)}/inspect`);
+    $("#inspect-summary").textContent = r.summary;
+    const head = el("tr", {}, el("th", {}, "#"), el("th", {}, "norm"), el("th", {}, "norm pct"), el("th", {}, "moved"),
+      el("th", {}, "near label"), el("th", {}, `nearest tokens (cosine)`));
+    const rows = r.tokens.map((t) => el("tr", {},
+      el("td", { class: "num" }, t.index), el("td", { class: "num" }, fmt(t.norm, 3)),
+      el("td", { class: "num" }, t.norm_percentile.toFixed(0)), el("td", { class: "num" }, t.moved == null ? "\u2014" : fmt(t.moved, 3)),
+      el("td", {}, t.near_label || ""),
+      el("td", {}, ...t.neighbours.map((n) => el("span", { class: "tok" }, JSON.stringify(n.token).slice(1, -1), " ", el("small", {}, n.cosine.toFixed(2)))))));
+    $("#inspect-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  } catch (e) {
+    $("#inspect-summary").textContent = "";
+    $("#inspect-error").textContent = e.message;
+    return;
+  }
+  const img = $("#inspect-plot");
+  $("#plot-status").textContent = "drawing the plot\u2026";
+  img.onload = () => { $("#plot-status").textContent = ""; img.classList.remove("hidden"); };
+  img.onerror = () => { $("#plot-status").textContent = "the plot could not be drawn"; };
+  img.src = `/studio/api/prompts/${encodeURIComponent(name)}/plot.png?t=${Date.now()}`;
+}
+
+// -- start -------------------------------------------------------------------------
+
+async function init() {
+  document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => showTab(t.dataset.tab)));
+  document.querySelectorAll("[data-goto]").forEach((a) => a.addEventListener("click", (e) => { e.preventDefault(); showTab(a.dataset.goto); }));
+  $("#refresh-prompts").addEventListener("click", loadPrompts);
+  $("#try-button").addEventListener("click", tryPrompts);
+  $("#upload-file").addEventListener("change", (e) => e.target.files[0] && uploadFile(e.target.files[0]));
+  $("#builtin").addEventListener("change", (e) => chooseBuiltin(e.target.value));
+  $("#label-column").addEventListener("change", () => { state.upload.label_column = $("#label-column").value; state.upload.label_counts = {}; labelSummary(); });
+  $("#task").addEventListener("change", () => {
+    $("#labels-field").classList.toggle("hidden", $("#task").value !== "classify");
+    if (state.upload) $("#template").value = $("#task").value === "classify" ? "Input: {text}\nLabel:" : "Input: {text}\nOutput:";
+  });
+  $("#start-button").addEventListener("click", startJob);
+  $("#stop-button").addEventListener("click", async () => {
+    try { await api(`/studio/api/jobs/${state.jobId}/stop`, { method: "POST" }); } catch (e) { $("#job-error").textContent = e.message; }
+  });
+  $("#inspect-button").addEventListener("click", inspectPrompt);
+
+  state.info = await api("/studio/api/info");
+  $("#model").textContent = "model: " + state.info.model;
+  for (const d of state.info.datasets) $("#builtin").append(el("option", { value: d.name }, d.name));
+  for (const [k, v] of Object.entries(state.info.defaults)) {
+    const input = document.getElementById(k);
+    if (input && v != null && k !== "template" && k !== "labels") input.value = v;
+  }
+  $("#template").value = "Input: {text}\nLabel:";
+  drawChart([], [], 0);
+  await Promise.all([loadPrompts(), loadJobs()]);
+  document.body.dataset.ready = "1";
+}
+
+init().catch((e) => { document.body.prepend(el("p", { class: "error" }, "The studio could not start: " + e.message)); });
