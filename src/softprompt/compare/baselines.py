@@ -86,7 +86,7 @@ def run_hard_prompt(
         trainable_parameters=0,
         total_parameters=total,
         storage_bytes=len(text.encode("utf-8")),
-        storage="the prompt text (UTF-8)",
+        storage="prompt text, UTF-8",
         train_seconds=0.0,
         steps=0,
         examples_seen=len(demos),

@@ -174,7 +174,7 @@ def run_finetune(
     else:
         log(f"{method}: saving all weights to measure their size")
         storage_bytes = save_full_model(model, folder / "model")
-        storage = "all weights (model.safetensors) + config files"
+        storage = "all weights: model.safetensors + config files"
     result = MethodResult(
         method=method,
         title=TITLES[method],

@@ -148,26 +148,28 @@ def findings(report: dict) -> list[str]:
     trained = [m for m in report["methods"] if m["steps"]]
     if len(trained) > 1:
         fastest = min(trained, key=lambda m: m["train_seconds"])
-        best = max(report["methods"], key=lambda m: m["test"]["accuracy"])
+        top = max(m["test"]["accuracy"] for m in report["methods"])
+        best = [m["title"] for m in report["methods"] if m["test"]["accuracy"] == top]
         out.append(
             f"Compute: with the same {fastest['steps']} steps, the fastest to train was {fastest['title']} "
-            f"({human_seconds(fastest['train_seconds'])}); the most accurate on the test subset was "
-            f"{best['title']} ({_pct(best['test']['accuracy'])})."
+            f"({human_seconds(fastest['train_seconds'])}); the most accurate on the test subset: "
+            f"{'; '.join(best)} ({_pct(top)})."
         )
     for m in report["methods"]:
         f = m["forgetting"]
         if f.get("weights_unchanged") or "perplexity_change" not in f:
             continue
-        change = f["perplexity_change"]
-        verb = "rose" if change > 0 else "fell"
-        sentence = f"Forgetting under {m['title']}: perplexity on general English {verb} by {abs(change):.1%}"
+        sentence = (
+            f"Forgetting under {m['title']}: perplexity on general English went from "
+            f"{f['perplexity_before']:.2f} to {f['perplexity_after']:.2f} ({f['perplexity_change']:+.2%})"
+        )
         if "second_task_accuracy_change" in f:
             sentence += f"; {f['second_task']} zero-shot accuracy changed by {100 * f['second_task_accuracy_change']:+.1f} points"
         out.append(sentence + ".")
     frozen = [m["title"] for m in report["methods"] if m["forgetting"].get("weights_unchanged")]
     if frozen:
         out.append(
-            f"{', '.join(frozen)} left the base model's weights bitwise unchanged (hashed before and after): "
+            f"{'; '.join(frozen)} left the base model's weights bitwise unchanged (hashed before and after): "
             "no forgetting is possible."
         )
     return out
@@ -184,8 +186,9 @@ def markdown(report: dict) -> str:
         "",
         f"Budget: every trained method takes the same {c['steps']} optimiser steps of {c['batch_size']} examples "
         f"on the same batches (seed {c['seed']}). Test figures are on the first {d['test_examples']} examples of "
-        f"the {d['test_split_size']}-example test split; inputs are cut to {d['max_input_tokens']} tokens. "
-        f"Total run time {human_seconds(report['total_seconds'])} (methods resumed from earlier runs count "
+        f"the {d['test_split_size']}-example test split; "
+        + (f"inputs are cut to {d['max_input_tokens']} tokens. " if d["max_input_tokens"] else "inputs are not cut. ")
+        + f"Total run time {human_seconds(report['total_seconds'])} (methods resumed from earlier runs count "
         "their own time only).",
         "",
         "## Technical comparison, measured",
