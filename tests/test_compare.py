@@ -267,3 +267,23 @@ def test_cli_prints_the_table(setup, capsys):
     assert (folder / "cli" / "report.md").is_file()
     assert main([*args[:-2], "--out", str(folder / "cli2"), "--methods", "nope"]) == 2
     assert "unknown nope" in capsys.readouterr().err
+
+
+def test_interrupted_prompt_tuning_is_not_recorded(setup, monkeypatch):
+    import softprompt.compare.prompt_tuning as pt
+
+    folder, base = setup
+    real_train = pt.train
+
+    def interrupted(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        result.status = "interrupted"  # what train() returns after Ctrl-C
+        return result
+
+    monkeypatch.setattr(pt, "train", interrupted)
+    out = folder / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(tiny_config(folder, methods=("zero-shot", "prompt-tuning")), out, base=base,
+                    show_progress=False, log=lambda m: None)  # fmt: skip
+    assert result_path(out, "zero-shot").is_file()
+    assert not result_path(out, "prompt-tuning").exists()

@@ -62,6 +62,8 @@ def run_prompt_tuning(
     log(f"prompt-tuning: {config.steps} steps of {config.batch_size}, T={config.num_virtual_tokens}")
     with PeakMemory(base.device) as memory:
         trained = train(base, data.task, train_rows, None, tc, folder, show_progress=show_progress)
+        if trained.status == "interrupted":  # the trainer stops cleanly on Ctrl-C; a partial run is no result
+            raise KeyboardInterrupt
         with Stopwatch() as clock:
             report = evaluate(
                 base, data.task, trained.prompt.embeddings, test_rows.rows, batch_size=config.eval_batch_size
