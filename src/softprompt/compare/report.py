@@ -199,6 +199,7 @@ def markdown(report: dict) -> str:
         "",
         *[f"- {s}" for s in findings(report)],
         "",
+        *_prompt_neighbours(report),
         "## How each figure was measured",
         "",
         f"- Hard prompts: zero-shot is an instruction ({_quoted(report, 'zero-shot')}) before the template "
@@ -238,6 +239,27 @@ def markdown(report: dict) -> str:
     if any(m["details"].get("losses") for m in report["methods"]):
         lines += [f"![training loss]({LOSS_PNG})", ""]
     return "\n".join(lines)
+
+
+def _prompt_neighbours(report: dict) -> list[str]:
+    """The trained soft prompt's nearest vocabulary tokens (what `softprompt inspect` shows), as evidence."""
+    for m in report["methods"]:
+        near = m["details"].get("nearest_tokens") if m["method"] == "prompt-tuning" else None
+        if near:
+            cells = [", ".join(f"`{t!r}`" for t in tokens).replace("|", "\\|") for tokens in near]
+            rows = [f"| {i} | {cell} |" for i, cell in enumerate(cells)]
+            return [
+                "## What the trained soft prompt is close to",
+                "",
+                f"Nearest vocabulary tokens (cosine) of each virtual token; {m['interpretability']}. "
+                f"`softprompt inspect {m['details'].get('folder', 'PROMPT')}` shows more.",
+                "",
+                "| virtual token | nearest tokens |",
+                "|---|---|",
+                *rows,
+                "",
+            ]
+    return []
 
 
 def _quoted(report: dict, method: str) -> str:
