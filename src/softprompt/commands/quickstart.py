@@ -16,8 +16,8 @@ NAME = "quickstart"
 HELP = "train and evaluate a prompt on the built-in rotten-tomatoes data with the default model"
 
 DATASET = "rotten-tomatoes"
-QUICK_STEPS = 60
-TEST_EXAMPLES = 400
+QUICK_STEPS = 80
+TEST_EXAMPLES = 300
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from ..prompt import CONFIG_FILE, WEIGHTS_FILE, PromptMeta
     from ..tasks import ClassifyTask
     from ..train import TrainConfig, encode_examples, train
+    from .train import avoid_thread_thrashing
 
     start = time.perf_counter()
+    avoid_thread_thrashing()
     model = args.model or DEFAULT_MODEL
     base = load_base_model(model)
     dataset = builtin_dataset(DATASET)

@@ -88,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--optimizer",
         choices=("adafactor", "adamw"),
         default=None,
-        help="default: adafactor (LR 0.3, the paper's setting)",
+        help="default: adamw (LR 0.01); adafactor uses the paper's LR 0.3 unless --lr",
     )
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.3 adafactor, 0.01 adamw)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 adamw, 0.3 adafactor)")
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="examples per micro-batch (default: 16)")
     parser.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default: 1)")
@@ -100,7 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--warmup-steps", type=int, default=None, help="linear LR warmup (default: 0)")
     parser.add_argument(
-        "--schedule", choices=("constant", "linear", "cosine"), default=None, help="LR after warmup (default: constant)"
+        "--schedule",
+        choices=("constant", "linear", "cosine"),
+        default=None,
+        help="LR after warmup (default: cosine decay)",
     )
     parser.add_argument(
         "--max-grad-norm", type=float, default=None, help="clip the gradient norm (default: 1.0; 0 = off)"
@@ -292,7 +295,8 @@ def _run(args: argparse.Namespace, dist) -> int:
 
     base = load_base_model(args.model, device=dist.device, device_map=args.device_map)
     if dist.fsdp:
-        distributed.shard_base_model(base, dist)
+        held, whole = distributed.shard_base_model(base, dist)
+        say(f"FSDP: each rank holds {held:,} of the {whole:,} transformer-block parameters")
     task = prepared.task
     rows, cut = encode_examples(
         base, task, prepared.train, max_tokens=config.max_input_tokens, truncate=config.truncate
