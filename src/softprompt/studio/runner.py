@@ -107,7 +107,7 @@ def _namespace(spec: JobSpec, data: str) -> argparse.Namespace:
         text_column=spec.text_column,
         label_column=spec.label_column if spec.task == "classify" else None,
         target_column=spec.label_column if spec.task == "generate" else None,
-        skip_invalid=True,
+        skip_invalid=False,  # a bad row is reported (file:line), never silently dropped
         max_input_tokens=spec.max_input_tokens,
         truncate=None,
         dev_data=None,
@@ -140,7 +140,7 @@ def prepare_spec(spec: JobSpec, uploads: UploadStore) -> Prepared:
         data = spec.data
     else:
         path = uploads.path(spec.data)
-        data, upload_name = str(path), spec.data
+        data, upload_name = str(path), spec.data[9:]  # the (sanitised) name the user uploaded
     try:
         prepared = prepare(_namespace(spec, data))
     except SoftPromptError as e:

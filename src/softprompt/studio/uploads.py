@@ -66,8 +66,6 @@ def safe_name(filename: str) -> str:
     """A harmless file name keeping the user's readable part and extension; raises UploadError if none is left."""
     base = re.split(r"[/\\]", filename or "")[-1]
     base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip("._-")
-    base = re.sub(r"\.{2,}", ".", base)
     suffix = next((s for s in ALLOWED_SUFFIXES if base.lower().endswith(s)), None)
     if suffix is None:
         shown = filename[-60:] if filename else "(no name)"
@@ -75,7 +73,8 @@ def safe_name(filename: str) -> str:
             f"'{shown}': unsupported file type; upload a {', '.join(ALLOWED_SUFFIXES)} file "
             "(uncompressed; .json must hold JSON Lines)"
         )
-    stem = base[: -len(suffix)][:60] or "data"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base[: -len(suffix)])
+    stem = re.sub(r"\.{2,}", ".", stem).lstrip("._-").rstrip(".")[:60] or "data"
     return stem + suffix.lower()
 
 
