@@ -151,6 +151,18 @@ class Dist:
             return (rows[:1], 0.0) if self.fsdp else (mine, 0.0)
         return mine, sum(map(_loss_terms, mine)) / sum(map(_loss_terms, rows))
 
+    def loss_prompt(self, base, prompt: torch.Tensor):
+        """What the task's loss takes: the shared prefix cache, or under FSDP the prompt tensor itself.
+
+        FSDP frees a block's gathered weights after its backward; the prefix
+        cache's keys/values come from a second forward of the same block whose
+        backward runs later and would need those freed weights. The plain path
+        (prompt concatenated to every row) runs each block once per step.
+        """
+        from .evaluate import prompt_state
+
+        return prompt if self.fsdp else prompt_state(base, prompt)
+
     def reduce_step(self, prompt: torch.Tensor, loss_sum: float) -> float:
         """Sum the prompt gradient and the loss over ranks in one all-reduce; return the summed loss."""
         if not self.enabled:
@@ -380,8 +392,10 @@ def _loss_terms(row) -> int:
     return len(row.target) if isinstance(row.target, tuple) else 1
 
 
-def shard_base_model(base, dist: Dist) -> None:
+def shard_base_model(base, dist: Dist) -> tuple[int, int]:
     """FSDP: shard every transformer block's frozen weights across the ranks (torch FSDP2 `fully_shard`).
+
+    Returns (block parameters held by this rank, block parameters in the model).
 
     Embeddings and the LM head stay whole on every rank: the restricted head
     reads rows of the LM head directly and the prompt is embedded outside the
@@ -395,6 +409,9 @@ def shard_base_model(base, dist: Dist) -> None:
         raise SoftPromptError(f"--fsdp: cannot find the transformer blocks of {type(base.model).__name__}")
     for block in blocks:
         fully_shard(block, reshard_after_forward=True)
+    params = [p for block in blocks for p in block.parameters()]
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    return local, sum(p.numel() for p in params)
 
 
 def _transformer_blocks(model) -> list[torch.nn.Module]:
