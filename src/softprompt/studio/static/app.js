@@ -51,6 +51,8 @@ const pct = (x) => (x == null ? "\u2014" : (100 * x).toFixed(1) + "%");
 function showTab(name) {
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.tab === name));
   document.querySelectorAll(".page").forEach((p) => p.classList.toggle("active", p.id === "page-" + name));
+  // The chart is sized to its box, which has no size while its tab is hidden.
+  if (name === "train") drawChart(state.lastJob ? state.lastJob.loss : [], state.lastJob ? state.lastJob.dev : [], state.lastJob ? state.lastJob.total_steps : 0);
 }
 
 // -- prompts -----------------------------------------------------------------------
@@ -72,7 +74,7 @@ async function loadPrompts() {
       el("td", {}, el("b", {}, p.name)),
       el("td", {}, p.task || "\u2014"),
       el("td", {}, (p.labels || []).join(", ") || "\u2014"),
-      el("td", { class: "num" }, p.T),
+      el("td", { class: "num" }, p.num_virtual_tokens),
       el("td", { class: "num" }, bytes(p.bytes)),
       el("td", { class: "num" }, dev == null ? "\u2014" : pct(dev)),
       el("td", {}, el("a", { href: `/studio/api/prompts/${encodeURIComponent(p.name)}/download`,
@@ -110,7 +112,7 @@ async function tryPrompts() {
   if (!prompt) return void ($("#try-error").textContent = "Choose a prompt in the list first.");
   if (!text.trim()) return void ($("#try-error").textContent = "Type a text to try.");
   const soft = $("#soft-result .body"), hard = $("#hard-result .body");
-  $("#soft-result h3").textContent = `Soft prompt: ${prompt.name} (T=${prompt.T})`;
+  $("#soft-result h3").textContent = `Soft prompt: ${prompt.name} (T=${prompt.num_virtual_tokens})`;
   soft.replaceChildren(el("span", { class: "muted" }, "running\u2026"));
   hard.replaceChildren(el("span", { class: "muted" }, "running\u2026"));
   const hardText = $("#hard-text").value;
@@ -332,13 +334,16 @@ function showJob(job) {
   let message = job.error || "";
   if (job.published && !job.error) message = "";
   $("#job-error").textContent = message;
+  state.lastJob = job;
   drawChart(job.loss, job.dev, job.total_steps);
   document.querySelectorAll("#job-table tbody tr").forEach((r) => r.classList.toggle("selected", r.dataset.id === job.id));
 }
 
 function drawChart(loss, dev, total) {
   const svg = $("#chart");
-  const W = 800, H = 240, L = 48, R = 44, T = 12, B = 26;
+  // The viewBox follows the drawn size, so text and lines are never stretched.
+  const W = Math.max(320, Math.round(svg.clientWidth || 800)), H = 240, L = 48, R = 44, T = 12, B = 26;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const ns = "http://www.w3.org/2000/svg";
   const make = (tag, attrs, text) => {
     const node = document.createElementNS(ns, tag);
@@ -372,6 +377,11 @@ function drawChart(loss, dev, total) {
 
 // -- inspect ----------------------------------------------------------------------
 
+// A token as readable text: escapes for whitespace, its id when it is a partial UTF-8 byte.
+function tokenText(n) {
+  return n.token.includes("\ufffd") ? `<${n.token_id}>` : JSON.stringify(n.token).slice(1, -1);
+}
+
 async function inspectPrompt() {
   const name = $("#inspect-prompt").value;
   $("#inspect-error").textContent = "";
@@ -386,7 +396,7 @@ async function inspectPrompt() {
       el("td", { class: "num" }, t.index), el("td", { class: "num" }, fmt(t.norm, 3)),
       el("td", { class: "num" }, t.norm_percentile.toFixed(0)), el("td", { class: "num" }, t.moved == null ? "\u2014" : fmt(t.moved, 3)),
       el("td", {}, t.near_label || ""),
-      el("td", {}, ...t.neighbours.map((n) => el("span", { class: "tok" }, JSON.stringify(n.token).slice(1, -1), " ", el("small", {}, n.cosine.toFixed(2)))))));
+      el("td", {}, ...t.neighbours.map((n) => el("span", { class: "tok", title: `token id ${n.token_id}` }, tokenText(n), " ", el("small", {}, n.cosine.toFixed(2)))))));
     $("#inspect-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
   } catch (e) {
     $("#inspect-summary").textContent = "";
@@ -429,6 +439,7 @@ async function init() {
   }
   $("#template").value = "Input: {text}\nLabel:";
   drawChart([], [], 0);
+  window.addEventListener("resize", () => state.lastJob && drawChart(state.lastJob.loss, state.lastJob.dev, state.lastJob.total_steps));
   await Promise.all([loadPrompts(), loadJobs()]);
   document.body.dataset.ready = "1";
 }
