@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     trained = train(
         base, task, rows, None, config, args.out, show_progress=not args.quiet, meta=PromptMeta(base_model=model)
     )
+    if trained.status == "interrupted":
+        print(f"interrupted after {trained.steps} steps; the prompt so far is in {args.out}")
+        return 130
     after = evaluate(base, task, trained.prompt.embeddings, test.rows)
     before = evaluate(base, task, trained.prompt.initial, test.rows)
     files = sum((Path(args.out) / name).stat().st_size for name in (CONFIG_FILE, WEIGHTS_FILE))
