@@ -287,3 +287,12 @@ def test_interrupted_prompt_tuning_is_not_recorded(setup, monkeypatch):
                     show_progress=False, log=lambda m: None)  # fmt: skip
     assert result_path(out, "zero-shot").is_file()
     assert not result_path(out, "prompt-tuning").exists()
+
+
+def test_first_tokens_equal_encoding_the_whole_text(tiny_models):
+    from softprompt.compare.forgetting import first_tokens
+
+    base = tiny_models("gpt2")
+    text = "General English text, with words of several lengths. " * 50
+    for n in (1, 7, 100, len(base.encode(text)) + 5):
+        assert first_tokens(base, text, n) == base.encode(text)[:n]

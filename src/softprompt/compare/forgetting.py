@@ -40,12 +40,23 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def first_tokens(base: BaseModel, text: str, n: int) -> list[int]:
+    """The first n tokens of `text`, tokenizing only as much of it as needed (the corpus is ~75k tokens)."""
+    chars = 8 * n  # English runs ~4-5 characters per token; take more, and grow if that was not enough
+    while True:
+        ids = base.encode(text[:chars])
+        # The cut may split the last word into other tokens than the whole text gives: keep a margin.
+        if len(ids) >= n + 16 or chars >= len(text):
+            return ids[:n]
+        chars *= 2
+
+
 @torch.no_grad()
 def perplexity(base: BaseModel, text: str, *, tokens: int, window: int) -> dict:
     """exp(mean next-token NLL) over the first `tokens` tokens of `text`, in windows of `window`."""
     if base.is_seq2seq:
         return {"perplexity": None, "tokens": 0, "note": "encoder-decoder model: no left-to-right perplexity"}
-    ids = base.encode(text)[:tokens]
+    ids = first_tokens(base, text, tokens)
     chunks = [ids[i : i + window] for i in range(0, len(ids), window)]
     chunks = [c for c in chunks if len(c) > 1]
     nll, scored = 0.0, 0

@@ -128,8 +128,8 @@ def run_compare(
                 del model
                 if method == "full-finetune" and not config.keep_weights:
                     _remove_weights(folder / "model")
-        unchanged = forgetting.weights_digest(base.model) == digest
-        if after is None and not unchanged:
+        # Every method must leave the shared base model alone (LoRA and full fine-tuning train a copy).
+        if forgetting.weights_digest(base.model) != digest:
             raise RuntimeError(f"{method} changed the frozen base model's weights: this is a bug in softprompt")
         result.forgetting = forgetting.compare_before_after(before, before if after is None else after)
         result.forgetting.update(weights_unchanged=after is None, measured_after=after is not None)
