@@ -112,3 +112,21 @@ def test_ctrl_c_in_a_real_process_then_resume_equals_uninterrupted(model_dir, da
     assert main(train_args(model_dir, data_file, whole, *extra)) == 0
     assert torch.equal(SoftPrompt.load(cut).embeddings, SoftPrompt.load(whole).embeddings)
     assert os.path.getsize(cut / "metrics.jsonl") > 0
+
+
+def test_quickstart_prints_the_table(model_dir, tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert (
+        main(["quickstart", "--model", model_dir, "--steps", "1", "--test-examples", "6", "--out", str(out), "--quiet"])
+        == 0
+    )
+    table = capsys.readouterr().out
+    for row in (
+        "accuracy before training (first 6 of 1000)",
+        "accuracy after training",
+        "trainable parameters",
+        "prompt file size",
+        "total time",
+    ):
+        assert row in table
+    assert SoftPrompt.load(out).meta.training["steps"] == 1
