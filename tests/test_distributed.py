@@ -222,3 +222,32 @@ def test_dead_rank_stops_the_run_with_a_message_and_resume_finishes_it(workdir):
     assert [r["step"] for r in records(workdir / "cut") if "loss" in r] == [1, 2, 3, 4, 5, 6]
     held, whole = resumed.stderr.split("FSDP: each rank holds ")[1].split(" transformer-block")[0].split(" of the ")
     assert int(held.replace(",", "")) * 2 == int(whole.replace(",", ""))
+
+
+# -- models larger than one device: accelerate device maps (single process) -----------------
+
+
+def test_device_map_with_disk_offload_trains_the_same_prompt(workdir, tmp_path):
+    """A layer kept on disk (accelerate streams it in per forward) gives the same training as a whole model."""
+    from softprompt.models import load_base_model
+    from softprompt.train import train
+
+    whole = load_base_model(str(workdir / "tiny"))
+    names = ["model.embed_tokens", "model.layers.0", "model.norm", "model.rotary_emb", "lm_head"]
+    placement = {**{name: "cpu" for name in names}, "model.layers.1": "disk"}
+    split = load_base_model(str(workdir / "tiny"), device_map=placement, offload_folder=tmp_path / "offload")
+    assert split.model.hf_device_map["model.layers.1"] == "disk"
+    rows, _ = encode_examples(whole, CLASSIFY, data(12))
+    cfg = TrainConfig(num_virtual_tokens=3, steps=3, batch_size=4, optimizer="adamw", lr=0.05, checkpoint_every=3)
+    runs = [
+        train(b, CLASSIFY, rows, None, cfg, tmp_path / out, show_progress=False)
+        for b, out in ((whole, "a"), (split, "b"))
+    ]
+    torch.testing.assert_close(runs[1].prompt.embeddings, runs[0].prompt.embeddings)
+
+
+def test_cli_device_map_auto_runs_single_process(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    assert main(["train", "--model", "tiny", *TRAIN_FLAGS, "--quiet", "--device-map", "auto", "--out", "mapped"]) == 0
+    assert_same_run(workdir / "one", workdir / "mapped")
+    assert main(["train", "--model", "tiny", *TRAIN_FLAGS, "--device-map", "{oops", "--out", "bad"]) == 2

@@ -133,18 +133,24 @@ def load_base_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> BaseModel:
     """Load `name` (alias, .gguf file, local folder or hub id) frozen, with a tokenizer that can pad.
 
     `device_map="auto"` (accelerate) spreads a model too large for one device over
-    all GPUs, then CPU memory, instead of moving it whole to `device`.
+    all GPUs, then CPU memory, instead of moving it whole to `device`; with
+    `offload_folder` what fits nowhere is kept on disk and streamed in per layer.
+    A dict maps module names to devices ("cuda:0", "cpu", "disk").
     """
     if dtype is None:
         # bf16 matmuls are ~250x slower than fp32 on CPUs without native bf16.
         on_gpu = torch.device(device).type != "cpu" or (device_map is not None and torch.cuda.is_available())
         dtype = torch.bfloat16 if on_gpu else torch.float32
     folder = _resolve_to_folder(name)
-    model, tokenizer = _load_folder(folder, dtype=dtype, shown_name=name, device_map=device_map)
+    placement = {} if device_map is None else {"device_map": device_map}
+    if offload_folder is not None:
+        placement["offload_folder"] = str(offload_folder)
+    model, tokenizer = _load_folder(folder, dtype=dtype, shown_name=name, placement=placement)
     if device_map is None:
         model.to(device)
     if tokenizer.pad_token_id is None:
@@ -232,7 +238,7 @@ def _load_gguf(gguf_path: Path):
     return model, tokenizer
 
 
-def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str, device_map: str | dict | None = None):
+def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str, placement: dict | None = None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     try:
@@ -240,8 +246,7 @@ def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str, device_map
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            extra = {} if device_map is None else {"device_map": device_map}
-            model = auto.from_pretrained(folder, dtype=dtype, **extra)
+            model = auto.from_pretrained(folder, dtype=dtype, **(placement or {}))
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except OSError as e:
         raise SoftPromptError(

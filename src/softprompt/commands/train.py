@@ -126,8 +126,10 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device-map",
         default=None,
-        help="'auto': spread a model too large for one device over all GPUs then CPU (accelerate); single process",
+        help="auto | balanced | sequential | a JSON {module: device}: spread a model too large for one device "
+        "over GPUs, CPU (and disk with --offload-folder) with accelerate; one process",
     )
+    parser.add_argument("--offload-folder", default=None, help="with --device-map: keep what fits nowhere here")
     parser.add_argument(
         "--fsdp",
         action="store_true",
@@ -244,6 +246,19 @@ def prepare(args: argparse.Namespace, *, need_train: bool = True, meta=None) -> 
     return Prepared(task, train, dev, test, builtin.name if builtin else Path(args.data).stem, max_tokens, skipped)
 
 
+def parse_device_map(spec: str | None) -> str | dict | None:
+    """--device-map: an accelerate strategy name, or a JSON object of module name -> device."""
+    if spec is None or not spec.strip().startswith("{"):
+        return spec
+    try:
+        mapping = json.loads(spec)
+    except json.JSONDecodeError as e:
+        raise SoftPromptError(f"--device-map is not valid JSON ({e}); give auto or a {{module: device}} object") from e
+    if not isinstance(mapping, dict):
+        raise SoftPromptError('--device-map JSON must map module names to devices, e.g. {"": "cuda:0"}')
+    return mapping
+
+
 def build_config(args: argparse.Namespace, prepared: Prepared, saved: dict | None):
     """TrainConfig from flags; on --resume unset flags take the checkpoint's values."""
     from ..train import TrainConfig
@@ -311,7 +326,9 @@ def _run(args: argparse.Namespace, dist) -> int:
 
     if not dist.enabled:
         avoid_thread_thrashing()
-    base = load_base_model(args.model, device=dist.device, device_map=args.device_map)
+    base = load_base_model(
+        args.model, device=dist.device, device_map=parse_device_map(args.device_map), offload_folder=args.offload_folder
+    )
     if dist.fsdp:
         held, whole = distributed.shard_base_model(base, dist)
         say(f"FSDP: each rank holds {held:,} of the {whole:,} transformer-block parameters")
