@@ -296,3 +296,10 @@ def test_first_tokens_equal_encoding_the_whole_text(tiny_models):
     text = "General English text, with words of several lengths. " * 50
     for n in (1, 7, 100, len(base.encode(text)) + 5):
         assert first_tokens(base, text, n) == base.encode(text)[:n]
+
+
+def test_default_model_is_the_packages_default():
+    from softprompt.compare import config
+    from softprompt.models import DEFAULT_MODEL
+
+    assert config.DEFAULT_MODEL == DEFAULT_MODEL == CompareConfig().model

@@ -14,7 +14,10 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import SoftPromptError
-from ..models import DEFAULT_MODEL
+
+# models.DEFAULT_MODEL, not imported: models imports torch, and `softprompt --help` builds this
+# command's flags from CompareConfig's defaults without loading torch (a test checks they agree).
+DEFAULT_MODEL = "smollm2-135m"
 
 METHODS = ("zero-shot", "few-shot", "prompt-tuning", "lora", "full-finetune")
 TRAINED = ("prompt-tuning", "lora", "full-finetune")
