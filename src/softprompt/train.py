@@ -326,9 +326,9 @@ def train(
                         status = "early_stopped"
                 if on_step is not None:
                     on_step(state.step)
-                interrupt.requested = dist.any(interrupt.requested)  # every rank stops at the same step
                 # should_stop: a stop asked from another thread (e.g. the studio), handled like Ctrl-C.
                 stop_asked = interrupt.requested or (should_stop is not None and should_stop())
+                stop_asked = dist.any(stop_asked)  # a stop on any rank stops every rank after this step
                 if status == "early_stopped" or stop_asked:
                     status = "interrupted" if stop_asked else status
                     break
