@@ -251,3 +251,30 @@ def test_cli_device_map_auto_runs_single_process(workdir, monkeypatch):
     assert main(["train", "--model", "tiny", *TRAIN_FLAGS, "--quiet", "--device-map", "auto", "--out", "mapped"]) == 0
     assert_same_run(workdir / "one", workdir / "mapped")
     assert main(["train", "--model", "tiny", *TRAIN_FLAGS, "--device-map", "{oops", "--out", "bad"]) == 2
+
+
+def test_without_a_launcher_a_dead_peer_fails_the_collective_with_a_message(workdir):
+    """Ranks started by hand (as on nodes whose launcher does not stop them): rank 0 sees the reset connection."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base_env = {k: v for k, v in os.environ.items() if k != FAIL_HOOK_ENV}
+    base_env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
+    base_env[FAIL_HOOK_ENV] = "1:4"
+    command = [sys.executable, "-m", "softprompt", "train", "--model", "tiny", *TRAIN_FLAGS, "--quiet"]
+    ranks = [
+        subprocess.Popen(
+            [*command, "--out", "by-hand"],
+            cwd=workdir,
+            env={**base_env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    errors = [p.communicate(timeout=180)[1] for p in ranks]
+    assert [p.returncode for p in ranks] == [2, 17]
+    assert "another rank stopped or did not answer while summing the prompt gradient" in errors[0]
+    assert "last checkpoint (step 2)" in errors[0] and "--resume" in errors[0]
