@@ -424,10 +424,8 @@ def _transformer_blocks(model) -> list[torch.nn.Module]:
 
 
 def _to_bytes(value, device: torch.device) -> torch.Tensor:
-    data = json.dumps(value).encode("utf-8")
-    return (
-        torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if data else torch.empty(0, dtype=torch.uint8)
-    )
+    data = bytearray(json.dumps(value).encode("utf-8"))  # never empty: JSON has at least one character
+    return torch.frombuffer(data, dtype=torch.uint8).to(device)
 
 
 def _from_bytes(tensor: torch.Tensor):
