@@ -1,6 +1,6 @@
 """Data-parallel scaling: training examples/s with 1 and 2 processes, and the cost of the prompt all-reduce.
 
-    .venv/bin/python benchmarks/ddp_scaling.py [--model smollm2-135m] [--procs 1 2] [--steps 5]
+    .venv/bin/python benchmarks/ddp_scaling.py [--model smollm2-135m] [--procs 1 2] [--steps 5] [--fsdp]
 
 Each configuration is the real command, `torchrun --standalone --nproc_per_node N
 -m softprompt train --data rotten-tomatoes ...`, with the same global batch and
@@ -31,13 +31,15 @@ import torch
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
 
-def run_training(model: str, procs: int, steps: int, batch_size: int, tokens: int, threads: int) -> list[dict]:
+def run_training(
+    model: str, procs: int, steps: int, batch_size: int, tokens: int, threads: int, fsdp: bool = False
+) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="ddp-bench-") as tmp:
         command = [
             TORCHRUN, "--standalone", "--nproc_per_node", str(procs), "-m", "softprompt", "train",
             "--model", model, "--data", "rotten-tomatoes", "--steps", str(steps), "--batch-size", str(batch_size),
             "--num-virtual-tokens", str(tokens), "--max-dev-examples", "0", "--checkpoint-every", str(steps),
-            "--quiet", "--out", tmp,
+            "--quiet", "--out", tmp, *(["--fsdp"] if fsdp else []),
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -81,6 +83,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="global batch (split across the ranks)")
     parser.add_argument("--num-virtual-tokens", type=int, default=20)
     parser.add_argument("--dim", type=int, default=576, help="hidden size for the all-reduce timing (SmolLM2: 576)")
+    parser.add_argument("--fsdp", action="store_true", help="also time 2 processes with --fsdp (sharded blocks)")
     parser.add_argument("--allreduce-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.allreduce_worker:
@@ -97,6 +100,12 @@ def main() -> None:
         rates[procs] = statistics.median(timed)
         step_s = args.batch_size / rates[procs]
         print(f"{procs} process(es) x {threads} thread(s): {rates[procs]:6.2f} examples/s ({step_s:.2f} s/step)")
+    if args.fsdp:
+        records = run_training(
+            args.model, 2, args.steps, args.batch_size, args.num_virtual_tokens, max(1, cores // 2), fsdp=True
+        )
+        rate = statistics.median([r["examples_per_s"] for r in records[1:]] or [records[0]["examples_per_s"]])
+        print(f"2 processes, --fsdp (blocks sharded, plain concat path): {rate:6.2f} examples/s")
     reduce_ms = time_allreduce(args.num_virtual_tokens, args.dim)
     print(f"all-reduce of the {args.num_virtual_tokens}x{args.dim} prompt gradient + loss, 2 processes (gloo): "
           f"{reduce_ms:.3f} ms per step")  # fmt: skip
