@@ -27,11 +27,12 @@ from softprompt.distributed import (
     shard_bounds,
 )
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import encode_eval_set, evaluate
+from softprompt.evaluate import encode_eval_set, evaluate, predict
+from softprompt.models import load_base_model
 from softprompt.prompt import SoftPrompt
 from softprompt.tasks import ClassifyTask, GenerateTask
 from softprompt.testing import save_tiny
-from softprompt.train import TrainConfig, _State, _train_step, encode_examples
+from softprompt.train import TrainConfig, _State, _train_step, encode_examples, train
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 CLASSIFY = ClassifyTask("Review: {text}\nSentiment:", {"pos": " y", "neg": " n"})
@@ -132,8 +133,6 @@ def test_sharded_eval_predictions_gather_in_order(tiny_models):
     base = tiny_models("llama")
     dev = encode_eval_set(base, CLASSIFY, data(9, seed=2))
     prompt = SoftPrompt.initialize(base, 3, "random", seed=0).embeddings
-    from softprompt.evaluate import predict
-
     whole = predict(base, CLASSIFY, prompt, dev.rows)
     slices = [predict(base, CLASSIFY, prompt, Dist(rank=r, world_size=2).shard(dev.rows)) for r in range(2)]
     assert slices[0] + slices[1] == whole
@@ -229,9 +228,6 @@ def test_dead_rank_stops_the_run_with_a_message_and_resume_finishes_it(workdir):
 
 def test_device_map_with_disk_offload_trains_the_same_prompt(workdir, tmp_path):
     """A layer kept on disk (accelerate streams it in per forward) gives the same training as a whole model."""
-    from softprompt.models import load_base_model
-    from softprompt.train import train
-
     whole = load_base_model(str(workdir / "tiny"))
     names = ["model.embed_tokens", "model.layers.0", "model.norm", "model.rotary_emb", "lm_head"]
     placement = {**{name: "cpu" for name in names}, "model.layers.1": "disk"}
