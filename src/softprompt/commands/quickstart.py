@@ -12,6 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
+from .train import add_threads_argument
+
 NAME = "quickstart"
 HELP = "train and evaluate a prompt on the built-in rotten-tomatoes data with the default model"
 
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-examples", type=int, default=TEST_EXAMPLES, help="first N test reviews to score (default: %(default)s; 0 = all 1,000)")  # fmt: skip
     parser.add_argument("--out", default="quickstart-prompt", help="prompt folder (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from ..prompt import CONFIG_FILE, WEIGHTS_FILE, PromptMeta
     from ..tasks import ClassifyTask
     from ..train import TrainConfig, encode_examples, train
-    from .train import avoid_thread_thrashing
+    from .train import set_threads
 
     start = time.perf_counter()
-    avoid_thread_thrashing()
+    set_threads(args.threads)
     model = args.model or DEFAULT_MODEL
     base = load_base_model(model)
     dataset = builtin_dataset(DATASET)

@@ -118,7 +118,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-model-mismatch", action="store_true", help="allow --init file: with a prompt from another model"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+    add_threads_argument(parser)
     add_scale_arguments(parser)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: one per core; 1 on a busy machine)"
+    )
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,20 +285,21 @@ def build_config(args: argparse.Namespace, prepared: Prepared, saved: dict | Non
     return TrainConfig(**chosen)
 
 
-def avoid_thread_thrashing() -> None:
-    """Use one torch thread when other processes already fill every core.
+def set_threads(threads: int | None) -> None:
+    """Use `threads` torch threads (None = torch's default: one per core).
 
-    With 2 cores and a load average of ~9 (other jobs), 2 OpenMP threads that
-    wait on each other at every op trained at 0.3 examples/s; one thread reached
-    2 examples/s. On an idle machine torch's default (all cores) is kept.
+    An explicit choice rather than a guess from the load average: the thread
+    count changes the order of float reductions, and a resumed run must see the
+    same arithmetic as the run it continues. On a machine whose cores are busy
+    with other work, `--threads 1` avoids OpenMP threads waiting on each other.
     """
-    import os
-
+    if threads is None:
+        return
+    if threads < 1:
+        raise SoftPromptError(f"--threads must be at least 1, got {threads}")
     import torch
 
-    cores = os.cpu_count() or 1
-    if cores > 1 and os.getloadavg()[0] >= cores:
-        torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -324,8 +332,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     quiet = args.quiet or not dist.is_main
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
 
-    if not dist.enabled:
-        avoid_thread_thrashing()
+    set_threads(args.threads)
     base = load_base_model(
         args.model, device=dist.device, device_map=parse_device_map(args.device_map), offload_folder=args.offload_folder
     )
