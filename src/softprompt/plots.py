@@ -6,6 +6,7 @@ backend, so importing this module costs nothing and no display is needed.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,8 +87,10 @@ def _draw_projection(ax, base, prompt, emb, vocab, inspection) -> None:
     for j, ((label, words, _), (x, y)) in enumerate(zip(label_ids, labs.tolist())):
         c = colours[j % len(colours)]
         ax.scatter([x], [y], s=160, marker="*", c=c, edgecolors="black", linewidths=0.6, zorder=4)
+        # Label words often sit close together: stagger their names vertically so they stay legible.
         ax.annotate(f"{words.strip()} ({label})", (x, y), fontsize=9, fontweight="bold", color=c,
-                    xytext=(6, -10), textcoords="offset points")  # fmt: skip
+                    xytext=(8, -12 - 13 * j), textcoords="offset points",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))  # fmt: skip
     ax.set_title("PCA of frequent-token embeddings; prompt tokens (numbered) and label words (stars)", fontsize=10)
     ax.set_xlabel("principal axis 1")
     ax.set_ylabel("principal axis 2")
@@ -126,7 +129,8 @@ def heatmap_columns(base: BaseModel, inspection: Inspection, limit: int = HEATMA
 
 def shown_token(text: str, width: int = 16) -> str:
     """A token as a short one-line label: quoted, escapes visible, long ones clipped."""
-    shown = repr(text)
+    # Runs of spaces (indentation tokens) would read as gaps: show them as ␣×N.
+    shown = repr(re.sub(r" {2,}", lambda m: f"␣×{len(m.group())}", text))
     return shown if len(shown) <= width else shown[: width - 2] + "…'"
 
 
