@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--instruction", help="the hard prompts' instruction (default: names the answer words)")
     parser.add_argument("--num-virtual-tokens", type=int, default=d.num_virtual_tokens, help="default: %(default)s")
-    parser.add_argument("--prompt-lr", type=float, default=d.prompt_lr, help="Adafactor LR (default: %(default)s)")
+    parser.add_argument(
+        "--prompt-optimizer", default=d.prompt_optimizer, choices=("adamw", "adafactor"), help="default: %(default)s"
+    )
+    parser.add_argument("--prompt-lr", type=float, help="default: the trainer's for the optimizer")
     parser.add_argument("--lora-r", type=int, default=d.lora_r, help="default: %(default)s")
     parser.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="default: %(default)s")
     parser.add_argument("--lora-lr", type=float, default=d.lora_lr, help="AdamW LR (default: %(default)s)")
@@ -81,6 +84,7 @@ def config_from_args(args: argparse.Namespace):
         few_shot_k=args.few_shot_k,
         instruction=args.instruction,
         num_virtual_tokens=args.num_virtual_tokens,
+        prompt_optimizer=args.prompt_optimizer,
         prompt_lr=args.prompt_lr,
         lora_r=args.lora_r,
         lora_alpha=args.lora_alpha,

@@ -59,7 +59,8 @@ class CompareConfig:
     few_shot_k: int = 4  # in-context examples, balanced over labels
     instruction: str | None = None  # hard-prompt instruction; None: "Classify ... Answer with one of: ..."
     num_virtual_tokens: int = 20
-    prompt_lr: float = 0.3  # Adafactor, constant (Lester et al.)
+    prompt_optimizer: str = "adamw"  # the trainer's default; "adafactor" = the paper's (constant LR 0.3)
+    prompt_lr: float | None = None  # None: the trainer's default for that optimizer
     lora_r: int = 8
     lora_alpha: int = 16
     lora_lr: float = 1e-3  # AdamW
@@ -94,8 +95,10 @@ class CompareConfig:
             raise SoftPromptError(f"--few-shot-k must be >= 0, got {self.few_shot_k}")
         if self.perplexity_window < 2:
             raise SoftPromptError(f"--perplexity-window must be at least 2, got {self.perplexity_window}")
+        if self.prompt_optimizer not in ("adamw", "adafactor"):
+            raise SoftPromptError(f"--prompt-optimizer must be adamw or adafactor, got {self.prompt_optimizer!r}")
         for flag, lr in (("--prompt-lr", self.prompt_lr), ("--lora-lr", self.lora_lr), ("--full-lr", self.full_lr)):
-            if not (lr > 0 and math.isfinite(lr)):
+            if lr is not None and not (lr > 0 and math.isfinite(lr)):
                 raise SoftPromptError(f"{flag} must be a positive number, got {lr}")
         if not 0 <= self.warmup_fraction < 1:
             raise SoftPromptError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")

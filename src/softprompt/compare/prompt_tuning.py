@@ -22,11 +22,11 @@ from .task_data import TaskData
 
 
 def train_config(config: CompareConfig, max_input_tokens: int | None) -> TrainConfig:
-    """The paper's recipe (class-label init, Adafactor, constant LR) on the shared budget; no dev evaluation."""
+    """softprompt's own training defaults (class-label init, schedule) on the shared budget; no dev evaluation."""
     return TrainConfig(
         num_virtual_tokens=config.num_virtual_tokens,
         init="labels",
-        optimizer="adafactor",
+        optimizer=config.prompt_optimizer,
         lr=config.prompt_lr,
         batch_size=config.batch_size,
         steps=config.steps,
@@ -93,6 +93,7 @@ def run_prompt_tuning(
             "losses": losses,
             "optimizer": tc.optimizer,
             "lr": tc.learning_rate,
+            "schedule": tc.schedule,
             "init": tc.init,
             "num_virtual_tokens": tc.num_virtual_tokens,
             "folder": str(folder),

@@ -207,7 +207,7 @@ def markdown(report: dict) -> str:
         "Every method is scored the same way: rank classification over the label words "
         f"({', '.join(repr(v) for v in d['verbalizer'].values())}) at the answer position.",
         f"- Prompt tuning: softprompt's trainer, T={c['num_virtual_tokens']} virtual tokens, class-label init, "
-        f"Adafactor at a constant LR {c['prompt_lr']}. LoRA: PEFT, r={c['lora_r']}, alpha={c['lora_alpha']}, "
+        f"{_prompt_recipe(report)}. LoRA: PEFT, r={c['lora_r']}, alpha={c['lora_alpha']}, "
         f"PEFT's default target modules, AdamW LR {c['lora_lr']}. Full fine-tuning: every weight, AdamW LR "
         f"{c['full_lr']}. LoRA and full fine-tuning warm up linearly over {int(c['steps'] * c['warmup_fraction'])} "
         "steps, then decay linearly; all clip gradients at 1.0; all train on the label-word cross-entropy.",
@@ -260,6 +260,14 @@ def _prompt_neighbours(report: dict) -> list[str]:
                 "",
             ]
     return []
+
+
+def _prompt_recipe(report: dict) -> str:
+    for m in report["methods"]:
+        if m["method"] == "prompt-tuning":
+            d = m["details"]
+            return f"{d.get('optimizer')} at LR {d.get('lr')} with a {d.get('schedule', 'constant')} schedule"
+    return f"{report['config']['prompt_optimizer']} (not run here)"
 
 
 def _quoted(report: dict, method: str) -> str:
