@@ -16,6 +16,12 @@ Positions: a row's real tokens always sit at T, T+1, ... whatever the padding,
 so left- and right-padded batches give the same result as unpadded rows. (PEFT
 counts pad tokens as positions under left padding, which shifts RoPE and
 absolute position embeddings: its output depends on the padding.)
+
+Known limit: for sliding-window models (Gemma 2/3) transformers applies the
+window by cache slot, not by position, so once prompt + padded input is longer
+than the window (512 tokens for Gemma 3 1B) a padded row sees fewer real tokens
+than it would alone. Inference avoids this (`decode.KVState` builds its masks
+from positions); these training paths do not yet.
 """
 
 from __future__ import annotations
