@@ -92,6 +92,8 @@ def test_a_restart_keeps_finished_jobs_and_reports_the_running_one_as_interrupte
     # A second server process: its job is "running" when the process dies (simulated: the record is left so).
     queue = JobQueue(tmp_path, runner, lambda job, run_dir: None)
     running = queue.submit(spec("killed"))
+    # Let the job start and write its checkpoint folder before this "server" goes away.
+    wait_until(lambda: (queue.run_dir(running.id) / "checkpoint").is_dir())
     runner.gate.set()
     record = json.loads((tmp_path / running.id / JOB_FILE).read_text())
     queue.close()
