@@ -72,6 +72,8 @@ def test_stop_a_running_job_cancel_a_queued_one_and_resume(tmp_path):
         with pytest.raises(SoftPromptError, match="already training a prompt named 'first'"):
             queue.submit(spec("first"))
         assert queue.stop(second.id).state == "cancelled"
+        # Stop `first` once it runs (stopping it while still queued would cancel it instead).
+        wait_until(lambda: (queue.run_dir(first.id) / "checkpoint").is_dir())
         queue.stop(first.id)
         runner.gate.set()
         stopped = queue.wait(first.id, 20)
