@@ -138,3 +138,22 @@ def test_stream_pieces_join_to_the_final_texts(tiny_models):
     rows = generate_rows(base, None, batch, config)
     assert joined == [row.text for row in rows]
     assert len(steps) <= 6 and all(len(step) == 2 for step in steps)
+
+
+def test_tiny_positive_temperature_decodes_greedily_instead_of_overflowing():
+    from softprompt.decode import GenerationConfig, next_tokens
+
+    logits = torch.tensor([[1.0, 3.0, 2.0], [5.0, -1.0, 0.0]])
+    for temperature in (1e-300, 5e-324, 1e-6):
+        config = GenerationConfig(temperature=temperature, seed=0)
+        assert config.greedy
+        assert next_tokens(logits, config).tolist() == [1, 0]
+    assert not GenerationConfig(temperature=0.5).greedy
+
+
+def test_a_vanishing_top_p_still_keeps_the_most_likely_token():
+    from softprompt.decode import filter_logits
+
+    logits = torch.tensor([[0.1, 0.3, 0.2]])
+    kept = filter_logits(logits, top_k=0, top_p=1.8e-199)  # 0.0 in float32
+    assert torch.isfinite(kept).tolist() == [[False, True, False]]

@@ -29,6 +29,9 @@ from .forward import PrefixKV, TokenBatch, decoder_body, lm_logits, positions
 from .models import BaseModel
 
 
+MIN_SAMPLING_TEMPERATURE = 1e-5
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """How to pick tokens. temperature 0 = greedy (top_k/top_p/seed then unused)."""
@@ -57,7 +60,9 @@ class GenerationConfig:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        # Below this, sampling is argmax at float precision, and logits / temperature can
+        # overflow to inf (NaN probabilities); so tiny temperatures decode greedily.
+        return self.temperature < MIN_SAMPLING_TEMPERATURE
 
 
 # -- picking tokens ------------------------------------------------------------------
@@ -73,6 +78,8 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         probs = sorted_logits.softmax(dim=-1)
         # Drop a token when the tokens before it already reach top_p; the first always stays.
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        # Explicitly: a top_p below float32's smallest value rounds to 0 and would drop it too.
+        drop_sorted[:, 0] = False
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits

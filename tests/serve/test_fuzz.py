@@ -41,7 +41,9 @@ def test_openapi_schema_fuzz_finds_no_server_error(server, api_schema):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+        )
         def check(case):
             case.call_and_validate(checks=[not_a_server_error], timeout=30)
 
@@ -74,7 +76,7 @@ COMPLETE = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(
     path=st.sampled_from(["/v1/classify", "/v1/completions"]),
     body=CLASSIFY | COMPLETE | JSON,
