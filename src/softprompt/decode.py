@@ -28,7 +28,6 @@ from .errors import SoftPromptError
 from .forward import PrefixKV, TokenBatch, decoder_body, lm_logits, positions
 from .models import BaseModel
 
-
 MIN_SAMPLING_TEMPERATURE = 1e-5
 
 
