@@ -184,7 +184,7 @@ def prompt_prefix(base: BaseModel, prompt: torch.Tensor) -> PrefixKV:
     )
 
 
-def stack_prefixes(prefixes: Sequence[PrefixKV | None], template: PrefixKV | None = None) -> PrefixKV | None:
+def stack_prefixes(prefixes: Sequence[PrefixKV | None]) -> PrefixKV | None:
     """One PrefixKV for a batch whose rows use different prompts (None = no prompt).
 
     Each row's prefix is left-padded with zeros to the longest and masked, so
@@ -193,7 +193,7 @@ def stack_prefixes(prefixes: Sequence[PrefixKV | None], template: PrefixKV | Non
     real = [p for p in prefixes if p is not None]
     if not real:
         return None
-    ref = template or real[0]
+    ref = real[0]
     width = max(p.width for p in real)
     n_layers = len(ref.keys)
 
