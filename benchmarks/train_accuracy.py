@@ -59,8 +59,7 @@ def main() -> None:
                 num_virtual_tokens=args.num_virtual_tokens,
                 init=init,
                 steps=args.steps,
-                eval_every=args.steps + 1,  # score only the final prompt, below
-                checkpoint_every=args.steps + 1,
+                checkpoint_every=args.steps + 1,  # no mid-run checkpoints: the folder is thrown away
                 max_input_tokens=limit,
                 seed=seed,
             )
