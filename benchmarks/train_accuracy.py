@@ -18,8 +18,7 @@ import statistics
 import tempfile
 import time
 
-import torch
-
+from softprompt.commands.train import add_threads_argument, set_threads
 from softprompt.data import builtin_dataset
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.models import DEFAULT_MODEL, load_base_model
@@ -36,9 +35,9 @@ def main() -> None:
     parser.add_argument("--inits", nargs="+", default=["labels"])
     parser.add_argument("--num-virtual-tokens", type=int, default=20)
     parser.add_argument("--test-examples", type=int, default=300, help="first N test examples (0 = all)")
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads_argument(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     base = load_base_model(args.model)
     dataset = builtin_dataset(args.data)
