@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/train_accuracy.py [--steps 80] [--seeds 0 1] \
         [--inits labels "text:Classify the sentiment of this movie review as positive or negative."]
 
-One run per (init, seed): `softprompt.train` with the trainer's defaults and the
-given step budget (no dev-based selection: the last prompt is scored, as in
+One run per (init, seed): `recipe.run_training` (what `softprompt train` runs) with
+the shared defaults and the given step budget (no dev-based selection: the last prompt is scored, as in
 `softprompt quickstart`), then accuracy on the whole dev split and on the first
 --test-examples test examples. Prints one row per run and the mean and spread
 per init. Its purpose is to tell a real difference between settings from seed
@@ -18,12 +18,9 @@ import statistics
 import tempfile
 import time
 
-from softprompt.commands.train import add_threads_argument, set_threads
-from softprompt.data import builtin_dataset
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.models import DEFAULT_MODEL, load_base_model
-from softprompt.tasks import ClassifyTask
-from softprompt.train import TrainConfig, encode_examples, train
+from softprompt.recipe import RunSpec, defaults, prepare, run_training, set_threads
 
 
 def main() -> None:
@@ -33,20 +30,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--inits", nargs="+", default=["labels"])
-    parser.add_argument("--num-virtual-tokens", type=int, default=20)
+    parser.add_argument("--num-virtual-tokens", type=int, default=defaults()["num_virtual_tokens"])
     parser.add_argument("--test-examples", type=int, default=300, help="first N test examples (0 = all)")
-    add_threads_argument(parser)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
     args = parser.parse_args()
     set_threads(args.threads)
 
     base = load_base_model(args.model)
-    dataset = builtin_dataset(args.data)
-    splits = dataset.load()
-    task = ClassifyTask(dataset.template, dict(dataset.verbalizer))
-    limit = dataset.max_input_tokens
-    rows, _ = encode_examples(base, task, splits.train, max_tokens=limit)
-    dev = encode_eval_set(base, task, splits.dev, max_tokens=limit)
-    test_examples = splits.test[: args.test_examples] if args.test_examples else splits.test
+    data = prepare(RunSpec(data=args.data))
+    task, limit = data.task, data.max_input_tokens
+    dev = encode_eval_set(base, task, data.dev, max_tokens=limit)
+    test_examples = data.test[: args.test_examples] if args.test_examples else data.test
     test = encode_eval_set(base, task, test_examples, max_tokens=limit)
     print(f"{args.model} on {args.data}: {args.steps} steps, dev {len(dev)}, test {len(test)}")
     print(f"{'init':<40} {'seed':>4} {'dev acc':>8} {'test acc':>8} {'train s':>8}")
@@ -54,17 +48,17 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {}
     for init in args.inits:
         for seed in args.seeds:
-            config = TrainConfig(
-                num_virtual_tokens=args.num_virtual_tokens,
-                init=init,
-                steps=args.steps,
-                checkpoint_every=args.steps + 1,  # no mid-run checkpoints: the folder is thrown away
-                max_input_tokens=limit,
-                seed=seed,
-            )
+            settings = {
+                "num_virtual_tokens": args.num_virtual_tokens,
+                "init": init,
+                "steps": args.steps,
+                "checkpoint_every": args.steps + 1,  # no mid-run checkpoints: the folder is thrown away
+                "seed": seed,
+            }
+            spec = RunSpec(data=args.data, max_dev_examples=0, settings=settings)
             with tempfile.TemporaryDirectory() as out:
                 started = time.perf_counter()
-                trained = train(base, task, rows, None, config, out, show_progress=False)
+                trained = run_training(spec, out, base, data=data, show_progress=False)
                 seconds = time.perf_counter() - started
             prompt = trained.prompt.embeddings.detach()
             dev_acc = evaluate(base, task, prompt, dev.rows)["accuracy"]

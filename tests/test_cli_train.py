@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from softprompt.cli import main
-from softprompt.commands.train import parse_labels
-from softprompt.errors import SoftPromptError
 from softprompt.prompt import SoftPrompt
 from softprompt.testing import save_tiny
 
@@ -74,17 +72,6 @@ def test_bad_row_is_reported_with_file_and_line(model_dir, data_file, tmp_path, 
     err = capsys.readouterr().err
     assert "reviews.jsonl:41" in err and "maybe" in err and "Traceback" not in err
     assert main(train_args(model_dir, data_file, tmp_path / "p", "--steps", "1", "--skip-invalid")) == 0
-
-
-def test_parse_labels():
-    assert parse_labels("fresh=positive, rotten=negative", "Sentiment:") == {
-        "fresh": " positive",
-        "rotten": " negative",
-    }
-    assert parse_labels("a,b", "Label: ") == {"a": "a", "b": "b"}
-    assert parse_labels('{"a": " x", "b": "y"}', "L:") == {"a": " x", "b": "y"}
-    with pytest.raises(SoftPromptError, match="twice"):
-        parse_labels("a=x,a=y", ":")
 
 
 def test_ctrl_c_in_a_real_process_then_resume_equals_uninterrupted(model_dir, data_file, tmp_path, capsys):

@@ -249,9 +249,9 @@ def test_config_validation():
     assert parse_methods("lora, zero-shot") == ("zero-shot", "lora")
     with pytest.raises(SoftPromptError, match="unknown"):
         parse_methods("lora,prefix-tuning")
-    with pytest.raises(SoftPromptError, match="--steps"):
+    with pytest.raises(SoftPromptError, match="steps must be at least 1"):
         CompareConfig(steps=0)
-    with pytest.raises(SoftPromptError, match="--lora-lr"):
+    with pytest.raises(SoftPromptError, match="lora_lr must be a positive number"):
         CompareConfig(lora_lr=-1)
 
 
@@ -266,21 +266,23 @@ def test_cli_prints_the_table(setup, capsys):
     assert out.startswith("| Feature | Hard prompt, zero-shot | Hard prompt, few-shot |")
     assert (folder / "cli" / "report.md").is_file()
     assert main([*args[:-2], "--out", str(folder / "cli2"), "--methods", "nope"]) == 2
-    assert "unknown nope" in capsys.readouterr().err
+    assert "--methods: unknown nope" in capsys.readouterr().err
+    assert main([*args[:-2], "--out", str(folder / "cli2"), "--lora-lr", "-1"]) == 2
+    assert "--lora-lr must be a positive number" in capsys.readouterr().err
 
 
 def test_interrupted_prompt_tuning_is_not_recorded(setup, monkeypatch):
     import softprompt.compare.prompt_tuning as pt
 
     folder, base = setup
-    real_train = pt.train
+    real_train = pt.run_training
 
     def interrupted(*args, **kwargs):
         result = real_train(*args, **kwargs)
         result.status = "interrupted"  # what train() returns after Ctrl-C
         return result
 
-    monkeypatch.setattr(pt, "train", interrupted)
+    monkeypatch.setattr(pt, "run_training", interrupted)
     out = folder / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         run_compare(tiny_config(folder, methods=("zero-shot", "prompt-tuning")), out, base=base,

@@ -208,12 +208,14 @@ def test_warmup_then_schedule():
 
 
 def test_bad_configs_are_refused():
-    with pytest.raises(SoftPromptError, match="--steps or --epochs"):
+    with pytest.raises(SoftPromptError, match="give steps or epochs, not both"):
         TrainConfig(steps=3, epochs=1)
-    with pytest.raises(SoftPromptError, match="--batch-size"):
+    with pytest.raises(SoftPromptError, match="batch_size must be at least 1"):
         TrainConfig(batch_size=0)
-    with pytest.raises(SoftPromptError, match="--optimizer"):
+    with pytest.raises(SoftPromptError, match="optimizer must be one of"):
         TrainConfig(optimizer="sgd")
+    with pytest.raises(SoftPromptError, match="seed must be a whole number, got 'abc'"):
+        TrainConfig(seed="abc")
     assert TrainConfig(epochs=2, batch_size=10, grad_accum=2).total_steps(100) == 10
 
 

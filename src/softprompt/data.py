@@ -55,14 +55,15 @@ class Splits:
 # Reading rows
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, object]]]:
+def read_rows(path: str | Path, *, name: str | None = None) -> Iterator[tuple[int, dict[str, object]]]:
     """Yield (line number, row) from a data file; the number is 1-based.
 
     For CSV/TSV it is the physical line where the row starts (the header is line 1); for
     JSON Lines the line of the object; for Parquet the row's position (first row = 1).
+    Messages name the file `name` (e.g. the name a user uploaded it under), else its path.
     """
     path = Path(path)
-    name = str(path)
+    name = name or str(path)
     if not path.exists():
         raise DataError(f"{name}: no such file")
     if not path.is_file():
@@ -124,6 +125,8 @@ def _json_rows(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict[str,
             continue
         try:
             row = json.loads(line)
+        except RecursionError:  # nesting deeper than Python's parser goes: not a data row
+            raise DataError(f"{name}:{number}: JSON nested too deeply to read; {hint}") from None
         except json.JSONDecodeError as e:
             # A .json file holding one array or one pretty-printed object fails on line 1.
             looks_like_json = line.lstrip().startswith("[") or line.strip() == "{"
@@ -196,6 +199,7 @@ def load_examples(
     skip_invalid: bool = False,
     require_output: bool = True,
     column_flags: Mapping[str, str] = DEFAULT_COLUMN_FLAGS,
+    name: str | None = None,
 ) -> LoadedData:
     """Read and validate a data file.
 
@@ -203,17 +207,19 @@ def load_examples(
     `LoadedData.skipped`. A column missing from the first row always raises: that is a wrong
     column name, not a bad row. With `require_output=False` (unlabelled inputs to predict) a
     missing or empty output becomes "". `column_flags` maps "input"/"output" to the CLI flag
-    that chooses that column, named in the hint of missing-column messages.
+    that chooses that column, named in the hint of missing-column messages. Messages name the
+    file `name`, else its path.
     """
     path = Path(path)
+    name = name or str(path)
     labels = None if label_set is None else frozenset(label_set)
     examples: list[Example] = []
     skipped: list[str] = []
-    for number, row in read_rows(path):
+    for number, row in read_rows(path, name=name):
         try:
             example = _example(
                 row,
-                f"{path}:{number}",
+                f"{name}:{number}",
                 input_column,
                 output_column,
                 labels,
@@ -229,8 +235,8 @@ def load_examples(
         examples.append(example)
     if not examples:
         if skipped:
-            raise DataError(f"{path}: no valid examples; all {len(skipped)} rows are invalid, the first: {skipped[0]}")
-        raise DataError(f"{path}: no examples (the file has no data rows)")
+            raise DataError(f"{name}: no valid examples; all {len(skipped)} rows are invalid, the first: {skipped[0]}")
+        raise DataError(f"{name}: no examples (the file has no data rows)")
     return LoadedData(tuple(examples), tuple(skipped))
 
 

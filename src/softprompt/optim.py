@@ -4,13 +4,18 @@ Adafactor with the paper's setting (Lester et al.: constant LR 0.3, no
 parameter scaling, no relative step) or AdamW. The schedule is a linear warmup
 followed by constant, linear decay or cosine decay, as a LambdaLR whose state
 is plain numbers (so checkpoints are JSON).
+
+torch is imported inside the builders: the names and default LRs are read by
+`softprompt --help` and the studio's settings, which must not load torch.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("constant", "linear", "cosine")
@@ -18,6 +23,8 @@ DEFAULT_LR = {"adafactor": 0.3, "adamw": 0.01}
 
 
 def build_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, weight_decay: float = 0.0):
+    import torch
+
     if name == "adafactor":
         from transformers.optimization import Adafactor
 
@@ -48,4 +55,6 @@ def build_scheduler(optimizer, *, warmup_steps: int, total_steps: int, schedule:
     def factor(step: int) -> float:
         return lr_factor(step, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    from torch.optim.lr_scheduler import LambdaLR
+
+    return LambdaLR(optimizer, factor)

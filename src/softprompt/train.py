@@ -29,7 +29,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,97 +40,18 @@ from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
 from .evaluate import EvalSet, main_metric
 from .models import BaseModel
-from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, Progress
 from .prompt import PromptMeta, SoftPrompt
 from .tasks import ClassifyTask, Encoded, Task
+from .train_config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
-DEFAULT_STEPS = 300
 
 
 class TrainingError(SoftPromptError):
     """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (saved in checkpoints; resume refuses a different one)."""
-
-    num_virtual_tokens: int = 20  # prompt length T
-    init: str = "labels"  # labels | vocab | random | text:"..." | file:PATH
-    # adamw by measurement: on SmolLM2-135M (embedding std 0.136) the paper's Adafactor LR 0.3
-    # moves each prompt value by ~0.3 per step and the loss rose; adafactor 0.03 trailed adamw 0.01.
-    optimizer: str = "adamw"  # adamw | adafactor (the paper: constant LR 0.3, for T5-scale embeddings)
-    lr: float | None = None  # None = 0.01 for adamw, 0.3 for adafactor
-    weight_decay: float = 0.0
-    batch_size: int = 16  # examples per micro-batch
-    grad_accum: int = 1  # micro-batches per optimiser step
-    steps: int | None = None  # optimiser steps; None = from epochs, else DEFAULT_STEPS
-    epochs: float | None = None
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # constant | linear | cosine (after warmup); decay lowers end-of-run noise
-    max_grad_norm: float | None = 1.0  # None or 0 = no clipping
-    eval_every: int = 50  # dev evaluation every N steps (and at the end)
-    patience: int | None = None  # stop after N evaluations without improvement
-    eval_batch_size: int = 32
-    checkpoint_every: int = 50
-    max_input_tokens: int | None = None  # inputs longer than this are truncated
-    truncate: str = "left"  # which side of the text to cut
-    seed: int = 0
-    bucket_batches: int = 50  # batches per length-sorted bucket (1 = no bucketing)
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise SoftPromptError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise SoftPromptError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.truncate not in ("left", "right"):
-            raise SoftPromptError(f"--truncate must be left or right, got {self.truncate!r}")
-        if self.steps is not None and self.epochs is not None:
-            raise SoftPromptError("give --steps or --epochs, not both")
-        positive = {
-            "--num-virtual-tokens": self.num_virtual_tokens,
-            "--batch-size": self.batch_size,
-            "--grad-accum": self.grad_accum,
-            "--eval-every": self.eval_every,
-            "--eval-batch-size": self.eval_batch_size,
-            "--checkpoint-every": self.checkpoint_every,
-            "--bucket-batches": self.bucket_batches,
-        }
-        for flag, value in [*positive.items(), ("--steps", self.steps), ("--patience", self.patience)]:
-            if value is not None and value < 1:
-                raise SoftPromptError(f"{flag} must be at least 1, got {value}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise SoftPromptError(f"--epochs must be positive, got {self.epochs}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SoftPromptError(f"--lr must be a positive number, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise SoftPromptError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        if self.max_input_tokens is not None and self.max_input_tokens < 2:
-            raise SoftPromptError(f"--max-input-tokens must be at least 2, got {self.max_input_tokens}")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    def total_steps(self, n_train: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        if self.epochs is not None:
-            per_epoch = math.ceil(n_train / self.batch_size) / self.grad_accum
-            return max(1, math.ceil(self.epochs * per_epoch))
-        return DEFAULT_STEPS
-
-    def differences(self, other: dict) -> list[str]:
-        mine = asdict(self)
-        return [f"{k}: checkpoint {other.get(k)!r}, now {mine[k]!r}" for k in mine if other.get(k) != mine[k]]
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 @dataclass

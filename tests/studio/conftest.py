@@ -7,13 +7,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from softprompt.infer import Predictor
 from softprompt.serve.config import ServeSettings
 from softprompt.serve.registry import PromptRegistry
 from softprompt.serve.server import RunningServer, start_in_thread
-from softprompt.studio.routes import DataFolder, create_studio_app
+from softprompt.studio.guard import TOKEN_HEADER
+from softprompt.studio.routes import create_studio_app
+from softprompt.studio.settings import StudioSettings
+from softprompt.studio.storage import DataFolder
 
 # Ends in a space so the answer words "p"/"n" are one byte-level token each (the fast, single-token path).
 TEMPLATE = "Review: {text}\nSentiment: "
@@ -44,18 +48,26 @@ def base(tiny_models):
 
 
 @contextlib.contextmanager
-def studio(base, data_dir: Path, **settings) -> Iterator[RunningServer]:
-    """A real uvicorn server with the studio on 127.0.0.1:<free port>; stopped (jobs too) at the end."""
+def studio(base, data_dir: Path, limits: dict | None = None, **settings) -> Iterator[RunningServer]:
+    """A real uvicorn server with the studio on 127.0.0.1:<free port>; stopped (jobs too) at the end.
+
+    `limits` are StudioSettings fields; `server.headers` carry the page's token (what app.js sends).
+    """
     folders = DataFolder(data_dir)
     predictor = Predictor(base)
     registry = PromptRegistry(folders.prompts, predictor, base)
-    upload_limit = settings.pop("max_upload_bytes", 1 << 20)
     settings.setdefault("poll_interval_s", 0.2)
     app = create_studio_app(
-        predictor, registry, base, data_dir, ServeSettings(**settings), max_upload_bytes=upload_limit
+        predictor,
+        registry,
+        base,
+        data_dir,
+        ServeSettings(**settings),
+        StudioSettings(**{"max_upload_bytes": 1 << 20, **(limits or {})}),
     )
     server = start_in_thread(app)
     server.app = app
+    server.headers = {TOKEN_HEADER: app.state.studio_token}
     try:
         yield server
     finally:
@@ -70,3 +82,8 @@ def wait_until(check, timeout: float = 30.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {check}")
+
+
+def client(server: RunningServer, **kwargs) -> httpx.Client:
+    """An HTTP client to the studio that sends the token, as the page does."""
+    return httpx.Client(base_url=server.url, timeout=60, headers=server.headers, **kwargs)

@@ -10,7 +10,7 @@ import pytest
 from softprompt.errors import SoftPromptError
 from softprompt.prompt import SoftPrompt
 from softprompt.studio.jobs import JOB_FILE, JobQueue
-from softprompt.studio.runner import JobSpec, prepare_spec, publish, run_training
+from softprompt.studio.runner import JobSpec, publish, resolve, train_job
 from softprompt.studio.uploads import UploadStore
 
 from .conftest import TEMPLATE, reviews_csv, small_job, wait_until
@@ -121,12 +121,12 @@ def test_real_training_stops_resumes_and_publishes_the_prompt(base, tmp_path):
     uploads = UploadStore(tmp_path / "uploads")
     path = reviews_csv(tmp_path / "uploads" / "12345678-reviews.csv")
     job_spec = JobSpec(**small_job(path.name, steps=6, eval_every=2))
-    assert len(prepare_spec(job_spec, uploads).prepared.train) == 22
+    assert len(resolve(job_spec, uploads)[1].train) == 22
     prompts = tmp_path / "prompts"
     queue = JobQueue(
         tmp_path / "jobs",
-        lambda spec, out, **kw: run_training(base, spec, uploads, out, **kw),
-        lambda job, run_dir: publish(run_dir, prompts, job.name),
+        lambda spec, out, **kw: train_job(base, spec, uploads, out, **kw),
+        lambda job, run_dir: publish(run_dir, prompts, job.name, replace=job.published == job.name),
     )
     try:
         job = queue.submit(job_spec)
@@ -151,11 +151,15 @@ def test_real_training_stops_resumes_and_publishes_the_prompt(base, tmp_path):
     "raw, message",
     [
         ({"name": "../x", "data": "d"}, "invalid prompt name"),
-        ({"name": "x", "data": "d", "steps": 0}, "steps must be a whole number from 1"),
-        ({"name": "x", "data": "d", "template": "no slot"}, r"must contain \{text\}"),
-        ({"name": "x", "data": "d", "task": "regress"}, "task must be one of"),
+        ({"name": "x", "data": "d", "steps": 0}, "Steps must be at least 1"),
+        ({"name": "x", "data": "d", "seed": "abc"}, "Seed must be a whole number, got 'abc'"),
+        ({"name": "x", "data": "d", "batch_size": 2.5}, "Batch must be a whole number"),
+        ({"name": "x", "data": "d", "overwrite": "yes"}, "Replace an existing prompt must be true or false"),
+        ({"name": "x", "data": "d", "template": "no slot"}, r"Template must contain \{text\}"),
+        ({"name": "x", "data": "d", "task": "regress"}, "Task must be one of"),
         ({"name": "x", "data": "d", "wat": 1}, "unknown job settings: wat"),
-        ({"name": "x", "data": "d", "lr": -1}, "lr must be a positive number"),
+        ({"name": "x", "data": "d", "lr": -1}, "Learning rate must be a positive number"),
+        ({"name": "x", "data": "d", "labels": "a=x,a=y"}, "Labels: label 'a' is given twice"),
         ([1], "must be a JSON object"),
     ],
 )
@@ -167,10 +171,10 @@ def test_bad_job_settings_are_refused_with_a_message(raw, message):
 def test_data_problems_are_found_before_queueing(tmp_path):
     uploads = UploadStore(tmp_path)
     path = reviews_csv(tmp_path / "12345678-r.csv")
-    with pytest.raises(SoftPromptError, match=r"^r\.csv:2: missing column 'body'.*the text column"):
-        prepare_spec(JobSpec(**small_job(path.name, text_column="body")), uploads)
+    with pytest.raises(SoftPromptError, match=r"^r\.csv:2: missing column 'body'.*Text column"):
+        resolve(JobSpec(**small_job(path.name, text_column="body")), uploads)
     with pytest.raises(SoftPromptError, match="no uploaded file"):
-        prepare_spec(JobSpec(**small_job("12345678-gone.csv")), uploads)
+        resolve(JobSpec(**small_job("12345678-gone.csv")), uploads)
     with pytest.raises(SoftPromptError) as e:
-        prepare_spec(JobSpec(**small_job(path.name, label_column="nope")), uploads)
+        resolve(JobSpec(**small_job(path.name, label_column="nope")), uploads)
     assert "missing column 'nope'" in str(e.value) and str(tmp_path) not in str(e.value)

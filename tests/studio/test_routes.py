@@ -6,12 +6,11 @@ import io
 import json
 import zipfile
 
-import httpx
 import pytest
 
 from softprompt.prompt import SoftPrompt
 
-from .conftest import TEMPLATE, reviews_csv, small_job, studio, wait_until
+from .conftest import TEMPLATE, client, reviews_csv, small_job, studio, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +19,8 @@ def trained(base, tmp_path_factory):
     root = tmp_path_factory.mktemp("studio")
     data = reviews_csv(root / "reviews.csv")
     with (
-        studio(base, root / "data", max_upload_bytes=4096) as server,
-        httpx.Client(base_url=server.url, timeout=60) as c,
+        studio(base, root / "data", {"max_upload_bytes": 4096}) as server,
+        client(server) as c,
     ):
         upload = c.post("/studio/api/uploads", params={"filename": "reviews.csv"}, content=data.read_bytes())
         assert upload.status_code == 200, upload.text
@@ -124,13 +123,13 @@ def test_bad_jobs_get_clear_messages(trained):
     _, c, upload, _ = trained
     cases = [
         (small_job(upload["id"], text_column="body"), "missing column 'body'"),
-        (small_job(upload["id"], name="a/b"), "invalid prompt name"),
+        (small_job(upload["id"], name="a/b"), "Prompt name: invalid prompt name"),
         (small_job("12345678-missing.csv"), "no uploaded file"),
         (small_job(upload["id"], labels="pos=p,other=n"), "reviews.csv:3: 'label' is 'neg', not one of the labels"),
         (small_job(upload["id"], labels="pos=p"), "not one of the labels: 'pos'"),
     ]
     for spec, message in cases:
-        reply = c.post("/studio/api/jobs", json=spec)
+        reply = c.post("/studio/api/jobs", json={**spec, "name": spec["name"] + "-2"})
         assert reply.status_code in (404, 422) and message in reply.json()["error"]["message"], reply.text
     assert c.post("/studio/api/jobs", content=b"{", headers={"content-type": "application/json"}).status_code == 400
     assert c.get("/studio/api/jobs/nope").status_code == 404
@@ -139,7 +138,7 @@ def test_bad_jobs_get_clear_messages(trained):
 
 def test_a_restart_keeps_prompts_and_reports_an_interrupted_job_as_resumable(base, tmp_path):
     data = reviews_csv(tmp_path / "r.csv")
-    with studio(base, tmp_path / "data") as server, httpx.Client(base_url=server.url, timeout=60) as c:
+    with studio(base, tmp_path / "data") as server, client(server) as c:
         upload = c.post("/studio/api/uploads", params={"filename": "r.csv"}, content=data.read_bytes()).json()
         job = c.post("/studio/api/jobs", json=small_job(upload["id"], steps=200)).json()
         wait_until(lambda: c.get(f"/studio/api/jobs/{job['id']}").json()["step"] >= 1, 60)
@@ -150,7 +149,7 @@ def test_a_restart_keeps_prompts_and_reports_an_interrupted_job_as_resumable(bas
     record = json.loads(record_path.read_text())
     record["state"] = "running"
     record_path.write_text(json.dumps(record))
-    with studio(base, tmp_path / "data") as server, httpx.Client(base_url=server.url, timeout=60) as c:
+    with studio(base, tmp_path / "data") as server, client(server) as c:
         again = c.get(f"/studio/api/jobs/{job['id']}").json()
         assert again["state"] == "interrupted" and again["resumable"] and "resume" in again["error"]
         wait_until(lambda: c.get("/studio/api/prompts").json()["data"], 10)  # the stopped job's best prompt

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import FieldError, worded
+from .train import flag
+
 NAME = "compare"
 HELP = "measure prompt tuning against zero/few-shot hard prompts, LoRA and full fine-tuning; write a report"
 
@@ -61,16 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from ..compare.config import CompareConfig
     from ..data import BUILTIN_DATASETS
-    from ..errors import SoftPromptError
+    from ..recipe import parse_labels
 
-    labels = None
-    if args.labels:
-        from .train import parse_labels
-
-        labels = parse_labels(args.labels, args.template or "")
+    labels = parse_labels(args.labels, args.template or "") if args.labels else None
     second = None if str(args.second_task).lower() in ("none", "") else args.second_task
     if second is not None and second not in BUILTIN_DATASETS:
-        raise SoftPromptError(f"--second-task must be a built-in dataset ({', '.join(BUILTIN_DATASETS)}) or 'none'")
+        raise FieldError("second_task", f"must be a built-in dataset ({', '.join(BUILTIN_DATASETS)}) or 'none'")
     return CompareConfig(
         model=args.model,
         data=args.data,
@@ -102,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from ..compare.report import REPORT_MD, comparison_table
     from ..compare.run import run_compare
 
-    config = config_from_args(args)
+    with worded(flag):
+        config = config_from_args(args)
     report = run_compare(config, args.out, resume=args.resume, show_progress=not args.quiet)
     print(comparison_table(report))
     print(f"\nfull report: {args.out}/{REPORT_MD}", file=sys.stderr)

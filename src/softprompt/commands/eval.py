@@ -12,7 +12,8 @@ import argparse
 import json
 import time
 
-from .train import add_data_arguments, prepare
+from ..errors import worded
+from .train import add_data_arguments, flag, spec_from_args
 
 NAME = "eval"
 HELP = "evaluate a prompt on labelled data (accuracy/macro-F1 or exact match/token F1)"
@@ -29,25 +30,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with worded(flag):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..data import BuiltinDataset, resolve_data
     from ..evaluate import encode_eval_set, evaluate
     from ..models import DEFAULT_MODEL, load_base_model
     from ..prompt import SoftPrompt
+    from ..recipe import prepare
 
+    spec = spec_from_args(args, with_settings=False)  # flag problems show up before the model loads
     args.model = args.model or (None if args.prompt is None else _prompt_model(args.prompt)) or DEFAULT_MODEL
     base = load_base_model(args.model)
     prompt = (
         None if args.prompt is None else SoftPrompt.load(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     )
-    prepared = prepare(args, need_train=False, meta=None if prompt is None else prompt.meta)
+    data = prepare(spec, need_train=False, meta=None if prompt is None else prompt.meta, name=flag)
     builtin = isinstance(resolve_data(args.data), BuiltinDataset)
-    examples = getattr(prepared, args.split) if builtin else prepared.test
+    examples = getattr(data, args.split) if builtin else data.test
     examples = examples[: args.limit] if args.limit else examples
     truncate = args.truncate or "left"
-    rows = encode_eval_set(base, prepared.task, examples, max_tokens=prepared.max_input_tokens, truncate=truncate)
+    max_tokens = args.max_input_tokens or data.max_input_tokens
+    rows = encode_eval_set(base, data.task, examples, max_tokens=max_tokens, truncate=truncate)
     start = time.perf_counter()
     report = evaluate(
-        base, prepared.task, None if prompt is None else prompt.embeddings, rows.rows, batch_size=args.batch_size
+        base, data.task, None if prompt is None else prompt.embeddings, rows.rows, batch_size=args.batch_size
     )
     seconds = time.perf_counter() - start
     report = {

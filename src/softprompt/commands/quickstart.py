@@ -12,7 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .train import add_threads_argument
+from ..errors import worded
+from .train import add_threads_argument, flag
 
 NAME = "quickstart"
 HELP = "train and evaluate a prompt on the built-in rotten-tomatoes data with the default model"
@@ -32,40 +33,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import builtin_dataset
+    with worded(flag):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..evaluate import encode_eval_set, evaluate
     from ..models import DEFAULT_MODEL, load_base_model
-    from ..prompt import CONFIG_FILE, WEIGHTS_FILE, PromptMeta
-    from ..tasks import ClassifyTask
-    from ..train import TrainConfig, encode_examples, train
-    from .train import set_threads
+    from ..prompt import CONFIG_FILE, WEIGHTS_FILE
+    from ..recipe import RunSpec, prepare, run_training, set_threads
 
     start = time.perf_counter()
+    spec = RunSpec(data=DATASET, max_dev_examples=0, settings={"steps": args.steps})
     set_threads(args.threads)
     model = args.model or DEFAULT_MODEL
     base = load_base_model(model)
-    dataset = builtin_dataset(DATASET)
-    splits = dataset.load()
-    task = ClassifyTask(dataset.template, dict(dataset.verbalizer))
-    config = TrainConfig(steps=args.steps, max_input_tokens=dataset.max_input_tokens)
-    rows, _ = encode_examples(base, task, splits.train, max_tokens=config.max_input_tokens)
-    test_examples = splits.test[: args.test_examples] if args.test_examples else splits.test
-    test = encode_eval_set(base, task, test_examples, max_tokens=config.max_input_tokens)
-    print(
-        f"{model}: training a {config.num_virtual_tokens}-token prompt on {DATASET} "
-        f"({config.steps} steps x {config.batch_size} examples), then scoring {len(test)} test reviews"
-    )
+    data = prepare(spec)
+    test_examples = data.test[: args.test_examples] if args.test_examples else data.test
+    test = encode_eval_set(base, data.task, test_examples, max_tokens=data.max_input_tokens)
 
-    trained = train(
-        base, task, rows, None, config, args.out, show_progress=not args.quiet, meta=PromptMeta(base_model=model)
+    def announce(run) -> None:
+        print(
+            f"{model}: training a {run.config.num_virtual_tokens}-token prompt on {DATASET} "
+            f"({run.total_steps} steps x {run.config.batch_size} examples), then scoring {len(test)} test reviews"
+        )
+
+    trained = run_training(
+        spec, args.out, base, data=data, show_progress=not args.quiet, base_model_name=model, on_start=announce
     )
     if trained.status == "interrupted":
         print(f"interrupted after {trained.steps} steps; the prompt so far is in {args.out}")
         return 130
-    after = evaluate(base, task, trained.prompt.embeddings, test.rows)
-    before = evaluate(base, task, trained.prompt.initial, test.rows)
+    after = evaluate(base, data.task, trained.prompt.embeddings, test.rows)
+    before = evaluate(base, data.task, trained.prompt.initial, test.rows)
     files = sum((Path(args.out) / name).stat().st_size for name in (CONFIG_FILE, WEIGHTS_FILE))
-    subset = "all" if len(test) == len(splits.test) else f"first {len(test)} of {len(splits.test)}"
+    subset = "all" if len(test) == len(data.test) else f"first {len(test)} of {len(data.test)}"
     rows_out = [
         (f"test accuracy before training ({subset})", f"{before['accuracy']:.1%}"),
         (f"test accuracy after training ({subset})", f"{after['accuracy']:.1%}"),

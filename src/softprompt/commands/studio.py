@@ -7,14 +7,18 @@ import logging
 import socket
 import sys
 
+from ..errors import SoftPromptError, worded
+from .train import flag
+
 NAME = "studio"
 HELP = "open the web studio: upload data, train prompts in the background, try, compare, inspect and download them"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..models import DEFAULT_MODEL
-    from ..studio.uploads import DEFAULT_MAX_BYTES
+    from ..studio.settings import MIB, StudioSettings
 
+    d = StudioSettings()
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"base model (default: {DEFAULT_MODEL})")
     parser.add_argument(
         "--data-dir",
@@ -25,25 +29,80 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 = any free port)")
     parser.add_argument(
-        "--max-upload-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20, help="largest data file accepted (MiB)"
+        "--max-upload-mb",
+        type=float,
+        default=d.max_upload_bytes / MIB,
+        help="largest data file accepted (MiB; default: %(default)g)",
+    )
+    parser.add_argument(
+        "--uploads-quota-mb",
+        type=float,
+        default=d.max_uploads_bytes / MIB,
+        help="all uploads together (MiB; default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-queued-jobs",
+        type=int,
+        default=d.max_queued_jobs,
+        help="jobs queued or running at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-jobs",
+        type=int,
+        default=d.max_jobs,
+        help="job folders kept; delete finished ones to make room (default: %(default)s)",
+    )
+    parser.add_argument("--max-steps", type=int, default=d.max_steps, help="steps of one job (default: %(default)s)")
+    parser.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="default: %(default)s")
+    parser.add_argument(
+        "--max-num-virtual-tokens",
+        type=int,
+        default=d.max_num_virtual_tokens,
+        help="prompt length cap (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-quota-mb",
+        type=float,
+        default=d.max_cache_bytes / MIB,
+        help="cached inspect plots; the oldest go first (MiB; default: %(default)g)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
+def studio_settings(args: argparse.Namespace):
+    from ..studio.settings import MIB, StudioSettings
+
+    def mib(flag: str, value: float) -> int:
+        if not value > 0:
+            raise SoftPromptError(f"{flag} must be positive, got {value}")
+        return max(1, int(value * MIB))
+
+    with worded(flag):
+        return StudioSettings(
+            max_upload_bytes=mib("--max-upload-mb", args.max_upload_mb),
+            max_uploads_bytes=mib("--uploads-quota-mb", args.uploads_quota_mb),
+            max_queued_jobs=args.max_queued_jobs,
+            max_jobs=args.max_jobs,
+            max_steps=args.max_steps,
+            max_batch_size=args.max_batch_size,
+            max_num_virtual_tokens=args.max_num_virtual_tokens,
+            max_cache_bytes=mib("--cache-quota-mb", args.cache_quota_mb),
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..errors import SoftPromptError
     from ..infer import Predictor
     from ..models import load_base_model
     from ..serve.registry import PromptRegistry
     from ..serve.server import uvicorn_server
-    from ..studio.routes import DataFolder, create_studio_app
+    from ..studio.routes import create_studio_app
+    from ..studio.storage import DataFolder
     from .serve import _is_loopback
 
     if not 0 <= args.port <= 65535:
         raise SoftPromptError(f"--port must be 0..65535, got {args.port}")
-    if args.max_upload_mb <= 0:
-        raise SoftPromptError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    limits = studio_settings(args)
     if not _is_loopback(args.host):
         print(
             f"softprompt studio: warning: listening on {args.host}: anyone who can reach it can upload data "
@@ -56,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     base = load_base_model(args.model, device=args.device)
     predictor = Predictor(base)
     registry = PromptRegistry(folders.prompts, predictor, base)
-    app = create_studio_app(predictor, registry, base, folders.root, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    app = create_studio_app(predictor, registry, base, folders.root, studio=limits)
     # Bind first so the printed address is the real one, also with --port 0.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

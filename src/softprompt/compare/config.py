@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..errors import SoftPromptError
+from ..errors import FieldError
+from ..optim import OPTIMIZERS
+from ..train_config import TrainConfig
+from ..typecheck import check_field_types
 
 # models.DEFAULT_MODEL, not imported: models imports torch, and `softprompt --help` builds this
 # command's flags from CompareConfig's defaults without loading torch (a test checks they agree).
@@ -35,8 +38,8 @@ def parse_methods(text: str) -> tuple[str, ...]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise SoftPromptError(
-            f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {','.join(METHODS)}"
+        raise FieldError(
+            "methods", f": unknown {', '.join(unknown) or '(none given)'}; choose from {','.join(METHODS)}"
         )
     return tuple(m for m in METHODS if m in names)
 
@@ -50,16 +53,16 @@ class CompareConfig:
     template: str | None = None  # for data files: e.g. "Review: {text}\nSentiment:"
     labels: dict[str, str] | None = None  # for data files: label -> answer words
     methods: tuple[str, ...] = METHODS
-    steps: int = 50  # optimiser steps of every trained method (the same budget for each)
-    batch_size: int = 16
+    steps: int = 50  # optimiser steps of every trained method (the same budget for each; train's is longer)
+    batch_size: int = TrainConfig.batch_size
     seed: int = 0
     test_size: int = 300  # first N examples of the test split
     eval_batch_size: int = 32
     max_input_tokens: int | None = None  # None: the built-in dataset's hint
     few_shot_k: int = 4  # in-context examples, balanced over labels
     instruction: str | None = None  # hard-prompt instruction; None: "Classify ... Answer with one of: ..."
-    num_virtual_tokens: int = 20
-    prompt_optimizer: str = "adamw"  # the trainer's default; "adafactor" = the paper's (constant LR 0.3)
+    num_virtual_tokens: int = TrainConfig.num_virtual_tokens
+    prompt_optimizer: str = TrainConfig.optimizer  # "adafactor" = the paper's (constant LR 0.3)
     prompt_lr: float | None = None  # None: the trainer's default for that optimizer
     lora_r: int = 8
     lora_alpha: int = 16
@@ -75,33 +78,31 @@ class CompareConfig:
     keep_weights: bool = False  # keep the fully fine-tuned model's files (hundreds of MB) in --out
 
     def __post_init__(self):
+        if not isinstance(self.methods, (str, list, tuple)):
+            raise FieldError("methods", f"must be comma-separated method names, got {self.methods!r}")
         self.methods = parse_methods(self.methods if isinstance(self.methods, str) else ",".join(self.methods))
-        positive = {
-            "--steps": self.steps,
-            "--batch-size": self.batch_size,
-            "--test-size": self.test_size,
-            "--eval-batch-size": self.eval_batch_size,
-            "--num-virtual-tokens": self.num_virtual_tokens,
-            "--lora-r": self.lora_r,
-            "--perplexity-tokens": self.perplexity_tokens,
-            "--perplexity-window": self.perplexity_window,
-            "--second-task-size": self.second_task_size,
-            "--second-task-max-tokens": self.second_task_max_tokens,
-        }
-        for flag, value in positive.items():
-            if value < 1:
-                raise SoftPromptError(f"{flag} must be at least 1, got {value}")
+        check_field_types(self)
+        at_least_one = (
+            "steps", "batch_size", "test_size", "eval_batch_size", "num_virtual_tokens", "lora_r", "perplexity_tokens",
+            "second_task_size", "second_task_max_tokens",
+        )  # fmt: skip
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.few_shot_k < 0:
-            raise SoftPromptError(f"--few-shot-k must be >= 0, got {self.few_shot_k}")
+            raise FieldError("few_shot_k", f"must be >= 0, got {self.few_shot_k}")
         if self.perplexity_window < 2:
-            raise SoftPromptError(f"--perplexity-window must be at least 2, got {self.perplexity_window}")
-        if self.prompt_optimizer not in ("adamw", "adafactor"):
-            raise SoftPromptError(f"--prompt-optimizer must be adamw or adafactor, got {self.prompt_optimizer!r}")
-        for flag, lr in (("--prompt-lr", self.prompt_lr), ("--lora-lr", self.lora_lr), ("--full-lr", self.full_lr)):
+            raise FieldError("perplexity_window", f"must be at least 2, got {self.perplexity_window}")
+        if self.prompt_optimizer not in OPTIMIZERS:
+            raise FieldError(
+                "prompt_optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.prompt_optimizer!r}"
+            )
+        for name in ("prompt_lr", "lora_lr", "full_lr"):
+            lr = getattr(self, name)
             if lr is not None and not (lr > 0 and math.isfinite(lr)):
-                raise SoftPromptError(f"{flag} must be a positive number, got {lr}")
+                raise FieldError(name, f"must be a positive number, got {lr}")
         if not 0 <= self.warmup_fraction < 1:
-            raise SoftPromptError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise FieldError("warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
 
     @property
     def warmup_steps(self) -> int:

@@ -31,8 +31,8 @@ from ..optim import build_optimizer, build_scheduler
 from ..progress import Progress
 from ..tasks import ClassifyTask, Encoded
 from ..train import BatchPlan
-from .config import TITLES, CompareConfig
-from .measure import PeakMemory, Stopwatch, parameter_counts, training_state_bytes
+from .config import CompareConfig
+from .measure import parameter_counts, train_and_score, training_state_bytes
 from .result import MethodResult
 from .task_data import TaskData
 
@@ -164,10 +164,11 @@ def run_finetune(
     trainable, total = parameter_counts(model.model)
     loop = LoopConfig(config.steps, config.batch_size, lr, config.warmup_steps, config.seed)
     log(f"{method}: {config.steps} steps of {config.batch_size}, {trainable:,} trainable parameters, AdamW lr {lr}")
-    with PeakMemory(base.device) as memory:
-        trained = train_classifier(model, data.task, train_rows, loop, desc=method, show_progress=show_progress)
-        with Stopwatch() as clock:
-            report = evaluate(model, data.task, None, test_rows.rows, batch_size=config.eval_batch_size)
+    trained, scored = train_and_score(
+        base.device,
+        lambda: train_classifier(model, data.task, train_rows, loop, desc=method, show_progress=show_progress),
+        lambda _: evaluate(model, data.task, None, test_rows.rows, batch_size=config.eval_batch_size),
+    )
     if peft_model is not None:
         storage_bytes = save_lora(peft_model, folder)
         storage = "adapter folder: " + " + ".join(LORA_FILES)
@@ -175,9 +176,10 @@ def run_finetune(
         log(f"{method}: saving all weights to measure their size")
         storage_bytes = save_full_model(model, folder / "model")
         storage = "all weights: model.safetensors + config files"
-    result = MethodResult(
-        method=method,
-        title=TITLES[method],
+    result = MethodResult.scored(
+        method,
+        config,
+        scored,
         trainable_parameters=trainable,
         total_parameters=total,
         storage_bytes=storage_bytes,
@@ -185,13 +187,9 @@ def run_finetune(
         train_seconds=trained.seconds,
         steps=len(trained.losses),
         examples_seen=trained.examples_seen,
-        peak_memory_bytes=memory.peak_increase,
         training_state_bytes=trained.state_bytes,
-        test=report,
-        eval_seconds=clock.seconds,
         interpretability="changes spread over weight matrices: not readable",
         details={"losses": trained.losses, "optimizer": "adamw", "lr": lr, "warmup_steps": loop.warmup_steps}
         | ({"lora_r": config.lora_r, "lora_alpha": config.lora_alpha} if method == "lora" else {}),
-        config=config.fingerprint(),
     )
     return result, model

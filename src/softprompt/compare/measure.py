@@ -18,12 +18,15 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 SAMPLE_SECONDS = 0.005
+Trained = TypeVar("Trained")
 
 
 def rss_bytes() -> int:
@@ -104,3 +107,23 @@ def training_state_bytes(params: Iterable[torch.Tensor], optimizer: torch.optim.
     params = list(params)
     state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return 2 * tensor_bytes(params) + tensor_bytes(state)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A trained method's test figures and what training plus scoring cost."""
+
+    test: dict
+    peak_memory_bytes: int
+    eval_seconds: float
+
+
+def train_and_score(
+    device: torch.device | str, train: Callable[[], Trained], score: Callable[[Trained], dict]
+) -> tuple[Trained, Scored]:
+    """Run `train()`, then `score(trained)` (timed), under one peak-memory measurement."""
+    with PeakMemory(device) as memory:
+        trained = train()
+        with Stopwatch() as clock:
+            test = score(trained)
+    return trained, Scored(test, memory.peak_increase, clock.seconds)

@@ -1,8 +1,7 @@
-"""Prompt tuning through softprompt's own trainer (`train.train`), with the comparison's budget."""
+"""Prompt tuning through the same run set-up as `softprompt train` (`recipe.run_training`), on the comparison's budget."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -13,28 +12,26 @@ from ..models import BaseModel
 from ..optim import build_optimizer
 from ..progress import MetricsLog
 from ..prompt import CONFIG_FILE, WEIGHTS_FILE, SoftPrompt
-from ..tasks import Encoded
-from ..train import METRICS_FILE, TrainConfig, train
-from .config import TITLES, CompareConfig
-from .measure import PeakMemory, Stopwatch, files_bytes, parameter_counts, tensor_bytes
+from ..recipe import RunData, RunSpec, build_config, run_training
+from ..train import METRICS_FILE
+from .config import CompareConfig
+from .measure import files_bytes, parameter_counts, tensor_bytes, train_and_score
 from .result import MethodResult
 from .task_data import TaskData
 
 
-def train_config(config: CompareConfig, max_input_tokens: int | None) -> TrainConfig:
+def run_spec(config: CompareConfig) -> RunSpec:
     """softprompt's own training defaults (class-label init, schedule) on the shared budget; no dev evaluation."""
-    return TrainConfig(
-        num_virtual_tokens=config.num_virtual_tokens,
-        init="labels",
-        optimizer=config.prompt_optimizer,
-        lr=config.prompt_lr,
-        batch_size=config.batch_size,
-        steps=config.steps,
-        eval_every=config.steps,
-        checkpoint_every=config.steps,
-        max_input_tokens=max_input_tokens,
-        seed=config.seed,
-    )
+    settings = {
+        "num_virtual_tokens": config.num_virtual_tokens,
+        "optimizer": config.prompt_optimizer,
+        "lr": config.prompt_lr,
+        "batch_size": config.batch_size,
+        "steps": config.steps,
+        "checkpoint_every": config.steps,
+        "seed": config.seed,
+    }
+    return RunSpec(data=config.data, max_dev_examples=0, settings=settings)
 
 
 def optimizer_state_bytes(name: str, shape: tuple[int, ...], lr: float) -> int:
@@ -49,7 +46,6 @@ def optimizer_state_bytes(name: str, shape: tuple[int, ...], lr: float) -> int:
 def run_prompt_tuning(
     base: BaseModel,
     data: TaskData,
-    train_rows: Sequence[Encoded],
     test_rows: EvalSet,
     config: CompareConfig,
     folder: str | Path,
@@ -58,24 +54,31 @@ def run_prompt_tuning(
     log=print,
 ) -> tuple[MethodResult, SoftPrompt]:
     folder = Path(folder)
-    tc = train_config(config, data.max_input_tokens)
+    spec = run_spec(config)
+    split = RunData(data.task, data.train, (), data.test, data.name, data.max_input_tokens)
+    tc = build_config(spec, split)
     log(f"prompt-tuning: {config.steps} steps of {config.batch_size}, T={config.num_virtual_tokens}")
-    with PeakMemory(base.device) as memory:
-        trained = train(base, data.task, train_rows, None, tc, folder, show_progress=show_progress)
+
+    def tune():
+        trained = run_training(spec, folder, base, data=split, show_progress=show_progress)
         if trained.status == "interrupted":  # the trainer stops cleanly on Ctrl-C; a partial run is no result
             raise KeyboardInterrupt
-        with Stopwatch() as clock:
-            report = evaluate(
-                base, data.task, trained.prompt.embeddings, test_rows.rows, batch_size=config.eval_batch_size
-            )
+        return trained
+
+    trained, scored = train_and_score(
+        base.device,
+        tune,
+        lambda t: evaluate(base, data.task, t.prompt.embeddings, test_rows.rows, batch_size=config.eval_batch_size),
+    )
     prompt = trained.prompt
     inspection = inspect_prompt(prompt, base)
     params = prompt.embeddings.numel()
     _, total = parameter_counts(base.model)
     losses = [r["loss"] for r in MetricsLog(folder / METRICS_FILE).records() if "loss" in r]
-    result = MethodResult(
-        method="prompt-tuning",
-        title=TITLES["prompt-tuning"],
+    result = MethodResult.scored(
+        "prompt-tuning",
+        config,
+        scored,
         trainable_parameters=params,
         total_parameters=total + params,
         storage_bytes=files_bytes(folder, [CONFIG_FILE, WEIGHTS_FILE]),
@@ -83,11 +86,8 @@ def run_prompt_tuning(
         train_seconds=trained.wall_time_s,
         steps=trained.steps,
         examples_seen=trained.examples_seen,
-        peak_memory_bytes=memory.peak_increase,
         training_state_bytes=2 * tensor_bytes([prompt.embeddings])
         + optimizer_state_bytes(tc.optimizer, tuple(prompt.embeddings.shape), tc.learning_rate),
-        test=report,
-        eval_seconds=clock.seconds,
         interpretability=inspection.summary,
         details={
             "losses": losses,
@@ -99,6 +99,5 @@ def run_prompt_tuning(
             "folder": str(folder),
             "nearest_tokens": [[n.token for n in tok.neighbours[:3]] for tok in inspection.tokens],
         },
-        config=config.fingerprint(),
     )
     return result, prompt

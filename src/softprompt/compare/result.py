@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SoftPromptError
 from ..fileio import write_json_atomic
+from .config import TITLES, CompareConfig
+
+if TYPE_CHECKING:
+    from .measure import Scored
 
 
 @dataclass
@@ -29,6 +34,19 @@ class MethodResult:
     interpretability: str = ""
     details: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # CompareConfig.fingerprint() it was measured under
+
+    @classmethod
+    def scored(cls, method: str, config: CompareConfig, scored: Scored, **figures) -> MethodResult:
+        """A trained method's result: `figures` are the fields that differ between methods."""
+        return cls(
+            method=method,
+            title=TITLES[method],
+            test=scored.test,
+            eval_seconds=scored.eval_seconds,
+            peak_memory_bytes=scored.peak_memory_bytes,
+            config=config.fingerprint(),
+            **figures,
+        )
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, asdict(self))

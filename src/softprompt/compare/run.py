@@ -114,13 +114,13 @@ def run_compare(
         if method in ("zero-shot", "few-shot"):
             result, _ = run_hard_prompt(method, base, data, config, log=log)
         else:
-            if train_rows is None:
-                train_rows, _ = encode_examples(base, data.task, data.train, max_tokens=data.max_input_tokens)
             if method == "prompt-tuning":
                 result, _ = run_prompt_tuning(
-                    base, data, train_rows, test_rows, config, folder, show_progress=show_progress, log=log
+                    base, data, test_rows, config, folder, show_progress=show_progress, log=log
                 )
             else:
+                if train_rows is None:
+                    train_rows, _ = encode_examples(base, data.task, data.train, max_tokens=data.max_input_tokens)
                 result, model = run_finetune(
                     method, base, data, train_rows, test_rows, config, folder, show_progress=show_progress, log=log
                 )

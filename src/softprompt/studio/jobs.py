@@ -13,13 +13,17 @@ running -> interrupted (found after a restart). `stopped` and `interrupted`
 jobs with a checkpoint can be resumed (queued again, continuing where they
 were). A stopped job still publishes its best prompt so far.
 
+The queue is bounded: at most `max_active` jobs queued or running, at most
+`max_kept` job folders in all (`delete` removes a finished one).
+
 The training itself is a callable (`runner`), so the queue's logic is tested
-without a model; the studio passes `runner.run_training` with the base model.
+without a model; the studio passes `runner.train_job` with the base model.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +41,8 @@ RUN_DIR = "run"
 RESUMABLE = ("stopped", "interrupted")
 DONE = ("finished", "stopped", "failed", "cancelled", "interrupted")
 SAVE_EVERY_S = 1.0  # job.json is rewritten at most this often while steps tick
+DEFAULT_MAX_ACTIVE = 10  # jobs queued or running
+DEFAULT_MAX_KEPT = 200  # job folders kept (each holds a checkpoint and the metrics)
 
 # runner(spec, out, resume=, should_stop=, on_step=, on_start=) -> result figures
 Runner = Callable[..., dict]
@@ -66,13 +72,30 @@ class Job:
         return asdict(self)
 
 
+class QueueFull(SoftPromptError):
+    """Too many jobs queued, or too many kept: the message says which and what to do."""
+
+    status = 429
+
+
 class JobQueue:
     """Training jobs under `folder`; `runner` trains one, `publish(job, run_dir)` makes its prompt servable."""
 
-    def __init__(self, folder: str | Path, runner: Runner, publish: Callable[[Job, Path], None]):
+    def __init__(
+        self,
+        folder: str | Path,
+        runner: Runner,
+        publish: Callable[[Job, Path], None],
+        *,
+        max_active: int = DEFAULT_MAX_ACTIVE,
+        max_kept: int = DEFAULT_MAX_KEPT,
+    ):
+        if max_active < 1 or max_kept < 1:
+            raise SoftPromptError(f"job limits must be at least 1, got {max_active} and {max_kept}")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.runner, self.publish = runner, publish
+        self.max_active, self.max_kept = max_active, max_kept
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._stop_current = threading.Event()
@@ -90,6 +113,7 @@ class JobQueue:
             busy = [j for j in self._jobs.values() if j.name == spec.name and j.state in ("queued", "running")]
             if busy:
                 raise SoftPromptError(f"job {busy[0].id} is already training a prompt named '{spec.name}'")
+            self._check_room()
             job = Job(id=_new_id(), spec=spec.to_dict())
             self._jobs[job.id] = job
             self._save(job)
@@ -127,10 +151,35 @@ class JobQueue:
                 raise SoftPromptError(f"job {job_id} is {job.state}; only stopped or interrupted jobs can be resumed")
             if not self.resumable(job):
                 raise SoftPromptError(f"job {job_id} stopped before its first checkpoint; start a new job instead")
+            active = sum(j.state in ("queued", "running") for j in self._jobs.values())
+            if active >= self.max_active:
+                raise QueueFull(f"{active} jobs are queued or running (the limit is {self.max_active}); resume later")
             job.state, job.resume, job.error, job.ended = "queued", True, None, None
             self._save(job)
             self._lock.notify_all()
             return job
+
+    def delete(self, job_id: str) -> None:
+        """Remove a finished (stopped, failed, ...) job's folder; its published prompt stays."""
+        with self._lock:
+            job = self.get(job_id)
+            if job.state in ("queued", "running") or self._current == job_id:
+                raise SoftPromptError(f"job {job_id} is {job.state}; stop it before deleting it")
+            del self._jobs[job_id]
+            shutil.rmtree(self.folder / job_id, ignore_errors=True)
+            self._lock.notify_all()
+
+    def _check_room(self) -> None:
+        active = sum(j.state in ("queued", "running") for j in self._jobs.values())
+        if active >= self.max_active:
+            raise QueueFull(
+                f"{active} jobs are queued or running (the limit is {self.max_active}); "
+                "wait for one to finish or stop one"
+            )
+        if len(self._jobs) >= self.max_kept:
+            raise QueueFull(
+                f"{len(self._jobs)} jobs are kept (the limit is {self.max_kept}); delete finished jobs you no longer need"
+            )
 
     def resumable(self, job: Job) -> bool:
         return job.state in RESUMABLE and (self.run_dir(job.id) / CHECKPOINT_DIR).is_dir()

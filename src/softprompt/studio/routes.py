@@ -4,23 +4,31 @@
 serving app (`serve.app.create_app`, so /v1/* works as usual and the page
 uses /v1/classify and streamed /v1/completions to try prompts) and adds:
 
-    GET  /studio/                        the page (static files, no CDN)
-    GET  /studio/api/info                model, built-in datasets, defaults, limits
-    GET  /studio/api/prompts             prompts with task, labels, T, size, training figures
-    POST /studio/api/hard                the same text with a typed hard prompt, for side by side
-    GET  /studio/api/prompts/{name}/inspect    nearest-token table (JSON)
-    GET  /studio/api/prompts/{name}/plot.png   the inspect plot
-    GET  /studio/api/prompts/{name}/download   the prompt folder as a zip
-    POST /studio/api/uploads?filename=F  raw body = the file; answers columns, preview, guesses
-    GET  /studio/api/uploads             uploaded files
-    POST /studio/api/jobs                start (queue) a training job
-    GET  /studio/api/jobs[/{id}]         jobs; one job with its loss/dev curves, examples/s, time left
-    POST /studio/api/jobs/{id}/stop | /resume
+    GET    /studio/                        the page (static files, no CDN; carries the request token)
+    GET    /studio/api/info                model, built-in datasets, defaults, caps
+    GET    /studio/api/storage             what uploads/, jobs/ and cache/ use, against their quotas
+    GET    /studio/api/prompts             prompts with task, labels, T, size, training figures; broken ones apart
+    DELETE /studio/api/prompts/{name}      remove a prompt folder
+    POST   /studio/api/hard                the same text with a typed hard prompt, for side by side
+    GET    /studio/api/prompts/{name}/inspect    nearest-token table (JSON)
+    GET    /studio/api/prompts/{name}/plot.png   the inspect plot (cached in cache/)
+    GET    /studio/api/prompts/{name}/download   the prompt folder as a zip
+    POST   /studio/api/uploads?filename=F  raw body = the file; answers columns, preview, guesses
+    GET    /studio/api/uploads             uploaded files
+    DELETE /studio/api/uploads/{id}        remove an uploaded file
+    POST   /studio/api/jobs                start (queue) a training job
+    GET    /studio/api/jobs[/{id}]         jobs; one job with its loss/dev curves, examples/s, time left
+    POST   /studio/api/jobs/{id}/stop | /resume
+    DELETE /studio/api/jobs/{id}           remove a finished job's folder (its prompt stays)
+    DELETE /studio/api/cache               remove the cached plots
 
+Every POST and DELETE under /studio/api passes `guard.RequestGuard` (the page's
+token, the studio's own origin) and JSON endpoints refuse other content types.
 Files live under the data folder: prompts/ (served, hot-reloaded), uploads/,
-jobs/, cache/. Model work for the page (hard prompts) runs on the batcher's
-worker thread, between serving batches; training runs on the job thread with
-the same frozen base model (nothing in it is written, only the prompt learns).
+jobs/, cache/, each bounded (`settings.StudioSettings`). Model work for the
+page (hard prompts) runs on the batcher's worker thread, between serving
+batches; training runs on the job thread with the same frozen base model
+(nothing in it is written, only the prompt learns).
 """
 
 from __future__ import annotations
@@ -29,28 +37,35 @@ import asyncio
 import contextlib
 import dataclasses
 import io
+import json
+import shutil
 import statistics
+import tempfile
 import threading
 import time
 import zipfile
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from ..errors import SoftPromptError
+from ..errors import FieldError, SoftPromptError, worded
 from ..infer import GenerationConfig, InputError
 from ..models import BaseModel as LanguageModel
 from ..serve.app import APIError, create_app
 from ..serve.config import ServeSettings
 from ..serve.registry import PromptRegistry, name_problem
+from .guard import TOKEN_HEADER, RequestGuard, require_json
 from .jobs import Job, JobQueue
-from .runner import JobSpec, prepare_spec, publish, run_training
-from .uploads import DEFAULT_MAX_BYTES, UploadError, UploadStore
+from .runner import JobSpec, NameTaken, form_label, publish, resolve, train_job
+from .settings import StudioSettings
+from .storage import DataFolder, folder_bytes, trim_to
+from .uploads import UploadStore
 
 STATIC = Path(__file__).parent / "static"
+TOKEN_SLOT = "{{studio_token}}"  # in index.html, filled per process
 BODY_MARGIN = 64 * 1024  # request size allowance beyond the upload limit
 MAX_TEXT_CHARS = 4000
 HARD_MAX_TOKENS = 64
@@ -63,49 +78,37 @@ class HardRequest(BaseModel):
     max_tokens: int = Field(40, ge=1, le=HARD_MAX_TOKENS)
 
 
-@dataclasses.dataclass
-class DataFolder:
-    """The studio's layout inside --data-dir."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-        for sub in (self.prompts, self.uploads, self.jobs, self.cache):
-            sub.mkdir(parents=True, exist_ok=True)
-
-    prompts = property(lambda self: self.root / "prompts")
-    uploads = property(lambda self: self.root / "uploads")
-    jobs = property(lambda self: self.root / "jobs")
-    cache = property(lambda self: self.root / "cache")
-
-
 def create_studio_app(
     predictor,
     registry: PromptRegistry,
     base: LanguageModel,
     data_dir: str | Path,
     settings: ServeSettings | None = None,
-    *,
-    max_upload_bytes: int = DEFAULT_MAX_BYTES,
+    studio: StudioSettings | None = None,
 ) -> FastAPI:
     """The serving app for `registry` (whose folder must be data_dir/prompts) plus the studio."""
     folders = DataFolder(Path(data_dir))
     if registry.folder.resolve() != folders.prompts.resolve():
         raise SoftPromptError(f"the studio serves {folders.prompts}; the registry watches {registry.folder}")
+    studio = studio or StudioSettings()
     settings = settings or ServeSettings()
-    if settings.max_body_bytes < max_upload_bytes + BODY_MARGIN:
-        settings = dataclasses.replace(settings, max_body_bytes=max_upload_bytes + BODY_MARGIN)
+    if settings.max_body_bytes < studio.max_upload_bytes + BODY_MARGIN:
+        settings = dataclasses.replace(settings, max_body_bytes=studio.max_upload_bytes + BODY_MARGIN)
     app = create_app(predictor, registry, settings)
-    uploads = UploadStore(folders.uploads, max_upload_bytes)
+    uploads = UploadStore(folders.uploads, studio.max_upload_bytes, studio.max_uploads_bytes)
 
     def runner(spec, out, **kwargs):
-        return run_training(base, spec, uploads, out, **kwargs)
+        return train_job(base, spec, uploads, out, **kwargs)
 
-    jobs = JobQueue(folders.jobs, runner, lambda job, run_dir: publish(run_dir, folders.prompts, job.name))
-    app.state.jobs, app.state.uploads = jobs, uploads
+    def publish_job(job: Job, run_dir: Path) -> None:
+        # A job may replace its own earlier result (a stopped job publishes its best so far) or, if asked, any.
+        publish(run_dir, folders.prompts, job.name, replace=job.spec.get("overwrite") or job.published == job.name)
+
+    jobs = JobQueue(folders.jobs, runner, publish_job, max_active=studio.max_queued_jobs, max_kept=studio.max_jobs)
+    guard = RequestGuard()
+    app.state.jobs, app.state.uploads, app.state.studio_token = jobs, uploads, guard.token
     _close_jobs_on_shutdown(app, jobs)
-    app.include_router(_router(app, predictor, registry, base, folders, uploads, jobs))
+    app.include_router(_router(app, predictor, registry, base, folders, uploads, jobs, studio, guard))
     app.mount("/studio/static", StaticFiles(directory=STATIC), name="studio-static")
     return app
 
@@ -123,13 +126,26 @@ def _close_jobs_on_shutdown(app: FastAPI, jobs: JobQueue) -> None:
     app.router.lifespan_context = lifespan
 
 
-def _router(app, predictor, registry, base, folders: DataFolder, uploads: UploadStore, jobs: JobQueue) -> APIRouter:
-    router = APIRouter(prefix="/studio", include_in_schema=False)
+def user_error(e: SoftPromptError) -> APIError:
+    """A user mistake as the page's error: 422 unless the error says otherwise; a setting's name as `param`."""
+    return APIError(getattr(e, "status", 422), str(e), param=e.field if isinstance(e, FieldError) else None)
+
+
+def _router(
+    app,
+    predictor,
+    registry,
+    base,
+    folders: DataFolder,
+    uploads: UploadStore,
+    jobs: JobQueue,
+    studio: StudioSettings,
+    guard: RequestGuard,
+) -> APIRouter:
+    router = APIRouter(prefix="/studio", include_in_schema=False, dependencies=[Depends(guard)])
     batcher = app.state.batcher
     plot_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
-
-    def user_error(e: SoftPromptError) -> APIError:
-        return APIError(getattr(e, "status", 422), str(e))
+    page_html = (STATIC / "index.html").read_text(encoding="utf-8").replace(TOKEN_SLOT, guard.token)
 
     def loaded(name: str):
         prompt = None if name_problem(name) else predictor.prompts.get(name)
@@ -137,10 +153,14 @@ def _router(app, predictor, registry, base, folders: DataFolder, uploads: Upload
             raise APIError(404, f"no prompt named {name[:80]!r}", kind="not_found_error")
         return prompt
 
+    def in_use(check) -> Job | None:
+        return next((j for j in jobs.list() if j.state in ("queued", "running") and check(j)), None)
+
     @router.get("")
     @router.get("/")
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    async def page() -> HTMLResponse:
+        # no-store: the page carries this process's token.
+        return HTMLResponse(page_html, headers={"Cache-Control": "no-store"})
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -149,29 +169,63 @@ def _router(app, predictor, registry, base, folders: DataFolder, uploads: Upload
     @router.get("/api/info")
     async def info() -> dict:
         from ..data import BUILTIN_DATASETS
+        from ..optim import DEFAULT_LR, OPTIMIZERS
+        from ..recipe import DEFAULT_TEMPLATES, TASKS, defaults
 
-        defaults = JobSpec(name="x", data="x").to_dict()
-        del defaults["name"], defaults["data"]
         return {
             "model": base.name,
             "max_upload_bytes": uploads.max_bytes,
-            "defaults": defaults,
+            "defaults": defaults(),
+            "templates": {task: DEFAULT_TEMPLATES[task] for task in TASKS},
+            "optimizers": [
+                {"name": o, "lr": DEFAULT_LR[o]} for o in sorted(OPTIMIZERS, key=lambda o: o != defaults()["optimizer"])
+            ],
+            "limits": dataclasses.asdict(studio),
+            "token_header": TOKEN_HEADER,
             "datasets": [
                 {"name": d.name, "template": d.template, "labels": dict(d.verbalizer), "description": d.description}
                 for d in BUILTIN_DATASETS.values()
             ],
         }
 
+    @router.get("/api/storage")
+    async def storage() -> dict:
+        def measure() -> dict:
+            kept = jobs.list()
+            return {
+                "uploads": {"bytes": uploads.used_bytes(), "quota": uploads.max_total_bytes},
+                "jobs": {
+                    "count": len(kept),
+                    "max": jobs.max_kept,
+                    "active": sum(j.state in ("queued", "running") for j in kept),
+                    "max_active": jobs.max_active,
+                    "bytes": folder_bytes(folders.jobs),
+                },
+                "cache": {"bytes": folder_bytes(folders.cache), "quota": studio.max_cache_bytes},
+            }
+
+        return await asyncio.to_thread(measure)
+
     @router.get("/api/prompts")
     async def prompts() -> dict:
-        out = []
-        for name, info in sorted(registry.infos.items()):
-            prompt = predictor.prompts.get(name)
-            training = dict(prompt.meta.training) if prompt is not None else {}
-            out.append({**dataclasses.asdict(info), "training": training})
-        return {"data": out, "errors": dict(registry.errors)}
+        listed, broken = [], []
+        for name, entry in sorted(registry.infos.items()):
+            try:
+                listed.append(_prompt_entry(entry, predictor.prompts.get(name)))
+            except Exception as e:  # one odd folder must not hide the others
+                broken.append({"name": name, "error": f"cannot be shown: {e}"})
+        broken += [{"name": name, "error": error} for name, error in sorted(registry.errors.items())]
+        return {"data": listed, "broken": broken, "errors": dict(registry.errors)}
 
-    @router.post("/api/hard")
+    @router.delete("/api/prompts/{name}")
+    async def delete_prompt(name: str) -> dict:
+        if name_problem(name) or not (folders.prompts / name).is_dir() or (folders.prompts / name).is_symlink():
+            raise APIError(404, f"no prompt folder named {name[:80]!r}", kind="not_found_error")
+        await asyncio.to_thread(_remove_folder, folders.prompts / name)
+        await batcher.call(registry.refresh)  # not served from now on, not only from the next poll
+        return {"deleted": name}
+
+    @router.post("/api/hard", dependencies=[Depends(require_json)])
     async def hard(body: HardRequest) -> dict:
         """Answer `text` with a typed hard prompt in place of the soft prompt (same template and labels)."""
         prompt = loaded(body.prompt)
@@ -219,9 +273,18 @@ def _router(app, predictor, registry, base, folders: DataFolder, uploads: Upload
             with plot_lock:
                 if not path.is_file():
                     plot_inspection(prompt, base, inspect_prompt(prompt, base), path)
+                    trim_to(folders.cache, studio.max_cache_bytes, keep=path)
 
         await asyncio.to_thread(draw)
         return FileResponse(path, media_type="image/png")
+
+    @router.delete("/api/cache")
+    async def clear_cache() -> dict:
+        def clear() -> int:
+            with plot_lock:
+                return trim_to(folders.cache, 0)
+
+        return {"deleted_bytes": await asyncio.to_thread(clear)}
 
     @router.get("/api/prompts/{name}/download")
     async def download(name: str) -> Response:
@@ -241,27 +304,42 @@ def _router(app, predictor, registry, base, folders: DataFolder, uploads: Upload
     async def upload(request: Request, filename: str = "") -> dict:
         try:
             saved = await uploads.save(filename, request.stream())
-        except UploadError as e:
+        except SoftPromptError as e:
             raise user_error(e) from None
         return saved.to_dict()
 
     @router.get("/api/uploads")
     async def list_uploads() -> dict:
-        return {"data": uploads.list()}
+        return {"data": await asyncio.to_thread(uploads.list)}
 
-    @router.post("/api/jobs")
+    @router.delete("/api/uploads/{upload_id}")
+    async def delete_upload(upload_id: str) -> dict:
+        user = in_use(lambda j: j.spec.get("data") == upload_id)
+        if user is not None:
+            raise APIError(409, f"job {user.id} ({user.state}) trains on this file; stop it before deleting the file")
+        try:
+            await asyncio.to_thread(uploads.delete, upload_id)
+        except SoftPromptError as e:
+            raise user_error(e) from None
+        return {"deleted": upload_id}
+
+    @router.post("/api/jobs", dependencies=[Depends(require_json)])
     async def start(request: Request) -> dict:
         try:
             raw = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise APIError(400, "the request body must be a JSON object") from None
         try:
             spec = JobSpec.from_dict(raw)
-            ready = await asyncio.to_thread(prepare_spec, spec, uploads)  # data problems show up now
+            with worded(form_label):
+                studio.check_job(spec)
+            if (folders.prompts / spec.name).exists() and not spec.overwrite:
+                raise NameTaken(spec.name)
+            _, data = await asyncio.to_thread(resolve, spec, uploads)  # data problems show up now
             job = jobs.submit(spec)
         except SoftPromptError as e:
             raise user_error(e) from None
-        return {**_job(jobs, job), "train_examples": len(ready.prepared.train), "dev_examples": len(ready.prepared.dev)}
+        return {**_job(jobs, job), "train_examples": len(data.train), "dev_examples": len(data.dev)}
 
     @router.get("/api/jobs")
     async def list_jobs() -> dict:
@@ -289,7 +367,32 @@ def _router(app, predictor, registry, base, folders: DataFolder, uploads: Upload
         except SoftPromptError as e:
             raise user_error(e) from None
 
+    @router.delete("/api/jobs/{job_id}")
+    async def delete_job(job_id: str) -> dict:
+        try:
+            await asyncio.to_thread(jobs.delete, job_id)
+        except SoftPromptError as e:
+            raise user_error(e) from None
+        return {"deleted": job_id}
+
     return router
+
+
+def _prompt_entry(info, prompt) -> dict:
+    """One prompt as the page lists it; raises on metadata that cannot be shown (the caller lists it as broken)."""
+    training = {} if prompt is None else prompt.meta.training
+    if not isinstance(training, dict):
+        raise ValueError(f"its metadata field 'training' is {type(training).__name__}, not an object")
+    entry = {**dataclasses.asdict(info), "training": dict(training)}
+    json.dumps(entry, allow_nan=False)  # what the response will do: fail here, for this prompt only
+    return entry
+
+
+def _remove_folder(folder: Path) -> None:
+    """Rename the folder aside first (one atomic step for readers), then delete it."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".deleted", dir=folder.parent))
+    folder.rename(aside / folder.name)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _classify_hard(base: LanguageModel, template: str, verbalizer: dict, text: str) -> dict[str, float]:

@@ -14,14 +14,21 @@ time, with the user's file name and line. Compressed files are refused: a
 small archive can expand without bound.
 
 `describe` gives the page what it needs to choose settings: the columns, a
-preview, and guesses for the text and label columns.
+preview, and guesses for the text and label columns. It reads the whole file,
+so it runs on a worker thread (at most PARSE_SLOTS at a time), never on the
+event loop: other requests are answered while a big upload is checked.
+
+Besides the per-file limit the folder has a quota (`max_total_bytes`); files
+are removed with `delete`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
+import stat
 import unicodedata
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -34,8 +41,11 @@ from ..errors import DataError, SoftPromptError
 ALLOWED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 DEFAULT_MAX_BYTES = 20 * 2**20
 PREVIEW_ROWS = 5
+DEFAULT_MAX_TOTAL_BYTES = 1 << 30  # all uploads together
 MAX_LABELS = 50  # a column with more distinct values is not a label column
-ID_RE = re.compile(r"[0-9a-f]{8}-[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+PARSE_SLOTS = 1  # uploads checked at once; more wait (each may read up to max_bytes)
+# A stored file is "<random hex>-<safe name>": the id the page holds and, after the dash, the name it shows.
+ID_RE = re.compile(r"(?P<token>[0-9a-f]{8})-(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,99})")
 
 
 class UploadError(SoftPromptError):
@@ -79,15 +89,18 @@ def safe_name(filename: str) -> str:
 
 
 class UploadStore:
-    """Data files under `folder`, each at most `max_bytes`."""
+    """Data files under `folder`, each at most `max_bytes`, all together at most `max_total_bytes`."""
 
-    def __init__(self, folder: str | Path, max_bytes: int = DEFAULT_MAX_BYTES):
-        if max_bytes < 1:
-            raise SoftPromptError(f"the upload limit must be at least 1 byte, got {max_bytes}")
+    def __init__(
+        self, folder: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
+    ):
+        if max_bytes < 1 or max_total_bytes < 1:
+            raise SoftPromptError(f"upload limits must be at least 1 byte, got {max_bytes} and {max_total_bytes}")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.root = self.folder.resolve()
-        self.max_bytes = max_bytes
+        self.max_bytes, self.max_total_bytes = max_bytes, max_total_bytes
+        self._parsing = asyncio.Semaphore(PARSE_SLOTS)
 
     def path(self, upload_id: str) -> Path:
         """The stored file for `upload_id`; refuses anything that is not a direct child of the folder."""
@@ -98,11 +111,23 @@ class UploadStore:
             raise UploadError(f"no uploaded file {upload_id!r}; upload the file again", status=404)
         return path
 
+    def shown_name(self, upload_id: str) -> str:
+        """The (sanitised) name the user uploaded the file under, for messages and lists."""
+        self.path(upload_id)
+        return ID_RE.fullmatch(upload_id)["name"]
+
+    def used_bytes(self) -> int:
+        return sum(entry["bytes"] for entry in self.list())
+
+    def delete(self, upload_id: str) -> None:
+        self.path(upload_id).unlink(missing_ok=True)
+
     async def save(self, filename: str, chunks: AsyncIterator[bytes]) -> UploadInfo:
-        """Write the body to the folder (at most max_bytes), validate it, and describe it."""
+        """Write the body to the folder (within both limits), validate it on a worker thread, and describe it."""
         name = safe_name(filename)
         upload_id = f"{secrets.token_hex(4)}-{name}"
         tmp = self.root / f".{upload_id}.part"
+        room = self.max_total_bytes - self.used_bytes()
         size = 0
         try:
             with open(tmp, "wb") as f:
@@ -114,6 +139,12 @@ class UploadStore:
                             "upload a smaller sample",
                             status=413,
                         )
+                    if size > room:
+                        raise UploadError(
+                            f"'{filename[-60:]}' does not fit: uploads may use {_mb(self.max_total_bytes)} in all "
+                            f"and {_mb(self.max_total_bytes - room)} are taken; delete uploads you no longer need",
+                            status=413,
+                        )
                     f.write(chunk)
             if size == 0:
                 raise UploadError(f"'{filename[-60:]}' is empty")
@@ -122,17 +153,26 @@ class UploadStore:
         finally:
             tmp.unlink(missing_ok=True)
         try:
-            return describe(final, upload_id, filename[-100:])
+            async with self._parsing:
+                return await asyncio.to_thread(describe, final, upload_id, filename[-100:])
         except BaseException:
             final.unlink(missing_ok=True)  # an unreadable file is not kept
             raise
 
     def list(self) -> list[dict]:
-        out = []
-        for entry in sorted(self.root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-            if ID_RE.fullmatch(entry.name) and entry.is_file():
-                out.append({"id": entry.name, "name": entry.name[9:], "bytes": entry.stat().st_size})
-        return out
+        """Uploaded files, newest first: id, shown name, bytes."""
+        found = []
+        for entry in self.root.iterdir():
+            match = ID_RE.fullmatch(entry.name)
+            if not match or entry.is_symlink():
+                continue
+            try:
+                st = entry.stat()
+            except OSError:  # deleted meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, {"id": entry.name, "name": match["name"], "bytes": st.st_size}))
+        return [info for _, info in sorted(found, key=lambda f: f[0], reverse=True)]
 
 
 def describe(path: Path, upload_id: str, shown_name: str) -> UploadInfo:
@@ -143,7 +183,7 @@ def describe(path: Path, upload_id: str, shown_name: str) -> UploadInfo:
     lengths: Counter = Counter()
     rows = 0
     try:
-        for _, row in read_rows(path):
+        for _, row in read_rows(path, name=shown_name):
             rows += 1
             for key, value in row.items():
                 columns.setdefault(str(key), None)
@@ -155,8 +195,7 @@ def describe(path: Path, upload_id: str, shown_name: str) -> UploadInfo:
             if len(preview) < PREVIEW_ROWS:
                 preview.append({str(k): ("" if v is None else str(v))[:300] for k, v in row.items()})
     except DataError as e:
-        # The message names the stored path; the user knows the file by the name they uploaded.
-        raise UploadError(str(e).replace(str(path), shown_name)) from None
+        raise UploadError(str(e)) from None
     if rows == 0:
         raise UploadError(f"{shown_name}: no data rows (a header alone is not enough)")
     if len(columns) < 2:

@@ -3,6 +3,8 @@
 
 const $ = (sel) => document.querySelector(sel);
 const state = { info: null, prompts: [], selected: null, upload: null, jobId: null, poll: null };
+// Requests that change something carry this process's token (from the page the server rendered).
+const TOKEN = document.querySelector('meta[name="studio-token"]').content;
 
 // -- helpers -----------------------------------------------------------------------
 
@@ -18,6 +20,8 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function api(path, options = {}) {
+  const method = (options.method || "GET").toUpperCase();
+  if (method !== "GET" && method !== "HEAD") options = { ...options, headers: { ...(options.headers || {}), "X-Studio-Token": TOKEN } };
   const response = await fetch(path, options);
   const type = response.headers.get("content-type") || "";
   const body = type.includes("json") ? await response.json() : await response.text();
@@ -30,6 +34,18 @@ async function api(path, options = {}) {
 
 const postJSON = (path, body) =>
   api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+async function remove(path, what, errorBox) {
+  if (!window.confirm(`Delete ${what}? This cannot be undone.`)) return false;
+  $(errorBox).textContent = "";
+  try {
+    await api(path, { method: "DELETE" });
+    return true;
+  } catch (e) {
+    $(errorBox).textContent = e.message;
+    return false;
+  }
+}
 
 function bytes(n) {
   if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + " MB";
@@ -64,7 +80,7 @@ function devFigure(training) {
 }
 
 async function loadPrompts() {
-  const { data } = await api("/studio/api/prompts");
+  const { data, broken } = await api("/studio/api/prompts");
   state.prompts = data;
   const body = $("#prompt-table tbody");
   body.replaceChildren();
@@ -78,16 +94,25 @@ async function loadPrompts() {
       el("td", { class: "num" }, bytes(p.bytes)),
       el("td", { class: "num" }, dev == null ? "\u2014" : pct(dev)),
       el("td", {}, el("a", { href: `/studio/api/prompts/${encodeURIComponent(p.name)}/download`,
-        download: p.name + ".zip", class: "download", onclick: (e) => e.stopPropagation() }, "download")));
+        download: p.name + ".zip", class: "download", onclick: (e) => e.stopPropagation() }, "download")),
+      el("td", {}, el("button", { class: "small danger delete", onclick: (e) => { e.stopPropagation(); deletePrompt(p.name); } }, "delete")));
     body.append(row);
   }
-  $("#no-prompts").classList.toggle("hidden", data.length > 0);
+  $("#no-prompts").classList.toggle("hidden", data.length > 0 || broken.length > 0);
+  $("#broken-prompts").classList.toggle("hidden", !broken.length);
+  $("#broken-list").replaceChildren(...broken.map((b) => el("li", { "data-name": b.name }, el("b", {}, b.name), ": " + b.error)));
   const select = $("#inspect-prompt");
   const keep = select.value;
   select.replaceChildren(...data.map((p) => el("option", { value: p.name }, p.name)));
   if (data.some((p) => p.name === keep)) select.value = keep;
   if (!state.selected && data.length) selectPrompt(data[0].name);
   else if (state.selected) selectPrompt(state.selected);
+}
+
+async function deletePrompt(name) {
+  if (!(await remove(`/studio/api/prompts/${encodeURIComponent(name)}`, `the prompt ${name}`, "#prompt-error"))) return;
+  if (state.selected === name) state.selected = null;
+  await loadPrompts();
 }
 
 function selectPrompt(name) {
@@ -196,8 +221,9 @@ function showUpload(info) {
   $("#preview").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
   $("#data-details").classList.remove("hidden");
   $("#job-name").value = $("#job-name").value || info.name.replace(/\.[^.]+$/, "").replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "my-prompt";
-  $("#template").value = $("#task").value === "classify" ? "Input: {text}\nLabel:" : "Input: {text}\nOutput:";
+  $("#template").value = state.info.templates[$("#task").value];
   labelSummary();
+  loadStorage();
 }
 
 function labelSummary() {
@@ -236,6 +262,7 @@ function jobSpec() {
     labels: $("#task").value === "classify" ? $("#labels").value.trim() : "",
     optimizer: $("#optimizer").value,
     lr: $("#lr").value.trim() ? Number($("#lr").value) : null,
+    overwrite: $("#overwrite").checked,
   };
   for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed"]) spec[key] = Number($("#" + key).value);
   if (state.upload) {
@@ -268,6 +295,9 @@ async function loadJobs() {
     const best = j.result && j.result.best_metric != null ? pct(j.result.best_metric) : "\u2014";
     const actions = el("td", {});
     if (j.resumable) actions.append(el("button", { class: "small", onclick: () => resumeJob(j.id) }, "Resume"));
+    if (j.state !== "running" && j.state !== "queued") {
+      actions.append(el("button", { class: "small danger delete", onclick: (e) => { e.stopPropagation(); deleteJob(j.id); } }, "Delete"));
+    }
     const row = el("tr", { class: "selectable", "data-id": j.id, onclick: () => watchJob(j.id) },
       el("td", {}, el("code", {}, j.id)), el("td", {}, j.name),
       el("td", {}, el("span", { class: "state " + j.state }, j.state)),
@@ -280,6 +310,46 @@ async function loadJobs() {
     const active = data.find((j) => j.state === "running" || j.state === "queued");
     if (active) watchJob(active.id);
   }
+}
+
+async function deleteJob(id) {
+  if (!(await remove(`/studio/api/jobs/${encodeURIComponent(id)}`, `job ${id} (its prompt stays)`, "#job-error"))) return;
+  if (state.jobId === id) state.jobId = null;
+  await loadJobs();
+  loadStorage();
+}
+
+// -- storage: uploads, quotas, the plot cache -----------------------------------------
+
+async function loadStorage() {
+  const [{ data }, usage] = await Promise.all([api("/studio/api/uploads"), api("/studio/api/storage")]);
+  $("#storage-summary").textContent =
+    `uploads ${bytes(usage.uploads.bytes)} of ${bytes(usage.uploads.quota)} \u00b7 ` +
+    `jobs ${usage.jobs.count} of ${usage.jobs.max} kept (${usage.jobs.active} of ${usage.jobs.max_active} queued or running) \u00b7 ` +
+    `plot cache ${bytes(usage.cache.bytes)} of ${bytes(usage.cache.quota)}`;
+  $("#upload-table tbody").replaceChildren(...data.map((u) => el("tr", { "data-id": u.id },
+    el("td", {}, u.name), el("td", { class: "num" }, bytes(u.bytes)),
+    el("td", {}, el("button", { class: "small danger delete", onclick: () => deleteUpload(u) }, "Delete")))));
+}
+
+async function deleteUpload(u) {
+  if (!(await remove(`/studio/api/uploads/${encodeURIComponent(u.id)}`, `the uploaded file ${u.name}`, "#storage-error"))) return;
+  if (state.upload && state.upload.id === u.id) {
+    state.upload = null;
+    $("#data-details").classList.add("hidden");
+    $("#upload-status").textContent = "";
+  }
+  loadStorage();
+}
+
+async function clearCache() {
+  $("#storage-error").textContent = "";
+  try {
+    await api("/studio/api/cache", { method: "DELETE" });
+  } catch (e) {
+    $("#storage-error").textContent = e.message;
+  }
+  loadStorage();
 }
 
 async function resumeJob(id) {
@@ -313,6 +383,7 @@ async function pollJob() {
   if (active) state.poll = setTimeout(pollJob, 1000);
   else {
     loadJobs();
+    loadStorage();
     if (job.published) setTimeout(loadPrompts, 1500); // the registry picks the new folder up within a second
   }
 }
@@ -412,6 +483,11 @@ async function inspectPrompt() {
 
 // -- start -------------------------------------------------------------------------
 
+function showDefaultLR() {
+  const o = state.info.optimizers.find((x) => x.name === $("#optimizer").value);
+  $("#lr").placeholder = o ? `default ${o.lr}` : "default";
+}
+
 async function init() {
   document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => showTab(t.dataset.tab)));
   document.querySelectorAll("[data-goto]").forEach((a) => a.addEventListener("click", (e) => { e.preventDefault(); showTab(a.dataset.goto); }));
@@ -422,8 +498,10 @@ async function init() {
   $("#label-column").addEventListener("change", () => { state.upload.label_column = $("#label-column").value; state.upload.label_counts = {}; labelSummary(); });
   $("#task").addEventListener("change", () => {
     $("#labels-field").classList.toggle("hidden", $("#task").value !== "classify");
-    if (state.upload) $("#template").value = $("#task").value === "classify" ? "Input: {text}\nLabel:" : "Input: {text}\nOutput:";
+    if (state.upload) $("#template").value = state.info.templates[$("#task").value];
   });
+  $("#optimizer").addEventListener("change", showDefaultLR);
+  $("#clear-cache").addEventListener("click", clearCache);
   $("#start-button").addEventListener("click", startJob);
   $("#stop-button").addEventListener("click", async () => {
     try { await api(`/studio/api/jobs/${state.jobId}/stop`, { method: "POST" }); } catch (e) { $("#job-error").textContent = e.message; }
@@ -433,14 +511,16 @@ async function init() {
   state.info = await api("/studio/api/info");
   $("#model").textContent = "model: " + state.info.model;
   for (const d of state.info.datasets) $("#builtin").append(el("option", { value: d.name }, d.name));
-  for (const [k, v] of Object.entries(state.info.defaults)) {
-    const input = document.getElementById(k);
-    if (input && v != null && k !== "template" && k !== "labels") input.value = v;
-  }
-  $("#template").value = "Input: {text}\nLabel:";
+  // The defaults every front end shares (the train command's); the optimizer's LR stays a placeholder.
+  $("#optimizer").replaceChildren(...state.info.optimizers.map((o) => el("option", { value: o.name }, o.name)));
+  const d = state.info.defaults;
+  for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed", "optimizer"]) $("#" + key).value = d[key];
+  for (const key of ["num_virtual_tokens", "steps", "batch_size"]) $("#" + key).max = state.info.limits["max_" + key];
+  $("#template").value = state.info.templates[d.task];
+  showDefaultLR();
   drawChart([], [], 0);
   window.addEventListener("resize", () => state.lastJob && drawChart(state.lastJob.loss, state.lastJob.dev, state.lastJob.total_steps));
-  await Promise.all([loadPrompts(), loadJobs()]);
+  await Promise.all([loadPrompts(), loadJobs(), loadStorage()]);
   document.body.dataset.ready = "1";
 }
 
