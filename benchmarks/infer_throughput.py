@@ -97,7 +97,7 @@ def generation(base, texts, t, batch_size, new_tokens, tmp):
     predictor.add_prompt("g", prompt)
     batch = pad_batch([task.encode(base, x)[0] for x in texts], base.pad_token_id)
     config = GenerationConfig(max_new_tokens=new_tokens)
-    prefix = predictor.prefix("g")
+    prefix = predictor.state("g")
     rows, ours_s = timed(lambda: generate_rows(base, prefix, batch, config))  # the loop Predictor.generate runs
     ours_tokens = sum(len(r.ids) for r in rows)
 

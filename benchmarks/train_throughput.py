@@ -20,8 +20,7 @@ import time
 import torch
 
 from softprompt.data import builtin_dataset
-from softprompt.evaluate import prompt_state
-from softprompt.forward import pad_batch
+from softprompt.forward import pad_batch, prompt_state
 from softprompt.models import DEFAULT_MODEL, load_base_model
 from softprompt.prompt import SoftPrompt
 from softprompt.tasks import ClassifyTask

@@ -154,3 +154,33 @@ def test_sampling_from_the_cli_is_reproducible(setup, capsys):
     argv = ["generate", "--model", model, "--prompt", f["gen"], "hi", "--temperature", "1", "--seed", "3", "--json"]
     first = run_cli(capsys, *argv)[1]
     assert first == run_cli(capsys, *argv)[1]
+
+
+def test_predict_and_generate_with_a_t5_prompt(tmp_path, capsys):
+    """Encoder-decoder prompts classify and generate through the CLI, as the Python API does."""
+    model = str(save_tiny("t5", tmp_path / "t5"))
+    base = load_base_model(model)
+    meta = PromptMeta(task="classify", template="Review: {text}", verbalizer={"pos": "+", "neg": "-"})
+    cls = str(SoftPrompt.initialize(base, 4, "random", seed=1, meta=meta).save(tmp_path / "cls", base))
+    gen = str(
+        SoftPrompt.initialize(base, 3, "random", seed=2, meta=PromptMeta(**ANSWER.__dict__)).save(
+            tmp_path / "gen", base
+        )
+    )
+    texts = tmp_path / "in.txt"
+    texts.write_text("a great film\nso bad\n")
+    code, out, _ = run_cli(capsys, "predict", "--model", model, "--prompt", cls, "--prompt", gen, "--input", str(texts))
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(lines) == 4
+    predictor = Predictor(base)
+    predictor.add_prompt("c", SoftPrompt.load(cls, base))
+    predictor.add_prompt("g", SoftPrompt.load(gen, base))
+    want = predictor.classify([("c", "a great film")])[0]
+    assert lines[0]["label"] == want.label
+    assert lines[0]["probs"] == pytest.approx(want.probs, abs=1e-5)
+    config = GenerationConfig(max_new_tokens=5)
+    assert lines[1]["generated"] == predictor.generate([("g", "a great film")], config)[0]
+    code, out, _ = run_cli(
+        capsys, "generate", "--model", model, "--prompt", gen, "--max-new-tokens", "5", "--json", "so bad"
+    )
+    assert code == 0 and json.loads(out)["generated"] == predictor.generate([("g", "so bad")], config)[0]

@@ -14,10 +14,10 @@ from softprompt.decode import (
     stream_generate,
 )
 from softprompt.errors import SoftPromptError
-from softprompt.forward import concat_forward, pad_batch, prompt_prefix, stack_prefixes
+from softprompt.forward import next_token_logits, pad_batch, prompt_state, stack_states
 from softprompt.testing import tiny_tokenizer
 
-KINDS = ("gpt2", "llama", "gemma3")
+KINDS = ("gpt2", "llama", "gemma3", "t5")
 
 
 @pytest.mark.parametrize(
@@ -100,18 +100,16 @@ def test_eos_ids_include_generation_config(tiny_models):
 
 
 def reference_greedy(base, prompt, ids, steps):
-    """Greedy decoding the slow way: rerun the whole [prompt; input; generated] sequence each step."""
-    seq = list(ids)
-    eos = eos_token_ids(base)
+    """Greedy decoding the slow way: rerun the whole unpadded row, the prompt inline, each step."""
+    state = None if prompt is None else prompt_state(base, prompt, share_prefix=False)
     out = []
     with torch.no_grad():
         for _ in range(steps):
-            logits = concat_forward(base, prompt, pad_batch([seq], base.pad_token_id)).logits[0, -1]
+            logits = next_token_logits(base, state, pad_batch([ids], base.pad_token_id), [out])[-1]
             token = int(logits.argmax())
-            if token in eos:
+            if token in eos_token_ids(base):
                 break
             out.append(token)
-            seq.append(token)
     return out
 
 
@@ -122,11 +120,12 @@ def test_cached_greedy_equals_full_recompute_with_mixed_prefixes(tiny_models, ki
     prompts = [torch.randn(3, base.hidden_size, generator=g), None, torch.randn(9, base.hidden_size, generator=g)]
     inputs = [base.encode(t) for t in ("a cat sat", "on the long mat today", "x")]
     with torch.no_grad():
-        prefix = stack_prefixes([None if p is None else prompt_prefix(base, p) for p in prompts])
+        state = stack_states([None if p is None else prompt_state(base, p) for p in prompts])
     batch = pad_batch(inputs, base.pad_token_id, side="left")
-    rows = generate_rows(base, prefix, batch, GenerationConfig(max_new_tokens=10), limits=[10, 4, 10])
+    rows = generate_rows(base, state, batch, GenerationConfig(max_new_tokens=10), limits=[10, 4, 10])
     for row, prompt, ids, limit in zip(rows, prompts, inputs, [10, 4, 10]):
         assert row.ids == reference_greedy(base, prompt, ids, limit)
+    assert any(len(row.ids) > 2 for row in rows)
 
 
 def test_stream_pieces_join_to_the_final_texts(tiny_models):

@@ -97,9 +97,11 @@ class Plan:
         return self.batches[position[1]], (0, position[1] + 1)
 
 
-# Not T5: its left-padded concatenated prompt sits at a padding-dependent relative distance from the input,
-# so even one process's loss depends on which rows share a batch.
-@pytest.mark.parametrize("kind,task", [("llama", "classify"), ("gpt2", "generate"), ("qwen2", "generate")])
+# Every family, T5 and sliding windows included: the one forward scores a row the same whatever shares its batch.
+@pytest.mark.parametrize(
+    "kind,task",
+    [("llama", "classify"), ("gpt2", "generate"), ("qwen2", "generate"), ("gemma3", "classify"), ("t5", "generate")],
+)
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_gradients_sum_to_the_single_process_gradient(tiny_models, kind, task, world):
     """Each rank's slice weighted by its share of loss terms (rows, or target tokens) sums to the whole batch."""

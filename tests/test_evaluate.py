@@ -5,7 +5,7 @@ import torch
 
 from softprompt.data import Example
 from softprompt.evaluate import encode_eval_set, evaluate, length_sorted_batches, predict
-from softprompt.forward import pad_batch
+from softprompt.forward import pad_batch, prompt_state
 from softprompt.tasks import ClassifyTask, GenerateTask
 
 TASK = ClassifyTask("T: {text}\nA:", {"pos": " yes", "neg": " no", "other": "z"})
@@ -26,7 +26,7 @@ def test_predictions_match_one_by_one_scoring_whatever_the_batch_size(tiny_model
     with torch.no_grad():
         alone = []
         for row in data.rows:
-            scores = TASK.label_scores(base, prompt, pad_batch([row.ids], base.pad_token_id))
+            scores = TASK.label_scores(base, prompt_state(base, prompt), pad_batch([row.ids], base.pad_token_id))
             alone.append(TASK.labels[int(scores.argmax())])
     assert predict(base, TASK, prompt, data.rows, batch_size=4) == alone
     assert predict(base, TASK, prompt, data.rows, batch_size=1) == alone

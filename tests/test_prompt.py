@@ -8,7 +8,7 @@ import torch
 from peft import PeftModel, PromptTuningConfig, TaskType, get_peft_model
 
 from softprompt.errors import PromptFileError, SoftPromptError
-from softprompt.forward import concat_forward, pad_batch
+from softprompt.forward import input_logits, pad_batch, prompt_state
 from softprompt.prompt import (
     INITIAL_FILE,
     WEIGHTS_FILE,
@@ -115,7 +115,7 @@ def test_peft_reads_our_folder_and_gives_the_same_logits(tmp_path, kind):
     prompt = SoftPrompt.initialize(base, 5, "random", seed=2)
     prompt.save(tmp_path / "p", base)
     batch = pad_batch([base.encode("hello there"), base.encode("hi you")], base.pad_token_id, side="right")
-    ours = concat_forward(base, prompt.embeddings, batch).logits
+    ours = input_logits(base, prompt_state(base, prompt.embeddings), batch)
     peft_model = PeftModel.from_pretrained(base.model, tmp_path / "p")
     theirs = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 5:]
     real = batch.attention_mask.bool()  # pad slots' outputs are never used

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from softprompt import models
-from softprompt.forward import concat_forward, last_token_index, lm_logits, pad_batch, prefixed_forward, prompt_prefix
+from softprompt.forward import input_logits, next_token_logits, pad_batch, prompt_state
 from softprompt.prompt import SoftPrompt
 
 pytestmark = [
@@ -39,9 +39,9 @@ def test_prompted_forward_on_real_model(smollm, tmp_path):
     batch = pad_batch([smollm.encode(t) for t in texts], smollm.pad_token_id, side="left")
     label_ids = torch.tensor([smollm.encode(" positive")[0], smollm.encode(" negative")[0]])
     with torch.no_grad():
-        plain = concat_forward(smollm, prompt.embeddings, batch).logits[:, -1]
-        hidden, _ = prefixed_forward(smollm, prompt_prefix(smollm, prompt.embeddings), batch)
-        fast = lm_logits(smollm, hidden[torch.arange(2), last_token_index(batch.attention_mask)], label_ids)
+        inline = prompt_state(smollm, prompt.embeddings, share_prefix=False)
+        plain = input_logits(smollm, inline, batch)[:, -1]
+        fast = next_token_logits(smollm, prompt_state(smollm, prompt.embeddings), batch, token_ids=label_ids)
     torch.testing.assert_close(fast, plain[:, label_ids], atol=1e-4, rtol=1e-4)
     prompt.save(tmp_path / "p", smollm)
     assert SoftPrompt.load(tmp_path / "p", smollm).num_virtual_tokens == 8

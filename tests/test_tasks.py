@@ -1,10 +1,10 @@
-"""Task formats: encoding, truncation, exact label scores, fast path == plain (PEFT) path."""
+"""Task formats: encoding, truncation, exact label scores, shared prefix == inline prompt (PEFT's layout)."""
 
 import pytest
 import torch
 
 from softprompt.errors import SoftPromptError
-from softprompt.forward import concat_forward, pad_batch, prompt_prefix
+from softprompt.forward import input_logits, pad_batch, prompt_state
 from softprompt.prompt import PromptMeta
 from softprompt.tasks import ClassifyTask, Encoded, GenerateTask, task_from_meta
 
@@ -20,6 +20,11 @@ def prompt_for(base, t=4, seed=0):
     return (torch.rand(t, base.hidden_size, generator=g) - 0.5).requires_grad_(True)
 
 
+def inline(base, prompt):
+    """The prompt run in front of every row, as PEFT does: the reference for the shared prefix cache."""
+    return prompt_state(base, prompt, share_prefix=False)
+
+
 def batch_of(base, task, side, texts=TEXTS):
     return pad_batch([task.encode(base, t)[0] for t in texts], base.pad_token_id, side=side)
 
@@ -32,7 +37,7 @@ def brute_force_scores(base, prompt, task, texts=TEXTS):
         row = []
         for toks in task.label_token_ids(base):
             seq = pad_batch([ids + toks], base.pad_token_id)
-            logp = concat_forward(base, prompt, seq).logits[0].log_softmax(-1)
+            logp = input_logits(base, inline(base, prompt), seq)[0].log_softmax(-1)
             row.append(sum(logp[len(ids) - 1 + i, tok] for i, tok in enumerate(toks)))
         out.append(torch.stack(row))
     return torch.stack(out)
@@ -75,14 +80,14 @@ def test_label_scores_match_brute_force(tiny_models, kind, side):
         for task in (SINGLE, MULTI):
             want = brute_force_scores(base, prompt, task)
             batch = batch_of(base, task, side)
-            fast = prompt_prefix(base, prompt)
+            fast = prompt_state(base, prompt)
             got = task.label_scores(base, fast, batch, normalized=True)
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(
-                task.label_scores(base, prompt, batch, normalized=True), want, atol=1e-5, rtol=1e-5
+                task.label_scores(base, inline(base, prompt), batch, normalized=True), want, atol=1e-5, rtol=1e-5
             )
         # Restricted head: log-probs up to a per-row constant, so the softmax over labels is exact.
-        raw = SINGLE.label_scores(base, prompt_prefix(base, prompt), batch_of(base, SINGLE, side))
+        raw = SINGLE.label_scores(base, prompt_state(base, prompt), batch_of(base, SINGLE, side))
         want = brute_force_scores(base, prompt, SINGLE)
         torch.testing.assert_close(raw.softmax(-1), want.softmax(-1), atol=1e-5, rtol=1e-5)
 
@@ -96,10 +101,10 @@ def test_fast_loss_and_gradient_equal_plain_path(tiny_models, kind, side, task):
     batch, target = task.collate(base, rows, side=side)
 
     plain_prompt = prompt_for(base)
-    plain = task.loss(base, plain_prompt, batch, target)
+    plain = task.loss(base, inline(base, plain_prompt), batch, target)
     plain.backward()
     fast_prompt = prompt_for(base)
-    fast = task.loss(base, prompt_prefix(base, fast_prompt), batch, target)
+    fast = task.loss(base, prompt_state(base, fast_prompt), batch, target)
     fast.backward()
 
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
@@ -121,34 +126,42 @@ def test_generate_loss_is_target_only_and_fast_equals_plain(tiny_models, kind, s
     prompt = prompt_for(base).detach()
     terms = []
     for r in rows:
-        logp = concat_forward(base, prompt, pad_batch([list(r.ids + r.target)], base.pad_token_id)).logits[0]
+        logp = input_logits(base, inline(base, prompt), pad_batch([list(r.ids + r.target)], base.pad_token_id))[0]
         logp = logp.log_softmax(-1)
         n = len(r.ids)
         terms += [-logp[n - 1 + i, tok] for i, tok in enumerate(r.target)]
     want = torch.stack(terms).mean()
 
     plain_prompt, fast_prompt = prompt_for(base), prompt_for(base)
-    plain = task.loss(base, plain_prompt, batch, labels)
-    fast = task.loss(base, prompt_prefix(base, fast_prompt), batch, labels)
+    plain = task.loss(base, inline(base, plain_prompt), batch, labels)
+    fast = task.loss(base, prompt_state(base, fast_prompt), batch, labels)
     (plain + fast).backward()
     torch.testing.assert_close(plain, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_prompt.grad, plain_prompt.grad, atol=1e-5, rtol=1e-4)
 
 
-def test_seq2seq_uses_the_plain_path(tiny_models):
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_seq2seq_scores_and_losses_equal_one_row_at_a_time(tiny_models, side):
     base = tiny_models("t5")
     prompt = prompt_for(base)
+    state = prompt_state(base, prompt)
     rows = [MULTI.prepare(base, t, y) for t, y in zip(TEXTS, MULTI.labels)]
-    batch, target = MULTI.collate(base, rows, side="right")
-    scores = MULTI.label_scores(base, prompt, batch)
-    assert scores.shape == (3, 3) and torch.isfinite(scores).all()
-    MULTI.loss(base, prompt, batch, target).backward()
+    batch, target = MULTI.collate(base, rows, side=side)
+    scores = MULTI.label_scores(base, state, batch)
+    with torch.no_grad():
+        alone = torch.cat([MULTI.label_scores(base, state, MULTI.collate(base, [r])[0]) for r in rows])
+    torch.testing.assert_close(scores, alone, atol=1e-5, rtol=1e-5)
+    assert scores.shape == (3, 3)
+    MULTI.loss(base, state, batch, target).backward()
     assert prompt.grad.abs().sum() > 0
     gen = GenerateTask("{text}")
-    rows = [gen.prepare(base, t, "ok") for t in TEXTS]
-    batch, labels = gen.collate(base, rows)
-    assert torch.isfinite(gen.loss(base, prompt.detach(), batch, labels))
+    rows = [gen.prepare(base, t, y) for t, y in zip(TEXTS, ("ok", "fine then", "x"))]
+    frozen = prompt_state(base, prompt.detach())
+    together = gen.loss(base, frozen, *gen.collate(base, rows, side=side))
+    weights = torch.tensor([len(r.target) for r in rows], dtype=torch.float)
+    each = torch.stack([gen.loss(base, frozen, *gen.collate(base, [r])) for r in rows])
+    torch.testing.assert_close(together, (each * weights).sum() / weights.sum(), atol=1e-5, rtol=1e-5)
 
 
 def test_meta_round_trip():

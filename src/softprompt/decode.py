@@ -4,11 +4,12 @@ We do not call `transformers.generate`: prompt tuning there goes through PEFT's
 patched `prepare_inputs_for_generation`, where its prompt-tuning bugs live, and
 it cannot mix prompts per row. The loop is short:
 
-1. The (left-padded) inputs run on top of the prompt's cached keys/values
-   (as in `forward.prefixed_forward`); the cache then holds prompt + input.
-2. Each step appends one token per row: attention mask = [prompt mask, input
-   mask, ones for generated tokens]; each row's position continues from its own
-   prompt length + real input length, so padding never shifts positions.
+1. `forward.start_decoding` runs the (left-padded) inputs after the prompt
+   (decoder-only: on top of its cached keys/values; encoder-decoder: the encoder
+   once, then the decoder's start token) and gives the first logits.
+2. Each step appends one token per row through the same exact forward: each
+   row's position continues from its own prompt length + real input length, so
+   padding never shifts positions, and sliding windows count positions.
 3. Rows stop at EOS, at a stop string, or at their token limit; finished rows
    are dropped from the cache so they cost nothing more.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import SoftPromptError
-from .forward import PrefixKV, TokenBatch, decoder_body, lm_logits, positions
+from .forward import PromptState, TokenBatch, start_decoding
 from .models import BaseModel
 
 MIN_SAMPLING_TEMPERATURE = 1e-5
@@ -180,21 +181,21 @@ class RowText:
 
 def stream_generate(
     base: BaseModel,
-    prefix: PrefixKV | None,
+    prompt: PromptState,
     batch: TokenBatch,
     config: GenerationConfig,
     *,
     limits: Sequence[int] | None = None,
     seeds: Sequence[int | None] | None = None,
 ) -> Iterator[list[str]]:
-    """Decode every row of a left-padded `batch` on top of `prefix`; yield each step's new text per row.
+    """Decode every row of a left-padded `batch` after `prompt`; yield each step's new text per row.
 
     `limits[i]` caps row i's new tokens (default config.max_new_tokens); `seeds[i]`
     seeds row i's sampler (default config.seed). A finished row yields "". Ends
     when every row is done; the rows' texts are the concatenated pieces.
     """
     rows = new_rows(base, batch, config, limits)
-    yield from decode_rows(base, prefix, batch, config, rows, seeds=seeds)
+    yield from decode_rows(base, prompt, batch, config, rows, seeds=seeds)
 
 
 def new_rows(base: BaseModel, batch: TokenBatch, config: GenerationConfig, limits: Sequence[int] | None = None):
@@ -204,11 +205,11 @@ def new_rows(base: BaseModel, batch: TokenBatch, config: GenerationConfig, limit
 
 
 def generate_rows(
-    base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch, config: GenerationConfig, **kwargs
+    base: BaseModel, prompt: PromptState, batch: TokenBatch, config: GenerationConfig, **kwargs
 ) -> list[RowText]:
     """Decode to the end; each RowText holds the row's token ids and final text."""
     rows = new_rows(base, batch, config, kwargs.pop("limits", None))
-    for _ in decode_rows(base, prefix, batch, config, rows, **kwargs):
+    for _ in decode_rows(base, prompt, batch, config, rows, **kwargs):
         pass
     return rows
 
@@ -216,7 +217,7 @@ def generate_rows(
 @torch.no_grad()
 def decode_rows(
     base: BaseModel,
-    prefix: PrefixKV | None,
+    prompt: PromptState,
     batch: TokenBatch,
     config: GenerationConfig,
     rows: list[RowText],
@@ -228,9 +229,8 @@ def decode_rows(
     generators = None if config.greedy else row_generators(seeds or [config.seed] * n)
     if all(row.done for row in rows):
         return
-    state = KVState.start(base, prefix, batch)
+    decoding, logits = start_decoding(base, prompt, batch)
     active = torch.arange(n)  # rows still in the cache, in cache order
-    logits = lm_logits(base, state.run(base, batch.input_ids, batch.attention_mask)[:, -1])
     while True:
         gens = None if generators is None else [generators[i] for i in active.tolist()]
         tokens = next_tokens(logits, config, gens)
@@ -243,109 +243,13 @@ def decode_rows(
             return
         if not keep.all():  # finished rows leave the batch: later steps do not compute them
             index = keep.nonzero().squeeze(1).to(tokens.device)
-            state.select(index)
+            decoding.select(index)
             active, tokens = active[keep], tokens[index]
-        hidden = state.run(base, tokens.unsqueeze(1), torch.ones_like(tokens).unsqueeze(1))
-        logits = lm_logits(base, hidden[:, -1])
-
-
-class KVState:
-    """The model's KV cache plus, per cached key, whether it is real and its position.
-
-    Keeping key positions lets sliding-window layers (Gemma 2/3, ...) count
-    their window in positions, not cache slots: transformers counts slots, so a
-    left-padded row would see fewer real tokens than the same row alone once
-    prompt + input exceed the window. For such models we keep every key (no
-    sliding cache) and pass exact masks; other models get the usual 2D mask.
-    """
-
-    def __init__(self, cache, key_mask: torch.Tensor, key_pos: torch.Tensor, next_pos: torch.Tensor):
-        self.cache, self.key_mask, self.key_pos, self.next_pos = cache, key_mask, key_pos, next_pos
-
-    @classmethod
-    def start(cls, base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch) -> KVState:
-        from transformers import DynamicCache
-
-        b, device = batch.input_ids.shape[0], batch.input_ids.device
-        if prefix is None:
-            mask = batch.attention_mask.new_zeros(b, 0)
-            cache = DynamicCache() if _window_layers(base) else DynamicCache(config=base.config)
-            return cls(cache, mask, mask, mask.new_zeros(b))
-        prefix = prefix.expand(b)
-        data = list(zip(prefix.keys, prefix.values))
-        # Without a config every layer is a plain (non-sliding) layer that keeps all keys.
-        cache = (
-            DynamicCache(ddp_cache_data=data)
-            if _window_layers(base)
-            else DynamicCache(ddp_cache_data=data, config=base.config)
-        )
-        mask = prefix.mask.to(device=device, dtype=batch.attention_mask.dtype)
-        return cls(cache, mask, positions(mask), prefix.lengths.to(device=device, dtype=torch.long))
-
-    def run(self, base: BaseModel, input_ids: torch.Tensor, input_mask: torch.Tensor) -> torch.Tensor:
-        """Append `input_ids` [B, Q] (left-padded, `input_mask`) to the cache; return their hidden states."""
-        query_pos = positions(input_mask, self.next_pos)
-        self.key_mask = torch.cat([self.key_mask, input_mask.to(self.key_mask.dtype)], dim=1)
-        self.key_pos = torch.cat([self.key_pos, query_pos], dim=1)
-        self.next_pos = self.next_pos + input_mask.sum(dim=1)
-        out = decoder_body(base)(
-            input_ids=input_ids,
-            attention_mask=attention_masks(base, self.key_mask, self.key_pos, query_pos),
-            position_ids=query_pos,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
-        self.cache = out.past_key_values
-        return out.last_hidden_state
-
-    def select(self, index: torch.Tensor) -> None:
-        """Keep only the rows in `index` (finished rows leave)."""
-        self.cache.batch_select_indices(index)
-        self.key_mask, self.key_pos, self.next_pos = self.key_mask[index], self.key_pos[index], self.next_pos[index]
-
-
-def prefixed_hidden(base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch) -> torch.Tensor:
-    """Hidden states [B, L, d] of a left-padded batch on top of `prefix`, exact for sliding windows too."""
-    return KVState.start(base, prefix, batch).run(base, batch.input_ids, batch.attention_mask)
-
-
-def _window_layers(base: BaseModel) -> int | None:
-    """The sliding window, if some layers use one and we can give them exact masks (sdpa/eager)."""
-    config = base.config.get_text_config()
-    window = getattr(config, "sliding_window", None)
-    types = set(getattr(config, "layer_types", None) or ())
-    exact = getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
-    if window and "sliding_attention" in types and types <= {"sliding_attention", "full_attention"} and exact:
-        return int(window)
-    return None
-
-
-def attention_masks(base: BaseModel, key_mask: torch.Tensor, key_pos: torch.Tensor, query_pos: torch.Tensor):
-    """The 2D key mask, or for sliding-window models one exact 4D mask per layer type.
-
-    A key is visible to a query when it is real, not after it, and (sliding
-    layers) fewer than `window` positions before it. A query sees its own slot
-    too, so a pad query never has an all-masked row (NaN in sdpa).
-    """
-    window = _window_layers(base)
-    if window is None:
-        return key_mask
-    q, k = query_pos.shape[1], key_pos.shape[1]
-    kp, qp = key_pos[:, None, None, :], query_pos[:, None, :, None]
-    own = torch.zeros(q, k, dtype=torch.bool, device=key_mask.device)
-    own[torch.arange(q), torch.arange(k - q, k)] = True
-    full = (key_mask.bool()[:, None, None, :] & (kp <= qp)) | own
-    sliding = full & ((qp - kp < window) | own)
-    if base.config._attn_implementation == "eager":  # eager adds the mask to the scores
-        low = torch.finfo(base.dtype).min
-        full, sliding = (
-            torch.zeros(m.shape, dtype=base.dtype, device=m.device).masked_fill(~m, low) for m in (full, sliding)
-        )
-    return {"full_attention": full, "sliding_attention": sliding}
+        logits = decoding.step(tokens)
 
 
 def generate_texts(
-    base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch, config: GenerationConfig, **kwargs
+    base: BaseModel, prompt: PromptState, batch: TokenBatch, config: GenerationConfig, **kwargs
 ) -> list[str]:
     """The whole generated text per row."""
-    return [row.text for row in generate_rows(base, prefix, batch, config, **kwargs)]
+    return [row.text for row in generate_rows(base, prompt, batch, config, **kwargs)]

@@ -42,6 +42,7 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import SoftPromptError
+from .families import transformer_blocks
 
 T = TypeVar("T")
 
@@ -152,16 +153,16 @@ class Dist:
         return mine, sum(map(_loss_terms, mine)) / sum(map(_loss_terms, rows))
 
     def loss_prompt(self, base, prompt: torch.Tensor):
-        """What the task's loss takes: the shared prefix cache, or under FSDP the prompt tensor itself.
+        """What the task's loss takes: the shared prefix cache, or under FSDP the prompt inline in every row.
 
         FSDP frees a block's gathered weights after its backward; the prefix
         cache's keys/values come from a second forward of the same block whose
-        backward runs later and would need those freed weights. The plain path
-        (prompt concatenated to every row) runs each block once per step.
+        backward runs later and would need those freed weights. The inline prompt
+        (run in front of every row, same numbers) runs each block once per step.
         """
-        from .evaluate import prompt_state
+        from .forward import prompt_state
 
-        return prompt if self.fsdp else prompt_state(base, prompt)
+        return prompt_state(base, prompt, share_prefix=not self.fsdp)
 
     def reduce_step(self, prompt: torch.Tensor, loss_sum: float) -> float:
         """Sum the prompt gradient and the loss over ranks in one all-reduce; return the summed loss."""
@@ -404,7 +405,7 @@ def shard_base_model(base, dist: Dist) -> tuple[int, int]:
     """
     from torch.distributed.fsdp import fully_shard
 
-    blocks = _transformer_blocks(base.model)
+    blocks = transformer_blocks(base.model)
     if not blocks:
         raise SoftPromptError(f"--fsdp: cannot find the transformer blocks of {type(base.model).__name__}")
     for block in blocks:
@@ -412,15 +413,6 @@ def shard_base_model(base, dist: Dist) -> tuple[int, int]:
     params = [p for block in blocks for p in block.parameters()]
     local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
     return local, sum(p.numel() for p in params)
-
-
-def _transformer_blocks(model) -> list[torch.nn.Module]:
-    # The largest ModuleList of identical blocks: model.layers (Llama, Qwen, Gemma), transformer.h (GPT-2), ...
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
-    lists = [m for m in lists if len({type(b) for b in m}) == 1]
-    if not lists:
-        return []
-    return list(max(lists, key=lambda m: sum(p.numel() for p in m.parameters())))
 
 
 def _to_bytes(value, device: torch.device) -> torch.Tensor:

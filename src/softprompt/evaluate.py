@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import Example
-from .forward import PrefixKV, pad_batch, prompt_prefix
+from .forward import pad_batch, prompt_state
 from .metrics import classification_report, generation_report
 from .models import BaseModel
 from .tasks import ClassifyTask, Task
@@ -45,13 +45,6 @@ def encode_eval_set(
         rows.append(EvalRow(tuple(ids), ex.output))
         cut += was_cut
     return EvalSet(tuple(rows), cut)
-
-
-def prompt_state(base: BaseModel, prompt: torch.Tensor | None) -> PrefixKV | torch.Tensor | None:
-    """What the task's scoring functions take: the prefix cache (decoder-only) or the tensor (seq2seq)."""
-    if prompt is None or base.is_seq2seq:
-        return prompt
-    return prompt_prefix(base, prompt)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -100,20 +93,7 @@ def _answer_budget(base: BaseModel, rows: Sequence[EvalRow], index: list[int]) -
 
 
 def _generate(base: BaseModel, state, batch, *, max_new_tokens: int) -> list[str]:
-    if base.is_seq2seq:
-        return _generate_seq2seq(base, state, batch, max_new_tokens)
     from .decode import GenerationConfig, generate_texts
 
     texts = generate_texts(base, state, batch, GenerationConfig(max_new_tokens=max_new_tokens))
     return [t.strip() for t in texts]
-
-
-def _generate_seq2seq(base: BaseModel, prompt, batch, max_new_tokens: int) -> list[str]:
-    embeds = base.embed(batch.input_ids)
-    mask = batch.attention_mask
-    if prompt is not None:
-        rows = prompt.to(embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
-        embeds = torch.cat([rows, embeds], dim=1)
-        mask = torch.cat([mask.new_ones(mask.shape[0], prompt.shape[0]), mask], dim=1)
-    out = base.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False)
-    return [t.strip() for t in base.tokenizer.batch_decode(out, skip_special_tokens=True)]

@@ -1,27 +1,35 @@
-"""The prompted forward pass, two ways that give the same numbers.
+"""The one prompted forward: training, evaluation, classification and decoding all run the model here.
 
-Plain path (`concat_forward`): prepend the prompt embeddings to every row's
-input embeddings and run the whole sequence, as PEFT does. Works for every
-model, including encoder-decoders (prompt on the encoder side).
+What a prompt becomes for the model is decided in one function, `prompt_state`:
 
-Shared-prefix path (`prompt_prefix` + `prefixed_forward`): in a decoder-only
-model with causal attention the prompt's positions attend only to the prompt,
-so their keys and values do not depend on the input. We compute them once
-(batch size 1), expand them along the batch as a past key/value cache, and run
-only the input tokens. Gradients flow through the cache into the prompt. Rows
-may carry different prompts of different lengths (`stack_prefixes`): shorter
-prefixes are left-padded and masked, so each row sees exactly its own prompt.
+- `PrefixKV` (decoder-only models, the default): in a causal model the
+  prompt's positions attend only to the prompt, so their keys and values do
+  not depend on the input. They are computed once (batch size 1) and serve
+  every row as a past key/value cache; only the input tokens run, and
+  gradients flow through the cache back into the prompt. A deep prompt
+  (trainable keys/values per layer) is a PrefixKV given directly.
+- `InlinePrompt` (encoder-decoder models, where the prompt goes in front of
+  the encoder input; and decoder-only models under FSDP, where each block may
+  run only once per step): the prompt's embeddings are placed in front of
+  every row's input and run with it, as PEFT does.
+- None: no prompt.
 
-Positions: a row's real tokens always sit at T, T+1, ... whatever the padding,
-so left- and right-padded batches give the same result as unpadded rows. (PEFT
-counts pad tokens as positions under left padding, which shifts RoPE and
-absolute position embeddings: its output depends on the padding.)
+Rows may carry different prompts of different lengths, or none
+(`stack_states`): shorter prompts are left-padded and masked, so each row
+sees exactly its own prompt.
 
-Known limit: for sliding-window models (Gemma 2/3) transformers applies the
-window by cache slot, not by position, so once prompt + padded input is longer
-than the window (512 tokens for Gemma 3 1B) a padded row sees fewer real tokens
-than it would alone. Inference avoids this (`decode.KVState` builds its masks
-from positions); these training paths do not yet.
+Whatever the state, positions and masks are built one way (attention.py): a
+row's real tokens sit at T, T+1, ... after its T prompt tokens, whatever the
+padding, and sliding-window layers count their window in positions. So
+left-padded, right-padded, mixed and single unpadded rows all give the same
+numbers, for every family, in training too. (PEFT counts pad tokens as
+positions under left padding: its output depends on the padding.) For
+encoder-decoders each row's real tokens are moved to the front of the
+encoder input, so T5's relative positions see every row as if alone.
+
+Entry points: `next_token_logits` (every task's scoring and loss),
+`hidden_states` / `input_logits` (every input position), `start_decoding`
+(the decoding loop in decode.py).
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .attention import attention_masks, positions
+from .errors import SoftPromptError
+from .families import decoder_body, decoder_of, encoder_of, lm_head, softcap
 from .models import BaseModel
 
 
@@ -39,10 +50,6 @@ from .models import BaseModel
 class TokenBatch:
     input_ids: torch.Tensor  # [B, L]
     attention_mask: torch.Tensor  # [B, L], 1 = real token
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.attention_mask.sum(dim=1)
 
 
 def pad_batch(
@@ -61,80 +68,41 @@ def pad_batch(
     return TokenBatch(ids.to(device), mask.to(device))
 
 
-def positions(attention_mask: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tensor:
-    """Position ids counting only real tokens, starting at `offset` (per row or scalar).
-
-    Pad slots get the position of the next real token; they are masked, so any
-    valid index will do.
-    """
-    pos = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    if isinstance(offset, torch.Tensor):
-        offset = offset.view(-1, 1)
-    return pos + offset
-
-
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of each row's last real token, for left or right padding."""
     width = attention_mask.shape[1]
     return width - 1 - attention_mask.flip(dims=[1]).argmax(dim=1)
 
 
-# -- plain path -----------------------------------------------------------------
+def real_rows(batch: TokenBatch) -> list[list[int]]:
+    """Each row's real token ids, padding removed."""
+    return [ids[mask.bool()].tolist() for ids, mask in zip(batch.input_ids, batch.attention_mask)]
 
 
-def concat_forward(
-    base: BaseModel,
-    prompt: torch.Tensor | None,
-    batch: TokenBatch,
-    *,
-    labels: torch.Tensor | None = None,
-    decoder_input_ids: torch.Tensor | None = None,
-):
-    """Run the model on [prompt; input] for every row; return the model output.
-
-    For decoder-only models `logits` covers the input positions only ([B, L, V])
-    and `loss` (when `labels` [B, L] is given, -100 = ignore) is next-token
-    cross-entropy over those positions. For encoder-decoder models the prompt
-    goes in front of the encoder input and `labels` (or `decoder_input_ids`) feed the decoder.
-    """
-    ids, mask = batch.input_ids, batch.attention_mask
-    embeds = base.embed(ids)
-    t = 0 if prompt is None else prompt.shape[0]
-    if t:
-        rows = prompt.to(embeds.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
-        embeds = torch.cat([rows, embeds], dim=1)
-        mask = torch.cat([mask.new_ones(ids.shape[0], t), mask], dim=1)
-    if base.is_seq2seq:
-        return base.model(inputs_embeds=embeds, attention_mask=mask, labels=labels, decoder_input_ids=decoder_input_ids)
-    out = base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions(mask))
-    out.logits = out.logits[:, t:]
-    out.loss = None if labels is None else causal_lm_loss(out.logits, labels)
-    return out
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy; position i predicts labels[i + 1]; -100 is ignored."""
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
-
-
-# -- shared-prefix path -------------------------------------------------------------
+# -- prompt states ----------------------------------------------------------------------
 
 
 @dataclass
 class PrefixKV:
-    """Per-layer keys/values of prompts, ready to serve as a past cache.
+    """Per-layer keys/values of prompts, served as a past cache in front of the input.
 
-    keys[i], values[i]: [B, heads, P, head_dim]; mask: [B, P] (1 = real prompt
-    token; shorter prompts are left-padded); lengths: [B] real prompt tokens.
-    B is 1 for a single prompt shared by the whole batch.
+    keys[i], values[i]: [B, kv_heads, P, head_dim]; mask: [B, P] (1 = real prompt
+    token; shorter prompts are left-padded); lengths: [B] real prompt tokens, which
+    is also where each row's input positions start. B is 1 for one prompt shared
+    by the whole batch (expanded as a view, so gradients sum back).
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     mask: torch.Tensor
     lengths: torch.Tensor
+
+    @classmethod
+    def of_layers(cls, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> PrefixKV:
+        """A prefix from per-layer keys/values given directly (a deep prompt), every slot real."""
+        b, _, p, _ = keys[0].shape
+        mask = torch.ones(b, p, dtype=torch.long, device=keys[0].device)
+        return cls(list(keys), list(values), mask, torch.full((b,), p, device=keys[0].device))
 
     @property
     def batch_size(self) -> int:
@@ -148,111 +116,351 @@ class PrefixKV:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
     def expand(self, batch_size: int) -> PrefixKV:
-        """The same prompt for every row (a view: no copy, gradients sum back)."""
         if self.batch_size == batch_size:
             return self
-        grow = lambda t: t.expand(batch_size, *t.shape[1:])  # noqa: E731
-        return PrefixKV(
-            [grow(k) for k in self.keys], [grow(v) for v in self.values], grow(self.mask), grow(self.lengths)
-        )
+        return self._map(lambda t: t.expand(batch_size, *t.shape[1:]))
+
+    def repeat_rows(self, repeats: int) -> PrefixKV:
+        """Each row `repeats` times in place (for a batch whose rows were repeated so)."""
+        return self if self.batch_size == 1 else self._map(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def detach(self) -> PrefixKV:
         return PrefixKV([k.detach() for k in self.keys], [v.detach() for v in self.values], self.mask, self.lengths)
 
+    def _map(self, fn) -> PrefixKV:
+        return PrefixKV([fn(k) for k in self.keys], [fn(v) for v in self.values], fn(self.mask), fn(self.lengths))
 
-def decoder_body(base: BaseModel):
-    """The transformer without its LM head (LlamaModel, GPT2Model, ...)."""
-    return base.model.base_model
+
+@dataclass
+class InlinePrompt:
+    """Prompt embeddings run in front of each row's input: embeddings [B, P, d], mask [B, P] (left-padded)."""
+
+    embeddings: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def of(cls, prompt: torch.Tensor) -> InlinePrompt:
+        mask = torch.ones(1, prompt.shape[0], dtype=torch.long, device=prompt.device)
+        return cls(prompt.unsqueeze(0), mask)
+
+    @property
+    def batch_size(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def nbytes(self) -> int:
+        return self.embeddings.numel() * self.embeddings.element_size()
+
+    def expand(self, batch_size: int) -> InlinePrompt:
+        if self.batch_size == batch_size:
+            return self
+        return InlinePrompt(self.embeddings.expand(batch_size, -1, -1), self.mask.expand(batch_size, -1))
+
+    def repeat_rows(self, repeats: int) -> InlinePrompt:
+        if self.batch_size == 1:
+            return self
+        return InlinePrompt(self.embeddings.repeat_interleave(repeats, 0), self.mask.repeat_interleave(repeats, 0))
+
+    def detach(self) -> InlinePrompt:
+        return InlinePrompt(self.embeddings.detach(), self.mask)
+
+
+PromptState = PrefixKV | InlinePrompt | None
+
+
+def prompt_state(base: BaseModel, prompt: torch.Tensor | PromptState, *, share_prefix: bool = True) -> PromptState:
+    """What the forward takes for `prompt` [T, d]: the one place the path is chosen.
+
+    Decoder-only: the shared prefix cache (keys/values once per call; differentiable),
+    or with `share_prefix=False` the embeddings inline in every row (same numbers; each
+    transformer block then runs once per forward, which FSDP needs). Encoder-decoder:
+    inline on the encoder side. A state (e.g. a deep prompt's PrefixKV) passes through.
+    """
+    if prompt is None or isinstance(prompt, PrefixKV | InlinePrompt):
+        return prompt
+    if base.is_seq2seq or not share_prefix:
+        return InlinePrompt.of(prompt)
+    return prompt_prefix(base, prompt)
 
 
 def prompt_prefix(base: BaseModel, prompt: torch.Tensor) -> PrefixKV:
     """Keys/values of `prompt` [T, d] at positions 0..T-1, batch size 1; differentiable."""
-    from transformers import DynamicCache
-
     t = prompt.shape[0]
     embeds = prompt.to(device=base.device, dtype=base.dtype).unsqueeze(0)
-    mask = torch.ones(1, t, dtype=torch.long, device=base.device)
-    cache = DynamicCache(config=base.config)
-    decoder_body(base)(
-        inputs_embeds=embeds, attention_mask=mask, position_ids=positions(mask), past_key_values=cache, use_cache=True
-    )
-    return PrefixKV(
-        [layer.keys for layer in cache.layers],
-        [layer.values for layer in cache.layers],
-        mask,
-        torch.tensor([t], device=base.device),
-    )
+    run = DecoderRun(base, None, 1)
+    run.run(torch.ones(1, t, dtype=torch.long, device=base.device), embeds=embeds)
+    layers = run.cache.layers
+    return PrefixKV([layer.keys for layer in layers], [layer.values for layer in layers], run.key_mask, run.next_pos)
 
 
-def stack_prefixes(prefixes: Sequence[PrefixKV | None]) -> PrefixKV | None:
-    """One PrefixKV for a batch whose rows use different prompts (None = no prompt).
+def stack_states(states: Sequence[PromptState]) -> PromptState:
+    """One state for a batch whose rows use different prompts (None = no prompt), or None if no row has one.
 
-    Each row's prefix is left-padded with zeros to the longest and masked, so
-    its input tokens see exactly its own prompt. Returns None when no row has a prompt.
+    Each row's prompt is left-padded with zeros to the longest and masked, so its
+    input sees exactly its own prompt.
     """
-    real = [p for p in prefixes if p is not None]
+    real = [s for s in states if s is not None]
     if not real:
         return None
-    ref = real[0]
-    width = max(p.width for p in real)
-    n_layers = len(ref.keys)
-
-    def padded(p: PrefixKV | None, layer: int, which: str) -> torch.Tensor:
-        like = getattr(ref, which)[layer][:1]
-        out = like.new_zeros(1, like.shape[1], width, like.shape[3])
-        if p is not None:
-            out[:, :, width - p.width :] = getattr(p, which)[layer]
-        return out
-
-    keys = [torch.cat([padded(p, i, "keys") for p in prefixes]) for i in range(n_layers)]
-    values = [torch.cat([padded(p, i, "values") for p in prefixes]) for i in range(n_layers)]
-    mask = ref.mask.new_zeros(len(prefixes), width)
-    lengths = ref.lengths.new_zeros(len(prefixes))
-    for row, p in enumerate(prefixes):
-        if p is not None:
-            mask[row, width - p.width :] = p.mask[0]
-            lengths[row] = p.lengths[0]
-    return PrefixKV(keys, values, mask, lengths)
+    if len({type(s) for s in real}) > 1:
+        raise SoftPromptError("rows of one batch must all use prefix caches or all inline prompts")
+    width = max(s.width for s in real)
+    if isinstance(real[0], InlinePrompt):
+        return InlinePrompt(
+            _stack_left(states, lambda s: s.embeddings, width), _stack_left(states, lambda s: s.mask, width)
+        )
+    layers = range(len(real[0].keys))
+    keys = [_stack_left(states, lambda s, i=i: s.keys[i], width, dim=2) for i in layers]
+    values = [_stack_left(states, lambda s, i=i: s.values[i], width, dim=2) for i in layers]
+    lengths = torch.stack([s.lengths[0] if s is not None else real[0].lengths.new_zeros(()) for s in states])
+    return PrefixKV(keys, values, _stack_left(states, lambda s: s.mask, width), lengths)
 
 
-def prefixed_forward(base: BaseModel, prefix: PrefixKV | None, batch: TokenBatch, *, use_cache: bool = False):
-    """Run only the input tokens on top of the prompt cache; return (hidden [B, L, d], cache).
+def _stack_left(states: Sequence, part, width: int, dim: int = 1) -> torch.Tensor:
+    """part(state) of every row (batch 1 each), left-padded with zeros to `width` along `dim`; zeros for None rows."""
+    like = part(next(s for s in states if s is not None))
+    rows = []
+    for s in states:
+        shape = list(like.shape)
+        shape[0], shape[dim] = 1, width
+        row = like.new_zeros(shape)
+        if s is not None:
+            tensor = part(s)
+            row.narrow(dim, width - tensor.shape[dim], tensor.shape[dim]).copy_(tensor)
+        rows.append(row)
+    return torch.cat(rows)
 
-    The returned cache (when `use_cache`) holds prefix + input keys/values, for decoding.
+
+# -- running the model ---------------------------------------------------------------
+
+
+class DecoderRun:
+    """A decoder-only model's KV cache plus, per cached key, whether it is real and its position.
+
+    `run` appends tokens (or embeddings) for every row and returns their hidden
+    states; masks come from attention.py, so padding, mixed prompts and sliding
+    windows are exact. Sliding-window models keep every key (no sliding cache): their
+    explicit masks apply the window by position.
     """
-    from transformers import DynamicCache
 
-    ids, mask = batch.input_ids, batch.attention_mask
-    if prefix is None:
-        full_mask, offset, cache = mask, 0, DynamicCache(config=base.config) if use_cache else None
+    def __init__(self, base: BaseModel, prefix: PrefixKV | None, batch_size: int):
+        from transformers import DynamicCache
+
+        self.base = base
+        # Without a config every layer is a plain layer that keeps all keys.
+        config = None if base.family.exact_windows else base.config
+        device = base.device
+        if prefix is None:
+            self.cache = DynamicCache(config=config)
+            self.key_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+            self.key_pos = self.key_mask
+            self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        else:
+            prefix = prefix.expand(batch_size)
+            self.cache = DynamicCache(ddp_cache_data=list(zip(prefix.keys, prefix.values)), config=config)
+            self.key_mask = prefix.mask.to(device=device, dtype=torch.long)
+            self.key_pos = positions(self.key_mask)
+            self.next_pos = prefix.lengths.to(device=device, dtype=torch.long)
+
+    def run(
+        self, mask: torch.Tensor, ids: torch.Tensor | None = None, *, embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Append `ids` (or `embeds`) [B, Q], real where `mask`, to the cache; return their hidden states [B, Q, d]."""
+        query_pos = positions(mask, self.next_pos)
+        self.key_mask = torch.cat([self.key_mask, mask.to(self.key_mask.dtype)], dim=1)
+        self.key_pos = torch.cat([self.key_pos, query_pos], dim=1)
+        self.next_pos = self.next_pos + mask.sum(dim=1)
+        out = decoder_body(self.base.model)(
+            input_ids=ids,
+            inputs_embeds=embeds,
+            attention_mask=attention_masks(
+                self.base.family, self.key_mask, self.key_pos, query_pos, dtype=self.base.dtype
+            ),
+            position_ids=query_pos,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = out.past_key_values
+        return out.last_hidden_state
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the rows in `index` (finished rows leave)."""
+        self.cache.batch_select_indices(index)
+        self.key_mask, self.key_pos, self.next_pos = self.key_mask[index], self.key_pos[index], self.next_pos[index]
+
+
+class Seq2SeqRun:
+    """An encoder-decoder: the encoder runs once on [prompt; input], the decoder appends tokens over its cache."""
+
+    def __init__(self, base: BaseModel, prompt: InlinePrompt | None, batch: TokenBatch):
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        if isinstance(prompt, PrefixKV):
+            raise SoftPromptError("encoder-decoder models take the prompt inline (prompt_state), not a prefix cache")
+        self.base = base
+        embeds, self.memory_mask = _encoder_inputs(base, prompt, batch)
+        self.memory = encoder_of(base.model)(inputs_embeds=embeds, attention_mask=self.memory_mask).last_hidden_state
+        self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    def run(self, mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Append decoder tokens `ids` [B, Q] (right-padded where `mask` is 0); return their hidden states.
+
+        The decoder is causal and its padding comes last, so no real token ever sees
+        a pad: the mask is not needed (and a pad's own output is never read).
+        """
+        out = decoder_of(self.base.model)(
+            input_ids=ids,
+            encoder_hidden_states=self.memory,
+            encoder_attention_mask=self.memory_mask,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = out.past_key_values
+        return out.last_hidden_state
+
+    def select(self, index: torch.Tensor) -> None:
+        self.cache.batch_select_indices(index)
+        self.memory, self.memory_mask = self.memory[index], self.memory_mask[index]
+
+    def start_tokens(self, rows: int) -> torch.Tensor:
+        start = self.base.family.decoder_start_token_id
+        return torch.full((rows, 1), start, dtype=torch.long, device=self.base.device)
+
+
+def _encoder_inputs(base: BaseModel, prompt: InlinePrompt | None, batch: TokenBatch):
+    """Embeddings and mask of [prompt; input] per row, real tokens moved to the front (right-padded)."""
+    embeds, mask = base.embed(batch.input_ids), batch.attention_mask
+    if prompt is not None:
+        prompt = prompt.expand(mask.shape[0])
+        embeds = torch.cat([prompt.embeddings.to(device=embeds.device, dtype=embeds.dtype), embeds], dim=1)
+        mask = torch.cat([prompt.mask.to(device=mask.device, dtype=mask.dtype), mask], dim=1)
+    # A stable sort on "is padding" keeps each row's real tokens in order, at the front.
+    order = torch.sort((mask == 0).to(torch.int8), dim=1, stable=True).indices
+    return embeds.gather(1, order.unsqueeze(-1).expand_as(embeds)), mask.gather(1, order)
+
+
+def _prefill(base: BaseModel, state: PromptState, batch: TokenBatch) -> tuple[DecoderRun, torch.Tensor]:
+    """A decoder-only run after the batch's inputs, and their hidden states [B, L, d]."""
+    if base.is_seq2seq:
+        raise SoftPromptError(f"model '{base.name}' is an encoder-decoder; this needs a decoder-only model")
+    rows = batch.input_ids.shape[0]
+    if isinstance(state, InlinePrompt):
+        state = state.expand(rows)
+        embeds = torch.cat([state.embeddings.to(device=base.device, dtype=base.dtype), base.embed(batch.input_ids)], 1)
+        mask = torch.cat([state.mask.to(batch.attention_mask), batch.attention_mask], dim=1)
+        run = DecoderRun(base, None, rows)
+        return run, run.run(mask, embeds=embeds)[:, state.width :]
+    run = DecoderRun(base, state, rows)
+    return run, run.run(batch.attention_mask, batch.input_ids)
+
+
+def hidden_states(base: BaseModel, state: PromptState, batch: TokenBatch) -> torch.Tensor:
+    """Decoder-only: the final hidden states [B, L, d] of every input position."""
+    return _prefill(base, state, batch)[1]
+
+
+def input_logits(
+    base: BaseModel, state: PromptState, batch: TokenBatch, token_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Decoder-only: logits [B, L, V] (or [B, L, K] for `token_ids`) at every input position."""
+    return lm_logits(base, hidden_states(base, state, batch), token_ids)
+
+
+def next_token_logits(
+    base: BaseModel,
+    state: PromptState,
+    batch: TokenBatch,
+    fed: Sequence[Sequence[int]] | None = None,
+    *,
+    token_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits of the token after each row's input, then after each of its `fed` tokens, packed row by row.
+
+    Row r contributes len(fed[r]) + 1 rows to the [N, V] result ([N, K] with
+    `token_ids`: the restricted head, only those vocabulary rows of the LM head).
+    To score a continuation c, feed c[:-1]: the rows then predict c[0], c[1], ...
+    Decoder-only: the fed tokens follow the input; encoder-decoder: the input goes
+    to the encoder and the decoder is fed [start, *fed[r]]. Only the positions
+    asked for reach the LM head.
+    """
+    n = batch.input_ids.shape[0]
+    fed = [list(f) for f in fed] if fed is not None else [[] for _ in range(n)]
+    device = base.device
+    if base.is_seq2seq:
+        run = Seq2SeqRun(base, state, batch)
+        start = int(run.start_tokens(1))
+        dec = pad_batch([[start, *f] for f in fed], base.pad_token_id, side="right", device=device)
+        hidden = run.run(dec.attention_mask, dec.input_ids)
+        cols = [c for f in fed for c in range(len(f) + 1)]
+    elif not any(fed):
+        hidden = hidden_states(base, state, batch)
+        return lm_logits(
+            base, hidden[torch.arange(n, device=device), last_token_index(batch.attention_mask)], token_ids
+        )
     else:
-        prefix = prefix.expand(ids.shape[0])
-        full_mask = torch.cat([prefix.mask.to(mask.dtype), mask], dim=1)
-        offset = prefix.lengths
-        cache = DynamicCache(ddp_cache_data=list(zip(prefix.keys, prefix.values)), config=base.config)
-    out = decoder_body(base)(
-        input_ids=ids,
-        attention_mask=full_mask,
-        position_ids=positions(mask, offset),
-        past_key_values=cache,
-        use_cache=use_cache or prefix is not None,
-    )
-    return out.last_hidden_state, (out.past_key_values if use_cache else None)
+        joined = pad_batch([ids + f for ids, f in zip(real_rows(batch), fed)], base.pad_token_id, device=device)
+        hidden = hidden_states(base, state, joined)
+        width = joined.input_ids.shape[1]
+        cols = [width - 1 - len(f) + j for f in fed for j in range(len(f) + 1)]
+    rows = [r for r, f in enumerate(fed) for _ in range(len(f) + 1)]
+    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+    return lm_logits(base, picked, token_ids)
+
+
+def start_decoding(base: BaseModel, state: PromptState, batch: TokenBatch) -> tuple[Decoding, torch.Tensor]:
+    """A stepper for the decoding loop and the logits [B, V] of each row's first new token."""
+    rows = batch.input_ids.shape[0]
+    if base.is_seq2seq:
+        run = Seq2SeqRun(base, state, batch)
+        hidden = run.run(torch.ones(rows, 1, dtype=torch.long, device=base.device), run.start_tokens(rows))
+    else:
+        run, hidden = _prefill(base, state, batch)
+    # Left padding puts every row's last input token in the last column (decoder-only);
+    # an encoder-decoder's decoder holds only the start token.
+    return Decoding(base, run), lm_logits(base, hidden[:, -1])
+
+
+class Decoding:
+    """Next-token logits one step at a time over the model's cache; rows can leave between steps."""
+
+    def __init__(self, base: BaseModel, run: DecoderRun | Seq2SeqRun):
+        self.base, self.run = base, run
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row ([B]); return the next logits [B, V]."""
+        column = tokens.unsqueeze(1)
+        return lm_logits(self.base, self.run.run(torch.ones_like(column), column)[:, -1])
+
+    def select(self, index: torch.Tensor) -> None:
+        self.run.select(index)
+
+
+# -- heads and losses ---------------------------------------------------------------
 
 
 def lm_logits(base: BaseModel, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
     """LM-head logits of `hidden` [..., d]; with `token_ids` [K], only those vocabulary rows [..., K].
 
     Gathering K rows instead of computing all V is the "restricted head": for
-    classification only the label words' logits are needed.
+    classification only the label words' logits are needed. Whatever the model
+    does after its last hidden state (T5's scaling, Gemma's softcap) is done here too.
     """
-    head = base.model.get_output_embeddings()
+    family = base.family
+    head = lm_head(base.model)
     weight, bias = head.weight, getattr(head, "bias", None)
     if token_ids is not None:
         weight = weight[token_ids]
         bias = None if bias is None else bias[token_ids]
-    logits = F.linear(hidden.to(weight.dtype), weight, bias)
-    cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
-    if cap:  # Gemma 2/3 squash logits; restricted or not, do what the model does
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    if family.output_scale:
+        hidden = hidden * family.output_scale
+    return softcap(F.linear(hidden.to(weight.dtype), weight, bias), family.logit_softcap)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy; position i predicts labels[i + 1]; -100 is ignored."""
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )

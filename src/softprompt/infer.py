@@ -4,16 +4,22 @@
 request is (prompt name or None, text); the prompt's metadata says the task
 (template, labels), so callers pass only the text. What makes it fast:
 
-- A prompt's keys/values are computed once per (base model, prompt contents)
-  and kept in a bounded LRU (`PromptCache`); every later call and every row
-  with that prompt reuses them, so only the input tokens run.
+- A prompt's state (`forward.prompt_state`: its keys/values for decoder-only
+  models) is computed once per (base model, prompt contents) and kept in a
+  bounded LRU (`PromptCache`); every later call and every row with that prompt
+  reuses it, so only the input tokens run.
 - Rows with different prompts (different lengths, or none) share one forward
-  pass: their prefixes are stacked left-padded and masked (`stack_prefixes`),
-  so each row sees exactly its own prompt. Rows are sorted by length before
+  pass: their states are stacked left-padded and masked (`stack_states`), so
+  each row sees exactly its own prompt. Rows are sorted by length before
   batching, so little padding is computed.
 - Classification with single-token labels (the common case) needs only the
   hidden state at the answer position and K rows of the LM head; rows of
   different tasks still share a forward pass, each reading its own labels.
+
+Everything runs through the one exact forward (forward.py), so a row scores
+the same here as in `eval` and training, on every model family. Encoder-decoder
+models (T5) are served too: their prompt goes in front of the encoder input;
+their generated text is streamed token by token like any other.
 
 A bad request (empty text, too long for the context, unknown prompt, wrong
 task) becomes an `InputError` in its slot; the other requests are answered.
@@ -28,9 +34,9 @@ from typing import TypeVar
 
 import torch
 
-from .decode import GenerationConfig, prefixed_hidden, stream_generate
+from .decode import GenerationConfig, stream_generate
 from .errors import SoftPromptError
-from .forward import PrefixKV, lm_logits, pad_batch, prompt_prefix, stack_prefixes
+from .forward import PromptState, next_token_logits, pad_batch, prompt_state, stack_states
 from .models import BaseModel
 from .prompt import SoftPrompt, check_compatible
 from .prompt_cache import CacheKey, PromptCache, prompt_hash
@@ -83,19 +89,14 @@ T = TypeVar("T")
 
 
 class Predictor:
-    """Classify and generate with many prompts over one frozen decoder-only base model."""
+    """Classify and generate with many prompts over one frozen base model."""
 
     def __init__(self, base: BaseModel, *, cache_bytes: int = 256 * 2**20, max_batch_size: int = 32):
-        if base.is_seq2seq:
-            raise SoftPromptError(
-                f"model '{base.name}' is an encoder-decoder; inference with a cached prompt prefix "
-                "needs a decoder-only (causal) model"
-            )
         if max_batch_size < 1:
             raise SoftPromptError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.base = base
         self.max_batch_size = max_batch_size
-        self.context = _context_length(base)
+        self.context = base.family.context_length
         self._cache = PromptCache(cache_bytes)
         self._prompts: dict[str, _Loaded] = {}
 
@@ -133,10 +134,10 @@ class Predictor:
     def cache_stats(self) -> dict[str, int]:
         return self._cache.stats
 
-    def prefix(self, name: str) -> PrefixKV:
-        """The prompt's keys/values (batch size 1), from the cache or computed once."""
+    def state(self, name: str) -> PromptState:
+        """The prompt's state for the forward (batch size 1), from the cache or computed once."""
         loaded = self._loaded(name)
-        return self._cache.get(loaded.key, lambda: _compute_prefix(self.base, loaded.prompt))
+        return self._cache.get(loaded.key, lambda: _compute_state(self.base, loaded.prompt))
 
     def _loaded(self, name: str) -> _Loaded:
         try:
@@ -161,20 +162,18 @@ class Predictor:
         for task_rows in _group_by(multi, lambda r: _task_key(self._classify_task(r.name))).values():
             for chunk in self._chunks(task_rows):
                 task, batch = self._classify_task(chunk[0].name), self._batch(chunk)
-                scores = task.label_scores(self.base, self._stacked_prefix(chunk), batch)
+                scores = task.label_scores(self.base, self._stacked_state(chunk), batch)
                 for row, probs in zip(chunk, scores.float().softmax(-1)):
                     results[row.index] = self._result(row.name, probs)
         return results  # type: ignore[return-value]
 
     def _single_token_probs(self, chunk: list[_Row]) -> list[torch.Tensor]:
         """One forward for rows of any single-token tasks: K label logits per row, softmaxed."""
-        batch = self._batch(chunk)
-        hidden = prefixed_hidden(self.base, self._stacked_prefix(chunk), batch)
         label_ids = [[ids[0] for ids in self._prompts[r.name].label_ids] for r in chunk]
         union = sorted({i for ids in label_ids for i in ids})
         column = {token: c for c, token in enumerate(union)}
-        # Left padding: every row's answer position is the last column.
-        logits = lm_logits(self.base, hidden[:, -1], torch.tensor(union, device=self.base.device))
+        union_ids = torch.tensor(union, device=self.base.device)
+        logits = next_token_logits(self.base, self._stacked_state(chunk), self._batch(chunk), token_ids=union_ids)
         return [logits[i, [column[t] for t in ids]].float().softmax(-1) for i, ids in enumerate(label_ids)]
 
     def _classify_task(self, name: str | None) -> ClassifyTask:
@@ -240,8 +239,8 @@ class Predictor:
         pending = [e or "" for e in errors]  # errors go out with the first step
         for chunk in self._chunks(rows):
             limits = [min(config.max_new_tokens, r.room) for r in chunk]
-            prefix, batch = self._stacked_prefix(chunk), self._batch(chunk)
-            for pieces in stream_generate(self.base, prefix, batch, config, limits=limits):
+            state, batch = self._stacked_state(chunk), self._batch(chunk)
+            for pieces in stream_generate(self.base, state, batch, config, limits=limits):
                 step: list[str | InputError] = pending or [""] * len(requests)
                 pending = []
                 for row, piece in zip(chunk, pieces):
@@ -296,13 +295,13 @@ class Predictor:
     def _batch(self, chunk: list[_Row]):
         return pad_batch([r.ids for r in chunk], self.base.pad_token_id, side="left", device=self.base.device)
 
-    def _stacked_prefix(self, chunk: list[_Row]) -> PrefixKV | None:
+    def _stacked_state(self, chunk: list[_Row]) -> PromptState:
         names = {r.name for r in chunk}
         if len(names) == 1:  # one prompt for all rows: a broadcast view, no copies
             (name,) = names
-            return None if name is None else self.prefix(name)
-        prefixes = {name: self.prefix(name) for name in names if name is not None}
-        return stack_prefixes([None if r.name is None else prefixes[r.name] for r in chunk])
+            return None if name is None else self.state(name)
+        states = {name: self.state(name) for name in names if name is not None}
+        return stack_states([None if r.name is None else states[r.name] for r in chunk])
 
 
 def combine_votes(members: Sequence[ClassifyResult], how: str) -> ClassifyResult:
@@ -315,16 +314,9 @@ def combine_votes(members: Sequence[ClassifyResult], how: str) -> ClassifyResult
     return ClassifyResult(max(labels, key=lambda label: (votes[label], mean[label])), votes)
 
 
-def _compute_prefix(base: BaseModel, prompt: SoftPrompt) -> PrefixKV:
+def _compute_state(base: BaseModel, prompt: SoftPrompt) -> PromptState:
     with torch.no_grad():
-        return prompt_prefix(base, prompt.embeddings).detach()
-
-
-def _context_length(base: BaseModel) -> int:
-    """How many positions the model was built for (prompt + input + generated tokens)."""
-    config = base.config.get_text_config()
-    length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    return int(length) if length else 2**31 - 1
+        return prompt_state(base, prompt.embeddings.detach()).detach()
 
 
 def _task_key(task: ClassifyTask) -> tuple:

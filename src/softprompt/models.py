@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import SoftPromptError
+from .families import Family
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -71,9 +72,14 @@ class BaseModel:
     def config(self):
         return self.model.config
 
+    @cached_property
+    def family(self) -> Family:
+        """The architecture's facts (context length, sliding window, softcap, attention shapes)."""
+        return Family.of(self.model.config)
+
     @property
     def is_seq2seq(self) -> bool:
-        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+        return self.family.seq2seq
 
     @property
     def hidden_size(self) -> int:

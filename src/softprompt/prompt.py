@@ -185,15 +185,15 @@ def check_compatible(prompt: SoftPrompt, base: BaseModel, *, where: str, allow_m
 
 def peft_config(prompt: SoftPrompt, base: BaseModel | None) -> dict:
     """PEFT's PromptTuningConfig as JSON, so `PeftModel.from_pretrained(base, folder)` works."""
-    config = base.config if base is not None else None
+    family = base.family if base is not None else None
     text_init = (prompt.meta.init or "").startswith("text:")
     return {
         "auto_mapping": None,
         "base_model_name_or_path": prompt.meta.base_model,
         "inference_mode": True,
         "modules_to_save": None,
-        "num_attention_heads": _config_value(config, "num_attention_heads", "n_head", "num_heads"),
-        "num_layers": _config_value(config, "num_hidden_layers", "n_layer", "num_layers"),
+        "num_attention_heads": None if family is None else family.num_heads,
+        "num_layers": None if family is None else family.num_layers,
         # One prompt for the encoder only: we never store PEFT's unused decoder half.
         "num_transformer_submodules": 1,
         "num_virtual_tokens": prompt.num_virtual_tokens,
@@ -249,16 +249,6 @@ def _meta_from_peft(config: dict) -> PromptMeta:
     if init == "TEXT":
         init = f"text:{config.get('prompt_tuning_init_text')}"
     return PromptMeta(base_model=config.get("base_model_name_or_path"), init=(init or "").lower() or None)
-
-
-def _config_value(config, *names: str):
-    if config is None:
-        return None
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in names:
-        if getattr(config, name, None) is not None:
-            return getattr(config, name)
-    return None
 
 
 # -- initialisation -----------------------------------------------------------

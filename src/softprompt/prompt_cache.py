@@ -1,4 +1,4 @@
-"""A bounded LRU of prompt keys/values (PrefixKV), sized by bytes.
+"""A bounded LRU of prompt states (keys/values, or inline embeddings), sized by bytes.
 
 A prompt's keys/values depend only on (base model, prompt vectors), never on
 the input, so they are computed once and reused by every later call and every
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import PrefixKV
+from .forward import PromptState
 
 CacheKey = tuple[str, str]  # (base fingerprint, prompt content hash)
 
@@ -40,18 +40,18 @@ class CacheStats:
 
 
 class PromptCache:
-    """LRU of PrefixKV bounded by `max_bytes`; safe to share between threads."""
+    """LRU of PromptState bounded by `max_bytes`; safe to share between threads."""
 
     def __init__(self, max_bytes: int):
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[CacheKey, PrefixKV] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, PromptState] = OrderedDict()
         self._bytes = 0
         self._stats = CacheStats()
         self._lock = threading.Lock()
 
-    def get(self, key: CacheKey, compute: Callable[[], PrefixKV]) -> PrefixKV:
+    def get(self, key: CacheKey, compute: Callable[[], PromptState]) -> PromptState:
         """The cached entry for `key`, or `compute()` stored (if it fits) and returned."""
         with self._lock:
             if key in self._entries:
@@ -64,7 +64,7 @@ class PromptCache:
             self._put(key, value)
         return value
 
-    def _put(self, key: CacheKey, value: PrefixKV) -> None:
+    def _put(self, key: CacheKey, value: PromptState) -> None:
         size = value.nbytes()
         if size > self.max_bytes:  # would evict everything and still not fit: serve it uncached
             return

@@ -7,13 +7,10 @@ log-probability of its answer tokens (rank classification).
 `GenerateTask`: a template with "{text}"; the target follows the input and the
 loss is cross-entropy on the target tokens only (plus EOS).
 
-Every scoring function takes `prompt`, which is one of:
-- a `PrefixKV` (the fast path: prompt keys/values computed once per batch,
-  only the input tokens run; decoder-only models),
-- a [T, d] tensor (the plain path: the prompt is concatenated to every row, as
-  PEFT does; the only path for encoder-decoder models, and the reference the
-  fast path is tested against),
-- None (no prompt).
+Every scoring function takes `prompt`, a `forward.PromptState` made by
+`forward.prompt_state` (the prompt's shared prefix cache for decoder-only
+models, the inline prompt for encoder-decoders, or None), and scores through
+`forward.next_token_logits`, the one prompted forward for every model family.
 
 Why training may use the restricted head exactly: with single-token labels the
 label log-probs are z_k - logsumexp_V(z). The training loss is cross-entropy
@@ -36,14 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SoftPromptError
-from .forward import PrefixKV, TokenBatch, concat_forward, last_token_index, lm_logits, pad_batch, prefixed_forward
+from .forward import PromptState, TokenBatch, next_token_logits, pad_batch, real_rows
 from .models import BaseModel
 from .prompt import PromptMeta
 
 TEXT_SLOT = "{text}"
 TRUNCATE_SIDES = ("left", "right")
 
-Prompt = PrefixKV | torch.Tensor | None
+Prompt = PromptState
 
 
 def _split_template(template: str) -> tuple[str, str]:
@@ -191,16 +188,11 @@ class ClassifyTask:
         equal to the log-probs up to a per-row constant (see the module docstring).
         """
         label_ids = self.label_token_ids(base)
-        if base.is_seq2seq:
-            return _seq2seq_label_logprobs(base, prompt, batch, label_ids)
         if all(len(t) == 1 for t in label_ids):
-            rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)
-            cols = last_token_index(batch.attention_mask)
+            first = torch.tensor([t[0] for t in label_ids], device=base.device)
             if normalized:
-                logits = _logits_at(base, prompt, batch, rows, cols, None)
-                return logits.float().log_softmax(-1)[:, [t[0] for t in label_ids]]
-            ids = torch.tensor([t[0] for t in label_ids], device=base.device)
-            return _logits_at(base, prompt, batch, rows, cols, ids).float()
+                return next_token_logits(base, prompt, batch).float().log_softmax(-1)[:, first]
+            return next_token_logits(base, prompt, batch, token_ids=first).float()
         return _multi_token_logprobs(base, prompt, batch, label_ids)
 
     def loss(self, base: BaseModel, prompt: Prompt, batch: TokenBatch, target: torch.Tensor) -> torch.Tensor:
@@ -221,89 +213,18 @@ class ClassifyTask:
         meta.task, meta.template, meta.verbalizer = "classify", self.template, dict(self.verbalizer)
 
 
-def _logits_at(
-    base: BaseModel,
-    prompt: Prompt,
-    batch: TokenBatch,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    token_ids: torch.Tensor | None,
-) -> torch.Tensor:
-    """Logits [N, K or V] at (rows[i], cols[i]) of a decoder-only model, fast or plain path."""
-    if isinstance(prompt, torch.Tensor):  # plain path: PEFT's way, full logits everywhere
-        logits = concat_forward(base, prompt, batch).logits[rows, cols]
-        return logits if token_ids is None else logits[:, token_ids]
-    hidden, _ = prefixed_forward(base, prompt, batch)
-    return lm_logits(base, hidden[rows, cols], token_ids)
-
-
-def _repeat_rows(prompt: Prompt, repeats: int, batch_size: int) -> Prompt:
-    """The prompt for a batch whose every row is repeated `repeats` times in place."""
-    if not isinstance(prompt, PrefixKV) or prompt.batch_size == 1:
-        return prompt
-    index = torch.arange(batch_size, device=prompt.mask.device).repeat_interleave(repeats)
-    return PrefixKV(
-        [k[index] for k in prompt.keys], [v[index] for v in prompt.values], prompt.mask[index], prompt.lengths[index]
-    )
-
-
-def _real_rows(batch: TokenBatch) -> list[list[int]]:
-    return [ids[mask.bool()].tolist() for ids, mask in zip(batch.input_ids, batch.attention_mask)]
-
-
 def _multi_token_logprobs(
     base: BaseModel, prompt: Prompt, batch: TokenBatch, label_ids: list[list[int]]
 ) -> torch.Tensor:
-    """Exact summed log-probs: one row per (example, label) = input + label tokens but the last."""
-    inputs = _real_rows(batch)
-    k = len(label_ids)
-    seqs = [ids + toks[:-1] for ids in inputs for toks in label_ids]
-    wide = pad_batch(seqs, base.pad_token_id, side="right", device=base.device)
-    rows, cols, targets, owner = [], [], [], []
-    for r, ids in enumerate(inputs):
-        for j, toks in enumerate(label_ids):
-            for i, tok in enumerate(toks):  # position n-1+i predicts the label's token i
-                rows.append(r * k + j)
-                cols.append(len(ids) - 1 + i)
-                targets.append(tok)
-                owner.append(r * k + j)
-    dev = base.device
-    logp = (
-        _logits_at(
-            base,
-            _repeat_rows(prompt, k, len(inputs)),
-            wide,
-            torch.tensor(rows, device=dev),
-            torch.tensor(cols, device=dev),
-            None,
-        )
-        .float()
-        .log_softmax(-1)
-    )
-    picked = logp.gather(1, torch.tensor(targets, device=dev).unsqueeze(1)).squeeze(1)
-    sums = torch.zeros(len(inputs) * k, device=dev, dtype=picked.dtype).index_add(
-        0, torch.tensor(owner, device=dev), picked
-    )
-    return sums.view(len(inputs), k)
-
-
-def _seq2seq_label_logprobs(
-    base: BaseModel, prompt: Prompt, batch: TokenBatch, label_ids: list[list[int]]
-) -> torch.Tensor:
-    """Encoder-decoder: the decoder is fed [start, label tokens but the last] for every label (plain path)."""
-    if isinstance(prompt, PrefixKV):
-        raise SoftPromptError("encoder-decoder models use the plain path: pass the prompt tensor, not a prefix cache")
+    """Exact summed log-probs: one row per (example, label), fed the label's tokens but the last."""
     k, b = len(label_ids), batch.input_ids.shape[0]
-    start = base.config.decoder_start_token_id
-    dec = pad_batch([[start, *toks[:-1]] for toks in label_ids], base.pad_token_id, side="right", device=base.device)
-    enc = TokenBatch(batch.input_ids.repeat_interleave(k, 0), batch.attention_mask.repeat_interleave(k, 0))
-    logits = concat_forward(base, prompt, enc, decoder_input_ids=dec.input_ids.repeat(b, 1)).logits
-    logp = logits.float().log_softmax(-1).view(b, k, dec.input_ids.shape[1], -1)
-    scores = []
-    for j, toks in enumerate(label_ids):
-        idx = torch.tensor(toks, device=base.device)
-        scores.append(logp[:, j, torch.arange(len(toks)), idx].sum(-1))
-    return torch.stack(scores, dim=1)
+    repeated = TokenBatch(batch.input_ids.repeat_interleave(k, 0), batch.attention_mask.repeat_interleave(k, 0))
+    repeated_prompt = None if prompt is None else prompt.repeat_rows(k)
+    logp = next_token_logits(base, repeated_prompt, repeated, [toks[:-1] for _ in range(b) for toks in label_ids])
+    targets = torch.tensor([tok for _ in range(b) for toks in label_ids for tok in toks], device=base.device)
+    owner = torch.tensor([r for r in range(b * k) for _ in label_ids[r % k]], device=base.device)
+    picked = logp.float().log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    return torch.zeros(b * k, device=base.device, dtype=picked.dtype).index_add(0, owner, picked).view(b, k)
 
 
 # -- generation -----------------------------------------------------------------------
@@ -342,35 +263,16 @@ class GenerateTask:
         ids, target_ids, cut = self.encode(base, text, target, max_tokens=max_tokens, truncate=truncate)
         return Encoded(tuple(ids), tuple(target_ids), cut, where)
 
-    def collate(
-        self, base: BaseModel, rows: Sequence[Encoded], *, side: str = "left"
-    ) -> tuple[TokenBatch, torch.Tensor]:
-        """Decoder-only: (input + target rows, labels [B, L] with -100 off the target).
+    def collate(self, base: BaseModel, rows: Sequence[Encoded], *, side: str = "left") -> tuple[TokenBatch, TokenBatch]:
+        """(inputs, targets): the target token ids right-padded, one row per input."""
+        batch = pad_batch([r.ids for r in rows], base.pad_token_id, side=side, device=base.device)
+        return batch, pad_batch([r.target for r in rows], base.pad_token_id, side="right", device=base.device)
 
-        Encoder-decoder: (inputs, target labels [B, Lt]) for the decoder.
-        """
-        if base.is_seq2seq:
-            batch = pad_batch([r.ids for r in rows], base.pad_token_id, side=side, device=base.device)
-            targets = pad_batch([r.target for r in rows], base.pad_token_id, side="right", device=base.device)
-            return batch, targets.input_ids.masked_fill(targets.attention_mask == 0, -100)
-        batch = pad_batch([r.ids + r.target for r in rows], base.pad_token_id, side=side, device=base.device)
-        labels = torch.full_like(batch.input_ids, -100)
-        ends = last_token_index(batch.attention_mask)
-        for i, r in enumerate(rows):
-            end = int(ends[i]) + 1
-            labels[i, end - len(r.target) : end] = torch.tensor(r.target)
-        return batch, labels
-
-    def loss(self, base: BaseModel, prompt: Prompt, batch: TokenBatch, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, base: BaseModel, prompt: Prompt, batch: TokenBatch, targets: TokenBatch) -> torch.Tensor:
         """Mean cross-entropy over target tokens; logits computed only at the positions that predict them."""
-        if base.is_seq2seq:
-            if isinstance(prompt, PrefixKV):
-                raise SoftPromptError("encoder-decoder models use the plain path: pass the prompt tensor")
-            return concat_forward(base, prompt, batch, labels=labels).loss
-        # Position i predicts labels[i + 1].
-        rows, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
-        logits = _logits_at(base, prompt, batch, rows, cols, None)
-        return F.cross_entropy(logits.float(), labels[rows, cols + 1])
+        wanted = real_rows(targets)
+        logits = next_token_logits(base, prompt, batch, [t[:-1] for t in wanted])
+        return F.cross_entropy(logits.float(), torch.tensor([tok for t in wanted for tok in t], device=base.device))
 
     @classmethod
     def from_meta(cls, meta: PromptMeta) -> GenerateTask:

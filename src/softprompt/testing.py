@@ -48,7 +48,10 @@ def tiny_config(kind: str, vocab_size: int):
     if kind == "gemma3":
         return Gemma3TextConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            head_dim=8, max_position_embeddings=256, sliding_window=128, **common,
+            head_dim=8, max_position_embeddings=256, **common,
+            # A window shorter than the test sequences and one layer of each type, so tests reach the
+            # sliding-window masks; a softcap small enough to change the logits measurably.
+            sliding_window=6, layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=0.5,
         )  # fmt: skip
     if kind == "t5":
         return T5Config(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4, decoder_start_token_id=0, **common)

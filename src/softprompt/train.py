@@ -2,9 +2,9 @@
 
 One optimiser step = `grad_accum` micro-batches of `batch_size` examples. For
 each micro-batch the prompt's keys/values are computed once (batch size 1) and
-shared by every row (`forward.prompt_prefix`), only the input tokens run, and
+shared by every row (`forward.prompt_state`), only the input tokens run, and
 logits are computed only where the loss needs them (`tasks.py`). Encoder-decoder
-models take the plain concatenation path.
+models take the prompt inline, in front of the encoder input.
 
 Reproducible: the data order of epoch e comes from a torch.Generator seeded by
 (seed, e), with length bucketing (shuffle, sort each bucket of

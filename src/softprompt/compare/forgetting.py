@@ -24,7 +24,7 @@ import torch
 
 from ..data import general_english_text
 from ..evaluate import encode_eval_set, evaluate
-from ..forward import causal_lm_loss, concat_forward, pad_batch
+from ..forward import causal_lm_loss, input_logits, pad_batch
 from ..models import BaseModel
 from .baselines import hard_prompt_ids, instruction_for
 from .config import CompareConfig
@@ -62,7 +62,7 @@ def perplexity(base: BaseModel, text: str, *, tokens: int, window: int) -> dict:
     nll, scored = 0.0, 0
     for chunk in chunks:
         batch = pad_batch([chunk], base.pad_token_id, device=base.device)
-        loss = causal_lm_loss(concat_forward(base, None, batch).logits, batch.input_ids)
+        loss = causal_lm_loss(input_logits(base, None, batch), batch.input_ids)
         nll += loss.item() * (len(chunk) - 1)
         scored += len(chunk) - 1
     return {"perplexity": math.exp(nll / scored) if scored else None, "tokens": scored}
