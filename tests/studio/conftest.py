@@ -84,6 +84,6 @@ def wait_until(check, timeout: float = 30.0, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {check}")
 
 
-def client(server: RunningServer, **kwargs) -> httpx.Client:
-    """An HTTP client to the studio that sends the token, as the page does."""
-    return httpx.Client(base_url=server.url, timeout=60, headers=server.headers, **kwargs)
+def client(server: RunningServer, headers: dict | None = None) -> httpx.Client:
+    """An HTTP client to the studio that sends the token (and `headers`), as the page does."""
+    return httpx.Client(base_url=server.url, timeout=60, headers={**server.headers, **(headers or {})})

@@ -9,8 +9,8 @@ import pytest
 
 from softprompt.errors import SoftPromptError
 from softprompt.prompt import SoftPrompt
-from softprompt.studio.jobs import JOB_FILE, JobQueue
-from softprompt.studio.runner import JobSpec, publish, resolve, train_job
+from softprompt.studio.jobs import JOB_FILE, JobBusy, JobQueue, QueueFull
+from softprompt.studio.runner import JobSpec, NameTaken, publish, resolve, train_job
 from softprompt.studio.uploads import UploadStore
 
 from .conftest import TEMPLATE, reviews_csv, small_job, wait_until
@@ -178,3 +178,51 @@ def test_data_problems_are_found_before_queueing(tmp_path):
     with pytest.raises(SoftPromptError) as e:
         resolve(JobSpec(**small_job(path.name, label_column="nope")), uploads)
     assert "missing column 'nope'" in str(e.value) and str(tmp_path) not in str(e.value)
+
+
+def test_the_queue_is_capped_and_finished_jobs_can_be_deleted(tmp_path):
+    runner = FakeRunner(total=50)
+    runner.gate.clear()
+    queue = JobQueue(tmp_path, runner, lambda job, run_dir: None, max_active=2, max_kept=3)
+    try:
+        first, second = queue.submit(spec("a")), queue.submit(spec("b"))
+        with pytest.raises(QueueFull, match="2 jobs are queued or running"):
+            queue.submit(spec("c"))
+        with pytest.raises(JobBusy, match="stop it before deleting it"):
+            queue.delete(second.id)
+        queue.stop(second.id)
+        queue.delete(second.id)
+        assert not (tmp_path / second.id).exists() and [j.id for j in queue.list()] == [first.id]
+        with pytest.raises(SoftPromptError, match="no job"):
+            queue.get(second.id)
+    finally:
+        runner.gate.set()
+        queue.close()
+
+
+def test_publish_never_replaces_another_prompt_unless_asked(tmp_path, base):
+    from softprompt.prompt import PromptMeta
+
+    run_dir = tmp_path / "jobs" / "job1" / "run"
+    SoftPrompt.initialize(base, 3, "random", meta=PromptMeta()).save(run_dir, base)
+    (run_dir / "checkpoint").mkdir()
+    prompts = tmp_path / "prompts"
+    SoftPrompt.initialize(base, 2, "random", meta=PromptMeta()).save(prompts / "theirs", base)
+    with pytest.raises(NameTaken, match="a prompt named 'theirs' already exists.*kept in the job's folder \\(job1\\)"):
+        publish(run_dir, prompts, "theirs", replace=False)
+    assert SoftPrompt.load(prompts / "theirs").num_virtual_tokens == 2
+    publish(run_dir, prompts, "theirs", replace=True)
+    assert SoftPrompt.load(prompts / "theirs").num_virtual_tokens == 3
+    assert not (prompts / "theirs" / "checkpoint").exists()
+
+
+def test_a_job_whose_name_was_taken_meanwhile_fails_and_keeps_its_prompt(tmp_path):
+    def publish_taken(job, run_dir):
+        raise NameTaken(job.name, run_dir)
+
+    queue = JobQueue(tmp_path, FakeRunner(total=1), publish_taken)
+    try:
+        job = queue.wait(queue.submit(spec("late")).id, 20)
+    finally:
+        queue.close()
+    assert job.state == "failed" and "a prompt named 'late' already exists" in job.error and job.published is None

@@ -110,3 +110,23 @@ def test_a_symlink_pointing_outside_is_not_an_upload(tmp_path):
     (tmp_path / "u" / "12345678-link.csv").symlink_to(tmp_path / "secret.csv")
     with pytest.raises(UploadError):
         store.path("12345678-link.csv")
+
+
+def test_the_folder_quota_holds_while_streaming_and_deleting_makes_room(tmp_path):
+    store = UploadStore(tmp_path, max_bytes=1000, max_total_bytes=300)
+    data = b"text,label\n" + b"some text,a\n" * 15  # 191 bytes
+    first = save(store, "a.csv", data)
+    with pytest.raises(UploadError, match="uploads may use 300 bytes in all and 191 bytes are taken") as e:
+        save(store, "b.csv", data)
+    assert e.value.status == 413 and [u["id"] for u in store.list()] == [first.id]
+    assert store.shown_name(first.id) == "a.csv" and store.used_bytes() == len(data)
+    store.delete(first.id)
+    assert store.list() == [] and save(store, "b.csv", data).name == "b.csv"
+    with pytest.raises(UploadError):
+        store.delete(first.id)
+
+
+def test_a_deeply_nested_json_line_names_the_file_and_line(tmp_path):
+    nested = "[" * 50_000 + "]" * 50_000
+    with pytest.raises(UploadError, match=r"^d\.jsonl:2: JSON nested too deeply"):
+        save(UploadStore(tmp_path), "d.jsonl", f'{{"text": "a", "label": "b"}}\n{{"text": {nested}}}\n'.encode(), 4096)

@@ -78,6 +78,12 @@ class QueueFull(SoftPromptError):
     status = 429
 
 
+class JobBusy(SoftPromptError):
+    """The job (or its prompt name) is in use by a queued or running job."""
+
+    status = 409
+
+
 class JobQueue:
     """Training jobs under `folder`; `runner` trains one, `publish(job, run_dir)` makes its prompt servable."""
 
@@ -112,7 +118,7 @@ class JobQueue:
         with self._lock:
             busy = [j for j in self._jobs.values() if j.name == spec.name and j.state in ("queued", "running")]
             if busy:
-                raise SoftPromptError(f"job {busy[0].id} is already training a prompt named '{spec.name}'")
+                raise JobBusy(f"job {busy[0].id} is already training a prompt named '{spec.name}'")
             self._check_room()
             job = Job(id=_new_id(), spec=spec.to_dict())
             self._jobs[job.id] = job
@@ -164,7 +170,7 @@ class JobQueue:
         with self._lock:
             job = self.get(job_id)
             if job.state in ("queued", "running") or self._current == job_id:
-                raise SoftPromptError(f"job {job_id} is {job.state}; stop it before deleting it")
+                raise JobBusy(f"job {job_id} is {job.state}; stop it before deleting it")
             del self._jobs[job_id]
             shutil.rmtree(self.folder / job_id, ignore_errors=True)
             self._lock.notify_all()
