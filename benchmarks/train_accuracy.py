@@ -1,79 +1,83 @@
-"""Accuracy spread of prompt tuning on a built-in dataset: several seeds and inits, same budget.
+"""Accuracy of prompt tuning against LoRA and full fine-tuning: built-in tasks x methods x seeds x budgets.
 
-    .venv/bin/python benchmarks/train_accuracy.py [--steps 80] [--seeds 0 1] \
-        [--inits labels "text:Classify the sentiment of this movie review as positive or negative."]
+    nice -n 10 .venv/bin/python benchmarks/train_accuracy.py --threads 1 \
+        [--tasks rotten-tomatoes bbc-news sms-spam trec word-analogies] \
+        [--methods prompt-tuning lora full-finetune "prompt-tuning[lr=0.03]"] \
+        [--seeds 0 1 2] [--budgets 50 200 time:lora:50] [--out runs/accuracy]
 
-One run per (init, seed): `recipe.run_training` (what `softprompt train` runs) with
-the shared defaults and the given step budget (no dev-based selection: the last prompt is scored, as in
-`softprompt quickstart`), then accuracy on the whole dev split and on the first
---test-examples test examples. Prints one row per run and the mean and spread
-per init. Its purpose is to tell a real difference between settings from seed
-noise: on rotten-tomatoes one seed's dev accuracy can move by 5 points.
+Each cell (task, method, budget, seed) trains the method (softprompt's trainer for
+prompts; `softprompt compare`'s loop for LoRA r=8 and full fine-tuning), evaluates
+the first --dev-examples dev examples --evals times along the way (the dev curve;
+the best weights there are kept, as `softprompt train` does), then scores the
+WHOLE test split: accuracy, macro-F1, per-class recall (exact match and token F1
+for text to text), and for classification two decision rules fitted without
+retraining (see softprompt/accuracy/scoring.py). A budget is optimiser steps
+(batch --batch-size) or time:<method>:<steps>, the wall-clock time the reference
+method needed for <steps>, converted into each method's steps by its examples/s
+measured in this same run: so say how loaded the machine was (each cell records
+its load average).
+
+Cells are saved under OUT/cells as they finish; rerunning the same command skips
+them (a run that dies keeps what it finished). OUT/results.json and
+OUT/results.md hold mean ± standard deviation over seeds and steps to plateau.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
-import time
+import sys
 
-from softprompt.evaluate import encode_eval_set, evaluate
-from softprompt.models import DEFAULT_MODEL, load_base_model
-from softprompt.recipe import RunSpec, defaults, prepare, run_training, set_threads
+from softprompt.accuracy.sweep import SweepConfig, all_cells, run_sweep
+from softprompt.accuracy.table import markdown, summarize
+from softprompt.errors import SoftPromptError
+from softprompt.fileio import write_json_atomic, write_text_atomic
+from softprompt.models import load_base_model
+from softprompt.recipe import set_threads
 
 
-def main() -> None:
+def main() -> int:
+    defaults = SweepConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--data", default="rotten-tomatoes")
-    parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--inits", nargs="+", default=["labels"])
-    parser.add_argument("--num-virtual-tokens", type=int, default=defaults()["num_virtual_tokens"])
-    parser.add_argument("--test-examples", type=int, default=300, help="first N test examples (0 = all)")
+    parser.add_argument("--model", default=defaults.model)
+    parser.add_argument("--tasks", nargs="+", default=list(defaults.tasks))
+    parser.add_argument("--methods", nargs="+", default=list(defaults.methods))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
+    parser.add_argument("--budgets", nargs="+", default=list(defaults.budgets))
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--evals", type=int, default=defaults.evals, help="dev evaluations per run")
+    parser.add_argument("--dev-examples", type=int, default=defaults.dev_examples)
+    parser.add_argument("--test-examples", type=int, default=defaults.test_examples, help="0 = the whole test split")
+    parser.add_argument("--out", default="runs/accuracy")
+    parser.add_argument(
+        "--table-only", action="store_true", help="write the tables from the saved cells; train nothing"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
     args = parser.parse_args()
-    set_threads(args.threads)
-
-    base = load_base_model(args.model)
-    data = prepare(RunSpec(data=args.data))
-    task, limit = data.task, data.max_input_tokens
-    dev = encode_eval_set(base, task, data.dev, max_tokens=limit)
-    test_examples = data.test[: args.test_examples] if args.test_examples else data.test
-    test = encode_eval_set(base, task, test_examples, max_tokens=limit)
-    print(f"{args.model} on {args.data}: {args.steps} steps, dev {len(dev)}, test {len(test)}")
-    print(f"{'init':<40} {'seed':>4} {'dev acc':>8} {'test acc':>8} {'train s':>8}")
-
-    results: dict[str, list[tuple[float, float]]] = {}
-    for init in args.inits:
-        for seed in args.seeds:
-            settings = {
-                "num_virtual_tokens": args.num_virtual_tokens,
-                "init": init,
-                "steps": args.steps,
-                "checkpoint_every": args.steps + 1,  # no mid-run checkpoints: the folder is thrown away
-                "seed": seed,
-            }
-            spec = RunSpec(data=args.data, max_dev_examples=0, settings=settings)
-            with tempfile.TemporaryDirectory() as out:
-                started = time.perf_counter()
-                trained = run_training(spec, out, base, data=data, show_progress=False)
-                seconds = time.perf_counter() - started
-            prompt = trained.prompt.embeddings.detach()
-            dev_acc = evaluate(base, task, prompt, dev.rows)["accuracy"]
-            test_acc = evaluate(base, task, prompt, test.rows)["accuracy"]
-            results.setdefault(init, []).append((dev_acc, test_acc))
-            print(f"{init[:40]:<40} {seed:>4} {dev_acc:>8.1%} {test_acc:>8.1%} {seconds:>8.0f}", flush=True)
-
-    print("\nmean (min-max) over seeds")
-    for init, accs in results.items():
-        devs, tests = [d for d, _ in accs], [t for _, t in accs]
-        print(
-            f"{init[:40]:<40} dev {statistics.mean(devs):.1%} ({min(devs):.1%}-{max(devs):.1%})  "
-            f"test {statistics.mean(tests):.1%} ({min(tests):.1%}-{max(tests):.1%})"
+    try:
+        config = SweepConfig(
+            model=args.model,
+            tasks=args.tasks,
+            methods=args.methods,
+            seeds=args.seeds,
+            budgets=args.budgets,
+            batch_size=args.batch_size,
+            evals=args.evals,
+            dev_examples=args.dev_examples,
+            test_examples=args.test_examples,
         )
+        if not args.table_only:
+            set_threads(args.threads)
+            run_sweep(config, args.out, load_base_model(config.model))
+    except SoftPromptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = summarize(all_cells(args.out))
+    table = markdown(rows, header=f"{config.model}: mean ± standard deviation over seeds; test = whole test split\n")
+    write_json_atomic(f"{args.out}/results.json", {"config": config.fingerprint(), "rows": rows})
+    write_text_atomic(f"{args.out}/results.md", table)
+    print(table)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

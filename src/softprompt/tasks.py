@@ -129,11 +129,19 @@ class ClassifyTask:
     template: str  # contains "{text}", e.g. "Review: {text}\nSentiment:"
     verbalizer: dict[str, str]  # label -> answer words, e.g. {"fresh": " positive"}
     kind: str = field(default="classify", init=False)
+    # Training-loss weight per label (verbalizer order), e.g. inverse frequency; None: all 1.
+    class_weights: tuple[float, ...] | None = None
 
     def __post_init__(self):
         _split_template(self.template)
         if len(self.verbalizer) < 2:
             raise SoftPromptError(f"a classification task needs at least 2 labels, got {list(self.verbalizer)}")
+        if self.class_weights is not None and (
+            len(self.class_weights) != len(self.verbalizer) or not all(w > 0 for w in self.class_weights)
+        ):
+            raise SoftPromptError(
+                f"class weights must be one positive number per label ({len(self.verbalizer)}), got {self.class_weights}"
+            )
         for label, words in self.verbalizer.items():
             if not isinstance(words, str) or not words.strip():
                 raise SoftPromptError(f"label {label!r} has empty answer words; give e.g. '{label}=positive'")
@@ -196,8 +204,9 @@ class ClassifyTask:
         return _multi_token_logprobs(base, prompt, batch, label_ids)
 
     def loss(self, base: BaseModel, prompt: Prompt, batch: TokenBatch, target: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the K labels (rank-classification loss)."""
-        return F.cross_entropy(self.label_scores(base, prompt, batch), target)
+        """Mean cross-entropy over the K labels (rank-classification loss), weighted by `class_weights`."""
+        weight = None if self.class_weights is None else torch.tensor(self.class_weights, device=target.device)
+        return F.cross_entropy(self.label_scores(base, prompt, batch), target, weight=weight)
 
     def predict(self, base: BaseModel, prompt: Prompt, batch: TokenBatch) -> list[str]:
         scores = self.label_scores(base, prompt, batch)

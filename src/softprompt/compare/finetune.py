@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +70,12 @@ def train_classifier(
     *,
     desc: str = "train",
     show_progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> LoopResult:
-    """Train the parameters of `model.model` that require grad; the others stay as they are."""
+    """Train the parameters of `model.model` that require grad; the others stay as they are.
+
+    `on_step(step)` runs after each optimiser step, outside the timed part (e.g. a dev evaluation).
+    """
     params = [p for p in model.model.parameters() if p.requires_grad]
     if not params:
         raise SoftPromptError("nothing to train: no parameter requires grad")
@@ -101,6 +105,8 @@ def train_classifier(
             result.examples_seen += len(index)
             result.losses.append(loss.item())
             progress.update(loss=f"{loss.item():.4f}", **{"ex/s": f"{result.examples_seen / result.seconds:.1f}"})
+            if on_step is not None:
+                on_step(step + 1)
     finally:
         progress.close()
     return result

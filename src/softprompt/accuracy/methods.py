@@ -1,0 +1,240 @@
+"""The methods a sweep compares, one registry entry each, and how one is trained with a dev curve.
+
+Prompt methods go through softprompt's own trainer (`train.train`) with its defaults,
+changed only by the entry's `settings` (TrainConfig fields): the coming deep and
+reparameterised prompts are entries such as `PromptMethod(..., {"method": "prefix"})`.
+LoRA and full fine-tuning reuse `softprompt compare`'s loop and settings (PEFT's LoRA,
+AdamW with warmup; compare/finetune.py). Every method sees the same batches for a seed,
+is evaluated on the same dev examples every `eval_every` steps, and keeps the weights
+that scored best there (the trainer's rule), so all are scored the same way.
+
+A method name may carry overrides: `prompt-tuning[lr=0.03,init=vocab]` is the prompt
+entry with those TrainConfig fields changed; `lora[lr=0.003]` changes LoRA's LR.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+
+import torch
+
+from ..errors import SoftPromptError
+from ..evaluate import EvalSet, evaluate, main_metric
+from ..models import BaseModel
+from ..progress import MetricsLog
+from ..tasks import ClassifyTask, Encoded, Task
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one cell asks of a method."""
+
+    steps: int
+    batch_size: int
+    eval_every: int
+    seed: int
+    max_input_tokens: int | None
+    eval_batch_size: int = 32
+
+
+@dataclass
+class Trained:
+    """A trained method, ready to score: `model` with `prompt` (None: the model alone)."""
+
+    model: BaseModel
+    prompt: torch.Tensor | None
+    curve: list[dict]  # one {"step": s, <dev metric>: value, ...} per dev evaluation
+    losses: list[float]  # training loss per step
+    train_seconds: float  # optimiser steps only, without the dev evaluations
+    examples_seen: int
+    best_step: int | None
+    trainable_parameters: int
+
+
+class Method(Protocol):
+    title: str
+
+    def train(
+        self, base: BaseModel, task: Task, rows: Sequence[Encoded], dev: EvalSet, budget: Budget, workdir: Path
+    ) -> Trained: ...
+
+
+def balanced_weights(task: ClassifyTask, rows: Sequence[Encoded]) -> tuple[float, ...]:
+    """Inverse label frequency in `rows`, scaled so the weights average 1 over examples (sklearn's 'balanced')."""
+    counts = Counter(r.target for r in rows)
+    k = len(task.labels)
+    return tuple(len(rows) / (k * counts[i]) if counts[i] else 1.0 for i in range(k))
+
+
+@dataclass(frozen=True)
+class PromptMethod:
+    """A soft prompt trained by `train.train`; `settings` are TrainConfig fields beside its defaults."""
+
+    title: str
+    settings: Mapping[str, object] = field(default_factory=dict)
+    balanced_loss: bool = False  # class-balanced cross-entropy (inverse label frequency)
+
+    def train(
+        self, base: BaseModel, task: Task, rows: Sequence[Encoded], dev: EvalSet, budget: Budget, workdir: Path
+    ) -> Trained:
+        from ..train import TrainConfig, train
+
+        if self.balanced_loss and isinstance(task, ClassifyTask):
+            task = replace(task, class_weights=balanced_weights(task, rows))
+        settings = {"init": "labels" if isinstance(task, ClassifyTask) else "vocab", **self.settings}
+        config = TrainConfig(
+            batch_size=budget.batch_size,
+            steps=budget.steps,
+            eval_every=budget.eval_every,
+            eval_batch_size=budget.eval_batch_size,
+            checkpoint_every=budget.steps,
+            max_input_tokens=budget.max_input_tokens,
+            seed=budget.seed,
+            **settings,
+        )
+        result = train(base, task, rows, dev, config, workdir, show_progress=False)
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+        records = MetricsLog(workdir / "metrics.jsonl").records()
+        return Trained(
+            model=base,
+            prompt=result.prompt.embeddings.detach(),
+            curve=[_undev(r) for r in records if any(k.startswith("dev_") for k in r)],
+            losses=[r["loss"] for r in records if "loss" in r],
+            train_seconds=float(result.prompt.meta.training.get("train_time_s", result.wall_time_s)),
+            examples_seen=result.examples_seen,
+            best_step=result.best_step,
+            trainable_parameters=result.prompt.embeddings.numel(),
+        )
+
+
+def _undev(record: dict) -> dict:
+    return {"step": record["step"], **{k[4:]: v for k, v in record.items() if k.startswith("dev_")}}
+
+
+@dataclass(frozen=True)
+class FinetuneMethod:
+    """LoRA or full fine-tuning through `softprompt compare`'s loop, with its settings unless overridden."""
+
+    title: str
+    kind: str  # "lora" | "full-finetune"
+    settings: Mapping[str, object] = field(default_factory=dict)  # lr, lora_r, lora_alpha, warmup_fraction
+
+    def train(
+        self, base: BaseModel, task: Task, rows: Sequence[Encoded], dev: EvalSet, budget: Budget, workdir: Path
+    ) -> Trained:
+        from ..compare.config import CompareConfig
+        from ..compare.finetune import LoopConfig, full_finetune_copy, lora_copy, train_classifier
+        from ..compare.measure import parameter_counts
+
+        defaults = CompareConfig()
+        unknown = set(self.settings) - {"lr", "lora_r", "lora_alpha", "warmup_fraction"}
+        if unknown:
+            raise SoftPromptError(
+                f"{self.kind}: unknown settings {sorted(unknown)} (lr, lora_r, lora_alpha, warmup_fraction)"
+            )
+        option = {**{"lora_r": defaults.lora_r, "lora_alpha": defaults.lora_alpha}, **self.settings}
+        if self.kind == "lora":
+            model, _ = lora_copy(base, int(option["lora_r"]), int(option["lora_alpha"]))
+            lr = float(option.get("lr", defaults.lora_lr))
+        else:
+            model = full_finetune_copy(base)
+            lr = float(option.get("lr", defaults.full_lr))
+        warmup = int(budget.steps * float(option.get("warmup_fraction", defaults.warmup_fraction)))
+        loop = LoopConfig(budget.steps, budget.batch_size, lr, warmup, budget.seed)
+        tracker = _BestOnDev(model, task, dev, budget)
+        trained = train_classifier(
+            model, task, rows, loop, desc=self.kind, show_progress=False, on_step=tracker.on_step(budget.steps)
+        )
+        tracker.restore_best()
+        return Trained(
+            model=model,
+            prompt=None,
+            curve=tracker.curve,
+            losses=trained.losses,
+            train_seconds=trained.seconds,
+            examples_seen=trained.examples_seen,
+            best_step=tracker.best_step,
+            trainable_parameters=parameter_counts(model.model)[0],
+        )
+
+
+class _BestOnDev:
+    """Dev evaluation every `eval_every` steps and at the end; keeps a copy of the best trained weights."""
+
+    def __init__(self, model: BaseModel, task: Task, dev: EvalSet, budget: Budget):
+        self.model, self.task, self.dev, self.budget = model, task, dev, budget
+        self.metric = main_metric(task)
+        self.curve: list[dict] = []
+        self.best_step: int | None = None
+        self.best_value = -math.inf
+        self.best: dict[str, torch.Tensor] = {}
+
+    def on_step(self, total: int):
+        def hook(step: int) -> None:
+            if step % self.budget.eval_every and step != total:
+                return
+            report = evaluate(self.model, self.task, None, self.dev.rows, batch_size=self.budget.eval_batch_size)
+            self.curve.append({"step": step, **{k: v for k, v in report.items() if isinstance(v, (int, float))}})
+            if report[self.metric] > self.best_value:  # strictly better, as the trainer's rule
+                self.best_value, self.best_step = report[self.metric], step
+                self.best = {n: p.detach().clone() for n, p in self.trained()}
+
+        return hook
+
+    def trained(self):
+        return ((n, p) for n, p in self.model.model.named_parameters() if p.requires_grad)
+
+    def restore_best(self) -> None:
+        with torch.no_grad():
+            for name, p in self.trained():
+                p.copy_(self.best[name])
+
+
+METHODS: Mapping[str, Method] = MappingProxyType(
+    {
+        "prompt-tuning": PromptMethod("Prompt tuning (softprompt)"),
+        "prompt-tuning-balanced": PromptMethod("Prompt tuning, class-balanced loss", balanced_loss=True),
+        "lora": FinetuneMethod("LoRA r=8 (PEFT)", "lora"),
+        "full-finetune": FinetuneMethod("Full fine-tuning", "full-finetune"),
+    }
+)
+
+
+def method_by_name(spec: str) -> Method:
+    """A registry entry, with `[key=value,...]` overrides of its settings (values read as JSON where they parse)."""
+    name, _, rest = spec.partition("[")
+    if name not in METHODS:
+        raise SoftPromptError(f"no method {name!r}; choose from {', '.join(METHODS)} (optionally with [key=value,...])")
+    method = METHODS[name]
+    if not rest:
+        return method
+    if not rest.endswith("]"):
+        raise SoftPromptError(f"method {spec!r}: overrides go in brackets, e.g. {name}[lr=0.03]")
+    overrides = {}
+    for part in filter(None, (p.strip() for p in rest[:-1].split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise SoftPromptError(f"method {spec!r}: {part!r} is not key=value")
+        overrides[key.strip()] = _value(value.strip())
+    return replace(method, title=f"{method.title} [{rest[:-1]}]", settings={**method.settings, **overrides})
+
+
+def _value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def scratch_dir(root: Path | None = None) -> tempfile.TemporaryDirectory:
+    """Where a prompt method's trainer writes its folder (thrown away: the sweep keeps figures only)."""
+    return tempfile.TemporaryDirectory(prefix="sweep-", dir=root)

