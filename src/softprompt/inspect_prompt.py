@@ -72,6 +72,11 @@ class Inspection:
     clustering: dict[str, float | int | None] = field(default_factory=dict)
     init: str | None = None  # how the prompt was initialised, when known
     summary: str = ""
+    projection: dict | None = None  # projection.ProjectionScore as a dict, when scored on data
+
+    def nearest_token_ids(self) -> list[int]:
+        """Each virtual token's nearest vocabulary token: the prompt's readable projection."""
+        return [tok.neighbours[0].token_id for tok in self.tokens]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -297,4 +302,8 @@ def format_text(inspection: Inspection) -> str:
             f"at cosine {lab.best_cosine:.3f}"
         )
     lines.append(inspection.summary)
+    if inspection.projection is not None:
+        from .projection import ProjectionScore, summary
+
+        lines.append(summary(ProjectionScore(**inspection.projection)))
     return "\n".join(lines)

@@ -1,4 +1,7 @@
-"""`softprompt inspect PROMPT`: nearest vocabulary tokens, norms, drift and label clustering of a prompt."""
+"""`softprompt inspect PROMPT`: nearest vocabulary tokens, norms, drift and label clustering of a prompt.
+
+With `--data`, also how the prompt's nearest-token projection scores as a hard prompt (projection.py).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-model-mismatch", action="store_true", help="inspect with a model other than the one it was trained on"
     )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="also score the prompt's nearest-token projection as a hard prompt beside the soft prompt on this "
+        "data (built-in dataset name: its --split; data file: all of it; the task comes from the prompt file)",
+    )
+    parser.add_argument(
+        "--split", choices=("train", "dev", "test"), default="dev", help="built-in split (default: dev)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per scoring batch (default: 32)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     base = load_base_model(model)
     prompt = SoftPrompt.load(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     inspection = inspect_prompt(prompt, base, top_k=args.top_k)
+    if args.data:
+        inspection.projection = _score_projection(args, base, prompt, inspection.nearest_token_ids())
     if args.plot:
         from ..plots import plot_inspection
 
@@ -44,3 +60,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_text(inspection))
     return 0
+
+
+def _score_projection(args: argparse.Namespace, base, prompt, token_ids: list[int]) -> dict:
+    from ..data import BuiltinDataset, resolve_data
+    from ..evaluate import encode_eval_set
+    from ..projection import score_projection
+    from ..recipe import RunSpec, prepare
+
+    data = prepare(RunSpec(data=args.data), need_train=False, meta=prompt.meta)
+    builtin = isinstance(resolve_data(args.data), BuiltinDataset)
+    examples = getattr(data, args.split) if builtin else data.test
+    examples = examples[: args.limit] if args.limit else examples
+    rows = encode_eval_set(base, data.task, examples, max_tokens=data.max_input_tokens)
+    print(f"scoring the soft prompt and its projection on {len(rows)} examples ...", file=sys.stderr)
+    split = args.split if builtin else None
+    score = score_projection(
+        base, data.task, prompt.embeddings, rows.rows, token_ids=token_ids, batch_size=args.batch_size, split=split
+    )
+    return score.to_dict()

@@ -38,7 +38,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="data file (.jsonl/.csv/.tsv/.parquet) or built-in dataset name (rotten-tomatoes, bbc-news)",
+        help="data file (.jsonl/.csv/.tsv/.parquet) or built-in dataset name "
+        "(rotten-tomatoes, bbc-news, sms-spam, trec, word-analogies)",
     )
     parser.add_argument(
         "--task",
