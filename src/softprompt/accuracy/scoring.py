@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..evaluate import EvalRow, length_sorted_batches, prompt_state
-from ..forward import pad_batch
+from ..evaluate import EvalRow, length_sorted_batches
+from ..forward import pad_batch, prompt_state
 from ..metrics import classification_report
 from ..models import BaseModel
 from ..tasks import ClassifyTask
