@@ -1,9 +1,15 @@
-"""Atomic writes: a crash mid-write leaves the old file (or folder) or the new one, never half."""
+"""Atomic writes: a crash mid-write leaves the old file (or folder) or the new one, never half.
+
+What is written gets the permissions the umask gives a normal file or folder
+(0644/0755 under umask 022), not the private 0600/0700 of `tempfile`: a prompt
+folder published by one user must be readable by a server running as another.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,8 +22,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # Created with mode 0666 so the umask, not tempfile's 0600, decides who may read it.
+    tmp = _fresh(path, lambda p: os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -44,10 +50,11 @@ def write_dir_atomic(path: str | Path, fill: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _fresh(path, os.mkdir)  # mode 0777 less the umask
     old = None
     try:
         fill(tmp)
+        _normal_permissions(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.rename(path, old / "previous")
@@ -60,3 +67,25 @@ def write_dir_atomic(path: str | Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _fresh(path: Path, create: Callable[[Path], None]) -> Path:
+    """A new, unused `.<name>.<random>.tmp` beside `path`, made by `create` (which fails if it exists)."""
+    while True:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            create(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+
+
+def _normal_permissions(folder: Path) -> None:
+    """Give everything under `folder` the mode a plain open()/mkdir() would (writers such as
+    safetensors create their files 0600); the folder itself was made with the umask applied."""
+    dir_mode = folder.stat().st_mode & 0o777
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), dir_mode)
+        for name in files:
+            os.chmod(os.path.join(root, name), dir_mode & 0o666)
