@@ -204,3 +204,37 @@ def test_failed_save_leaves_previous_folder_intact(tmp_path, tiny_models, monkey
     assert torch.equal(SoftPrompt.load(tmp_path / "p", base).embeddings, first.embeddings)
     assert sorted(os.listdir(tmp_path)) == ["p"]  # no temp debris
     assert (tmp_path / "p" / INITIAL_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ("[1, 2]", "should be a JSON object, got list"),
+        ('{"template": 5}', "field 'template' has the wrong type"),
+        ('{"verbalizer": {"a": 1}}', "field 'verbalizer' has the wrong type"),
+        ('{"training": "fast"}', "field 'training' has the wrong type"),
+        ('{"task": ["classify"]}', "field 'task' has the wrong type"),
+    ],
+)
+def test_metadata_of_the_wrong_shape_is_a_prompt_file_error(metadata, message):
+    with pytest.raises(PromptFileError, match=message):
+        PromptMeta.from_json(metadata, where="p/adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("value", ["x", 0, -3, 2.5, True])
+def test_a_bad_num_virtual_tokens_is_a_prompt_file_error(tmp_path, tiny_models, value):
+    base = tiny_models("llama")
+    SoftPrompt.initialize(base, 4, "random").save(tmp_path / "p", base)
+    config = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    (tmp_path / "p" / "adapter_config.json").write_text(json.dumps({**config, "num_virtual_tokens": value}))
+    with pytest.raises(PromptFileError, match="num_virtual_tokens should be a whole number"):
+        SoftPrompt.load(tmp_path / "p", base)
+
+
+def test_an_unreadable_config_is_a_prompt_file_error(tmp_path, tiny_models):
+    base = tiny_models("llama")
+    SoftPrompt.initialize(base, 4, "random").save(tmp_path / "p", base)
+    (tmp_path / "p" / "adapter_config.json").unlink()
+    (tmp_path / "p" / "adapter_config.json").mkdir()
+    with pytest.raises(PromptFileError, match="cannot be read"):
+        SoftPrompt.load(tmp_path / "p", base)

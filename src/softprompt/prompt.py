@@ -65,9 +65,28 @@ class PromptMeta:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise PromptFileError(f"{where}: the softprompt metadata is not valid JSON ({e})") from e
+        if not isinstance(raw, dict):
+            raise PromptFileError(f"{where}: the softprompt metadata should be a JSON object, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
         # Ignore fields from newer versions rather than refusing the file.
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        kept = {k: v for k, v in raw.items() if k in known}
+        for name, value in kept.items():
+            if not _meta_field_ok(name, value):
+                raise PromptFileError(
+                    f"{where}: softprompt metadata field '{name}' has the wrong type ({type(value).__name__}: "
+                    f"{str(value)[:60]!r}); the file is corrupt or was edited by hand"
+                )
+        return cls(**kept)
+
+
+def _meta_field_ok(name: str, value: object) -> bool:
+    if name == "training":
+        return isinstance(value, dict)
+    if name == "verbalizer":
+        return value is None or (
+            isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        )
+    return value is None or isinstance(value, str)
 
 
 class SoftPrompt(nn.Module):
@@ -216,13 +235,18 @@ def read_peft_config(folder: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise PromptFileError(f"'{folder}' is not a prompt folder: {CONFIG_FILE} is missing") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except OSError as e:  # a directory in its place, no permission, ...
+        raise PromptFileError(f"{path}: cannot be read ({e.strerror or e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise PromptFileError(f"{path}: not valid JSON ({e}); the file is corrupt") from e
     if not isinstance(config, dict) or config.get("peft_type") != "PROMPT_TUNING":
         kind = config.get("peft_type") if isinstance(config, dict) else None
         raise PromptFileError(
             f"{path}: peft_type is {kind!r}, not 'PROMPT_TUNING'; only prompt-tuning adapters are supported"
         )
+    t = config.get("num_virtual_tokens")
+    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
+        raise PromptFileError(f"{path}: num_virtual_tokens should be a whole number >= 1, got {str(t)[:40]!r}")
     return config
 
 
@@ -239,6 +263,8 @@ def _read_tensor(path: Path, *, want_metadata: bool) -> tuple[torch.Tensor, str 
             meta = (f.metadata() or {}).get(METADATA_KEY) if want_metadata else None
     except SafetensorError as e:
         raise PromptFileError(f"{path}: not a readable safetensors file ({e}); it is corrupt or truncated") from e
+    except OSError as e:
+        raise PromptFileError(f"{path}: cannot be read ({e.strerror or e})") from e
     if not torch.isfinite(tensor).all():
         raise PromptFileError(f"{path}: the prompt holds NaN or infinite values")
     return tensor.to(torch.float32), meta

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from softprompt.infer import Predictor
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE, PromptMeta, SoftPrompt
 from softprompt.serve.app import create_app
 from softprompt.serve.config import ServeSettings
 from softprompt.serve.registry import PromptRegistry
@@ -28,6 +31,43 @@ def classify_meta(multi_token: bool = False) -> PromptMeta:
 def save_prompt(base, folder: Path, *, t: int = 4, seed: int = 0, task: str = "classify", multi_token=False) -> Path:
     meta = classify_meta(multi_token) if task == "classify" else PromptMeta(task="generate", template="Q: {text}\nA:")
     return SoftPrompt.initialize(base, t, "random", seed=seed, meta=meta).save(folder, base)
+
+
+def _set_metadata(folder, metadata: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / WEIGHTS_FILE)
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "softprompt": metadata})
+
+
+def _edit_config(folder, **changes) -> None:
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**config, **changes}))
+
+
+def break_folder(base, folder, kind: str) -> None:
+    """A prompt folder broken in one of the ways the issue found (each once aborted the whole scan)."""
+    save_prompt(base, folder, t=4)
+    if kind == "num_virtual_tokens":
+        _edit_config(folder, num_virtual_tokens="x")
+    elif kind == "metadata_list":
+        _set_metadata(folder, "[1, 2]")
+    elif kind == "template_int":
+        _set_metadata(folder, json.dumps({"task": "classify", "template": 5, "verbalizer": {"pos": "p"}}))
+    elif kind == "config_is_a_directory":
+        (folder / CONFIG_FILE).unlink()
+        (folder / CONFIG_FILE).mkdir()
+    elif kind == "not_json":
+        (folder / CONFIG_FILE).write_text("{not json")
+
+
+BROKEN = {
+    "num_virtual_tokens": "num_virtual_tokens should be a whole number",
+    "metadata_list": "should be a JSON object, got list",
+    "template_int": "field 'template' has the wrong type",
+    "config_is_a_directory": "cannot be read",
+    "not_json": "not valid JSON",
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +102,52 @@ class SlowPredictor:
 
 
 @contextlib.contextmanager
-def serving(base, folder: Path, *, delay: float = 0.0, **settings) -> Iterator[RunningServer]:
-    """A real uvicorn server on 127.0.0.1:<free port> serving `folder`; stopped gracefully at the end."""
+def serving(base, folder: Path, *, delay: float = 0.0, wrap=None, **settings) -> Iterator[RunningServer]:
+    """A real uvicorn server on 127.0.0.1:<free port> serving `folder`; stopped gracefully at the end.
+
+    `wrap(predictor)` puts a look-alike around the real predictor (to hold, count or slow its calls)."""
     predictor = Predictor(base)
-    wrapped = SlowPredictor(predictor, delay) if delay else predictor
+    wrapped = SlowPredictor(predictor, delay) if delay else wrap(predictor) if wrap else predictor
     registry = PromptRegistry(folder, wrapped, base)
     app = create_app(wrapped, registry, ServeSettings(**settings))
     server = start_in_thread(app)
-    server.predictor = predictor
+    server.predictor, server.app = predictor, app
     try:
         yield server
     finally:
         server.stop()
+
+
+# -- raw sockets: what an HTTP client library would not send -----------------------------
+
+
+def connect(server: RunningServer, timeout: float = 30.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    return sock
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or resets it)."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def status_of(response: bytes) -> int | None:
+    """The status code of a raw HTTP response, or None when there is none."""
+    parts = response.split(b" ", 2)
+    return int(parts[1]) if response.startswith(b"HTTP/1.1 ") and len(parts) > 1 else None
+
+
+def metric(server: RunningServer, name: str) -> float:
+    """One unlabelled sample of /metrics."""
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")

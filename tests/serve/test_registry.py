@@ -12,7 +12,7 @@ from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE
 from softprompt.serve.registry import PromptRegistry, name_problem
 from softprompt.testing import tiny_base
 
-from .conftest import save_prompt
+from .conftest import BROKEN, break_folder, save_prompt
 
 
 class RecordingPredictor:
@@ -101,3 +101,50 @@ def test_symlink_out_of_the_folder_is_not_followed(base, tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SoftPromptError, match="not a directory"):
         PromptRegistry(tmp_path / "nope", RecordingPredictor())
+
+
+# -- broken folders: each is reported alone, the rest keep serving -----------------------------
+
+
+def test_each_broken_folder_is_reported_alone_with_relative_paths(base, tmp_path):
+    for kind in BROKEN:
+        break_folder(base, tmp_path / kind, kind)
+    save_prompt(base, tmp_path / "good", t=4)
+    registry = PromptRegistry(tmp_path, RecordingPredictor(), base)
+    changes = registry.refresh()
+    assert changes.added == ["good"] and sorted(changes.failed) == sorted(BROKEN)
+    for kind, message in BROKEN.items():
+        assert message in registry.errors[kind], registry.errors[kind]
+        assert str(tmp_path) not in registry.errors[kind]  # nothing about the server's file system
+    assert registry.errors["not_json"].startswith(f"not_json/{CONFIG_FILE}: not valid JSON")
+
+
+def test_a_rescan_with_broken_folders_still_adds_and_removes_the_others(base, tmp_path):
+    save_prompt(base, tmp_path / "old", t=4)
+    predictor = RecordingPredictor()
+    registry = PromptRegistry(tmp_path, predictor, base)
+    registry.refresh()
+    for kind in BROKEN:
+        break_folder(base, tmp_path / kind, kind)
+    save_prompt(base, tmp_path / "new", t=4)
+    shutil.rmtree(tmp_path / "old")
+    changes = registry.refresh()
+    assert changes.added == ["new"] and changes.removed == ["old"] and sorted(changes.failed) == sorted(BROKEN)
+    assert sorted(predictor.prompts) == ["new"] and sorted(registry.infos) == ["new"]
+
+
+def test_an_unexpected_exception_is_isolated_too(base, tmp_path, monkeypatch, caplog):
+    save_prompt(base, tmp_path / "good", t=4)
+    save_prompt(base, tmp_path / "buggy", t=4)
+
+    class Picky(RecordingPredictor):
+        def add_prompt(self, name, prompt):
+            if name == "buggy":
+                raise ZeroDivisionError("a bug somewhere")
+            super().add_prompt(name, prompt)
+
+    registry = PromptRegistry(tmp_path, Picky(), base)
+    changes = registry.refresh()
+    assert changes.added == ["good"]
+    assert registry.errors == {"buggy": "ZeroDivisionError: a bug somewhere"}
+    assert "Traceback" in caplog.text  # a bug: its traceback goes to the log

@@ -13,6 +13,12 @@ so no request can make the server read outside DIR. Names are also validated
 (letters, digits, `.`, `_`, `-`; no leading dot) and folders that are symlinks
 pointing outside DIR are skipped.
 
+One broken folder never stops the others: whatever goes wrong while loading
+it (a `SoftPromptError` for a file we could not use, any other exception for
+a bug) is caught for that folder alone, logged, and kept in `errors` (shown by
+/health) with paths relative to DIR, so the messages give nothing away about
+the server's file system.
+
 `refresh()` mutates the predictor, so the server runs it on the model's worker
 thread (between batches); readers on other threads see `infos`, a dict that is
 replaced, never mutated.
@@ -104,17 +110,21 @@ class PromptRegistry:
             self._signatures[name] = signature
             try:
                 prompt = SoftPrompt.load(path, self.base)
+                info = _info(name, path, prompt)
                 self.predictor.add_prompt(name, prompt)  # replaces any earlier version
-            except SoftPromptError as e:
-                errors[name] = str(e)
-                changes.failed[name] = str(e)
+            except Exception as e:  # noqa: BLE001 -- whatever breaks one folder must not stop the others
+                message = self._relative(str(e) if isinstance(e, SoftPromptError) else f"{type(e).__name__}: {e}")
+                errors[name] = changes.failed[name] = message
                 if infos.pop(name, None) is not None:
                     self.predictor.remove_prompt(name)
-                log.warning("prompt %s not served: %s", name, e)
+                if isinstance(e, SoftPromptError):
+                    log.warning("prompt %s not served: %s", name, e)
+                else:  # not a file we recognise as bad: a bug to report, with its traceback
+                    log.exception("prompt %s not served: unexpected error", name)
                 continue
             errors.pop(name, None)
             (changes.replaced if name in infos else changes.added).append(name)
-            infos[name] = _info(name, path, prompt)
+            infos[name] = info
         self.infos, self.errors = infos, errors
         if changes:
             log.info(
@@ -122,6 +132,12 @@ class PromptRegistry:
                 len(infos), changes.added, changes.replaced, changes.removed, list(changes.failed),
             )  # fmt: skip
         return changes
+
+    def _relative(self, message: str) -> str:
+        """`message` with the prompts folder's own path removed: 'p/adapter_config.json', not '/srv/.../p/...'."""
+        for prefix in sorted({str(self.folder), str(self.root), str(self.folder.absolute())}, key=len, reverse=True):
+            message = message.replace(prefix + os.sep, "")
+        return message
 
     def _scan(self) -> dict[str, tuple[Path, tuple]]:
         """name -> (folder, signature) for every candidate prompt folder."""
@@ -132,10 +148,14 @@ class PromptRegistry:
             log.warning("cannot list %s: %s", self.folder, e)
             return {name: (self.folder / name, sig) for name, sig in self._signatures.items()}
         for entry in entries:
-            if name_problem(entry.name) or not entry.is_dir():
-                continue  # temp folders of atomic saves start with '.', and files are not prompts
-            path = Path(entry.path)
-            if entry.is_symlink() and not path.resolve().is_relative_to(self.root):
+            try:
+                if name_problem(entry.name) or not entry.is_dir():
+                    continue  # temp folders of atomic saves start with '.', and files are not prompts
+                path = Path(entry.path)
+                if entry.is_symlink() and not path.resolve().is_relative_to(self.root):
+                    continue
+            except (OSError, RuntimeError) as e:  # e.g. a symlink loop: skip this entry, keep scanning
+                log.warning("skipping %s: %s", entry.path, e)
                 continue
             signature = _signature(path)
             if signature is not None:
