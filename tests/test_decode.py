@@ -43,6 +43,15 @@ def test_config_stop_string_becomes_tuple():
     assert GenerationConfig().greedy and not GenerationConfig(temperature=0.7).greedy
 
 
+def test_config_from_options_reads_the_fields_of_cli_arguments_or_a_request_body():
+    from argparse import Namespace
+
+    args = Namespace(max_new_tokens=5, temperature=0.5, top_k=3, top_p=0.9, seed=1, stop=["\n"], model="m")
+    assert GenerationConfig.from_options(args) == GenerationConfig(5, 0.5, 3, 0.9, 1, ("\n",))
+    body = Namespace(max_tokens=7, temperature=0.0, top_k=0, top_p=1.0, seed=None, stop=None, n=1)
+    assert GenerationConfig.from_options(body, max_new_tokens=body.max_tokens) == GenerationConfig(7)
+
+
 def test_filter_logits_top_k_and_top_p():
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
     keep = lambda out: (out > float("-inf")).squeeze(0).tolist()  # noqa: E731

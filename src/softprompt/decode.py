@@ -21,7 +21,7 @@ of a stop string, so a streamed piece is never taken back.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -57,6 +57,16 @@ class GenerationConfig:
             raise SoftPromptError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise SoftPromptError(f"stop strings must be non-empty strings, got {self.stop!r}")
+
+    @classmethod
+    def from_options(cls, options: object, **overrides) -> GenerationConfig:
+        """The config from any object carrying the fields as attributes (CLI arguments, an API request body);
+        `overrides` win (e.g. max_new_tokens from a field named otherwise); a missing or None `stop` is none."""
+        values = {f.name: getattr(options, f.name) for f in fields(cls) if hasattr(options, f.name)}
+        values.update(overrides)
+        if values.get("stop") is None:
+            values.pop("stop", None)
+        return cls(**values)
 
     @property
     def greedy(self) -> bool:

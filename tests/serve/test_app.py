@@ -19,7 +19,7 @@ import pytest
 from softprompt.infer import GenerationConfig
 from softprompt.testing import save_tiny
 
-from .conftest import fill_prompts, save_prompt, serving
+from .conftest import BROKEN, break_folder, fill_prompts, save_prompt, serving
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/classify", {"prompt": "nope", "inputs": ["x"]}, 404, "no prompt named 'nope'"),
     ("POST", "/v1/classify", {"prompt": "../../etc/passwd", "inputs": ["x"]}, 404, "no prompt named"),
     ("POST", "/v1/classify", b'{"prompt": "sent", "inputs": [', 400, "not valid JSON"),
-    ("POST", "/v1/classify", b"prompt=sent", 400, "Content-Type: application/json"),
+    ("POST", "/v1/classify", b"prompt=sent", 415, "Content-Type: application/json"),
     ("POST", "/v1/classify", ["sent"], 422, "valid dictionary"),
     ("POST", "/v1/classify", {"inputs": ["x"]}, 422, "prompt: Field required"),
     ("POST", "/v1/classify", {"prompt": "sent", "inputs": "x"}, 422, "inputs: Input should be a valid list"),
@@ -199,6 +199,24 @@ def test_prompts_added_replaced_and_removed_while_serving(base, tmp_path):
         assert c.post("/v1/classify", json={"prompt": "new", "inputs": ["x"]}).status_code == 404
 
 
+def test_broken_folders_at_start_up_and_in_a_rescan_leave_the_rest_serving(base, tmp_path):
+    for kind in BROKEN:
+        break_folder(base, tmp_path / kind, kind)
+    save_prompt(base, tmp_path / "good", t=4)
+    save_prompt(base, tmp_path / "old", t=4)
+    with serving(base, tmp_path, poll_interval_s=0.05) as srv, httpx.Client(base_url=srv.url) as c:
+        health = c.get("/health").json()
+        assert health["prompts"] == 2 and sorted(health["prompt_errors"]) == sorted(BROKEN)
+        assert str(tmp_path) not in json.dumps(health)  # names relative to the prompts folder only
+        break_folder(base, tmp_path / "later", "template_int")
+        save_prompt(base, tmp_path / "new", t=4)
+        shutil.rmtree(tmp_path / "old")
+        assert wait_until(lambda: c.get("/v1/prompts/new").status_code == 200)
+        assert wait_until(lambda: c.get("/v1/prompts/old").status_code == 404)
+        assert "later" in c.get("/health").json()["prompt_errors"]
+        assert c.post("/v1/classify", json={"prompt": "good", "inputs": ["x"]}).status_code == 200
+
+
 def test_api_key_is_required_on_the_api_but_not_on_health(base, tmp_path):
     fill_prompts(base, tmp_path)
     with serving(base, tmp_path, api_key="s3cret") as srv, httpx.Client(base_url=srv.url) as c:
@@ -262,6 +280,7 @@ def _free_port() -> int:
 def test_cli_serves_and_stops_on_sigterm(base, tmp_path):
     model = save_tiny("llama", tmp_path / "model")
     prompts = fill_prompts(base, tmp_path / "prompts")
+    break_folder(base, prompts / "broken", "config_is_a_directory")  # once made `serve` exit at start-up
     port = _free_port()
     env = {**os.environ, "SOFTPROMPT_API_KEY": "k"}
     command = [sys.executable, "-m", "softprompt", "serve", "--model", str(model), "--prompts", str(prompts)]
@@ -276,6 +295,7 @@ def test_cli_serves_and_stops_on_sigterm(base, tmp_path):
                 return False
 
         assert wait_until(up, timeout=60)
+        assert list(httpx.get(f"{url}/health").json()["prompt_errors"]) == ["broken"]
         reply = httpx.post(
             f"{url}/v1/classify", json={"prompt": "sent", "inputs": ["x"]}, headers={"Authorization": "Bearer k"}
         )

@@ -1,14 +1,28 @@
-"""Batcher on a fake runner: merging, bounds, timeouts, isolation of failures, streaming, draining."""
+"""Batcher on a fake model and operation: merging, bounds, timeouts, isolation of failures, streaming, draining."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 
 from softprompt.serve.batcher import Batcher, QueueFull, RequestTimeout, ShuttingDown
+
+
+@dataclass(frozen=True)
+class Echo:
+    """An operation: runs the fake model; `key` tells operations apart (equal keys may share a call)."""
+
+    key: tuple
+
+    def run(self, model, items, cancelled):
+        return model(self.key, items)
+
+    def stream(self, model, items, cancelled):
+        return model.stream(self.key, items)
 
 
 class FakeModel:
@@ -39,7 +53,7 @@ def run(coro):
 
 def make(model, **kw) -> Batcher:
     kw.setdefault("batch_wait_s", 0.05)
-    return Batcher(model, stream_runner=model.stream, **kw)
+    return Batcher(model, **kw)
 
 
 def test_requests_arriving_together_share_one_call_across_prompts():
@@ -48,7 +62,7 @@ def test_requests_arriving_together_share_one_call_across_prompts():
     async def main():
         b = make(model)
         b.start()
-        jobs = [b.submit(("classify",), [(f"p{i}", f"t{i}")]) for i in range(5)]
+        jobs = [b.submit(Echo(("classify",)), [(f"p{i}", f"t{i}")]) for i in range(5)]
         results = await asyncio.gather(*jobs)
         await b.close()
         return results
@@ -65,7 +79,7 @@ def test_batch_size_bound_and_results_return_to_their_requests():
     async def main():
         b = make(model, max_batch_size=4)
         b.start()
-        jobs = [b.submit(("k",), [("p", f"a{i}"), ("q", f"b{i}")]) for i in range(5)]  # 2 rows each
+        jobs = [b.submit(Echo(("k",)), [("p", f"a{i}"), ("q", f"b{i}")]) for i in range(5)]  # 2 rows each
         results = await asyncio.gather(*jobs)
         await b.close()
         return results
@@ -75,13 +89,13 @@ def test_batch_size_bound_and_results_return_to_their_requests():
     assert [len(items) for _, items in model.calls] == [4, 4, 2]
 
 
-def test_different_keys_are_not_merged():
+def test_different_operations_are_not_merged():
     model = FakeModel()
 
     async def main():
         b = make(model)
         b.start()
-        await asyncio.gather(b.submit(("classify",), [("p", "x")]), b.submit(("generate", 5), [("p", "y")]))
+        await asyncio.gather(b.submit(Echo(("classify",)), [("p", "x")]), b.submit(Echo(("generate", 5)), [("p", "y")]))
         await b.close()
 
     run(main())
@@ -95,16 +109,16 @@ def test_full_queue_refuses_and_later_requests_still_work():
     async def main():
         b = make(model, max_queue=2, max_batch_size=1, batch_wait_s=0)
         b.start()
-        running = asyncio.ensure_future(b.submit(("k",), [("p", "0")]))
+        running = asyncio.ensure_future(b.submit(Echo(("k",)), [("p", "0")]))
         await asyncio.sleep(0.05)  # the first is now on the worker (held at the gate)
-        waiting = [asyncio.ensure_future(b.submit(("k",), [("p", str(i))])) for i in (1, 2)]
+        waiting = [asyncio.ensure_future(b.submit(Echo(("k",)), [("p", str(i))])) for i in (1, 2)]
         await asyncio.sleep(0)
         assert b.queue_depth == 2
         with pytest.raises(QueueFull, match="max-queue"):
-            await b.submit(("k",), [("p", "3")])
+            await b.submit(Echo(("k",)), [("p", "3")])
         model.gate.set()
         done = await asyncio.gather(running, *waiting)
-        after = await b.submit(("k",), [("p", "4")])
+        after = await b.submit(Echo(("k",)), [("p", "4")])
         await b.close()
         return done, after
 
@@ -120,14 +134,14 @@ def test_timeout_raises_and_an_unstarted_request_is_never_run():
     async def main():
         b = make(model, timeout_s=0.2, max_batch_size=1, batch_wait_s=0)
         b.start()
-        first = asyncio.ensure_future(b.submit(("k",), [("p", "slow")]))
+        first = asyncio.ensure_future(b.submit(Echo(("k",)), [("p", "slow")]))
         await asyncio.sleep(0.02)
         with pytest.raises(RequestTimeout, match="waiting in the queue"):
-            await b.submit(("k",), [("p", "never")])
+            await b.submit(Echo(("k",)), [("p", "never")])
         with pytest.raises(RequestTimeout, match="running"):
             await first
         model.gate.set()
-        ok = await b.submit(("k",), [("p", "later")])
+        ok = await b.submit(Echo(("k",)), [("p", "later")])
         await b.close()
         return ok
 
@@ -141,7 +155,7 @@ def test_a_failing_request_does_not_fail_the_others_in_its_batch():
     async def main():
         b = make(model)
         b.start()
-        jobs = [b.submit(("k",), [(name, "x")]) for name in ("a", "bad", "c")]
+        jobs = [b.submit(Echo(("k",)), [(name, "x")]) for name in ("a", "bad", "c")]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         await b.close()
         return results
@@ -158,7 +172,7 @@ def test_event_loop_stays_responsive_while_the_model_runs():
     async def main():
         b = make(model, batch_wait_s=0)
         b.start()
-        job = asyncio.ensure_future(b.submit(("k",), [("p", "x")]))
+        job = asyncio.ensure_future(b.submit(Echo(("k",)), [("p", "x")]))
         start = time.perf_counter()
         for _ in range(5):
             await asyncio.sleep(0.01)  # would hang if the model ran on the loop
@@ -178,12 +192,12 @@ def test_close_answers_everything_queued_then_refuses():
     async def main():
         b = make(model, max_batch_size=1)
         b.start()
-        jobs = [asyncio.ensure_future(b.submit(("k",), [("p", str(i))])) for i in range(4)]
+        jobs = [asyncio.ensure_future(b.submit(Echo(("k",)), [("p", str(i))])) for i in range(4)]
         await asyncio.sleep(0)
         await b.close()
         assert len(model.calls) == 4  # every queued request ran before close() returned
         with pytest.raises(ShuttingDown):
-            await b.submit(("k",), [("p", "late")])
+            await b.submit(Echo(("k",)), [("p", "late")])
         return await asyncio.gather(*jobs)
 
     assert run(main()) == [["p:0"], ["p:1"], ["p:2"], ["p:3"]]
@@ -195,10 +209,10 @@ def test_stream_yields_steps_in_order_and_reports_errors():
     async def main():
         b = make(model)
         b.start()
-        got = [chunk async for chunk in b.stream(("g",), [("p", "a"), ("p", "b")])]
+        got = [chunk async for chunk in b.stream(Echo(("g",)), [("p", "a"), ("p", "b")])]
         broken = []
         with pytest.raises(ValueError, match="mid-stream"):
-            async for chunk in b.stream(("g",), [("bad", "z")]):
+            async for chunk in b.stream(Echo(("g",)), [("bad", "z")]):
                 broken.append(chunk)
         await b.close()
         return got, broken
@@ -206,3 +220,59 @@ def test_stream_yields_steps_in_order_and_reports_errors():
     got, broken = run(main())
     assert got == [["a0", "b0"], ["a1", "b1"], ["a2", "b2"]]
     assert broken == [["z0"]]
+
+
+class Chunked:
+    """An operation that runs its items one at a time, stopping once cancelled; each item waits for a gate."""
+
+    def __init__(self):
+        self.done: list = []
+        self.gate = threading.Event()
+
+    def run(self, model, items, cancelled):
+        for item in items:
+            if cancelled():
+                break
+            self.gate.wait(10)
+            self.done.append(item)
+        return [None] * len(items)
+
+
+def test_a_timed_out_call_is_told_it_is_cancelled_and_stops():
+    operation = Chunked()
+
+    async def main():
+        b = make(FakeModel(), timeout_s=0.2, batch_wait_s=0)
+        b.start()
+        with pytest.raises(RequestTimeout, match="running"):
+            await b.submit(operation, ["a", "b", "c"])
+        operation.gate.set()
+        await b.call(lambda: None)  # the worker is free again: the timed-out call has returned
+        await b.close()
+
+    run(main())
+    assert operation.done == ["a"]
+
+
+def test_a_stream_closed_by_its_consumer_stops_on_the_worker():
+    steps = []
+
+    class Endless:
+        def stream(self, model, items, cancelled):
+            while not cancelled() and len(steps) < 100_000:
+                steps.append(1)
+                yield ["x"]
+
+    async def main():
+        b = make(FakeModel(), batch_wait_s=0)
+        b.start()
+        chunks = b.stream(Endless(), ["p"])
+        assert await anext(chunks) == ["x"]
+        await chunks.aclose()  # the client left
+        await b.call(lambda: None)
+        count = len(steps)
+        await b.call(lambda: None)
+        await b.close()
+        return count
+
+    assert run(main()) == len(steps) < 100_000  # it stopped, and nothing ran after the worker was free

@@ -28,14 +28,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 def generation_config(args: argparse.Namespace):
     from ..decode import GenerationConfig
 
-    return GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        stop=tuple(args.stop),
-    )
+    return GenerationConfig.from_options(args)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:

@@ -28,13 +28,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key",
         default=None,
-        help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${API_KEY_ENV} if set, else no key)",
+        help=f"require 'Authorization: Bearer KEY' on all but /health, /metrics and the docs, checked before the "
+        f"body is read (default: ${API_KEY_ENV} if set, else no key)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="H1,H2",
+        help="Host header values answered, comma-separated (port ignored; '*' = any); others get 421 "
+        "(default: 127.0.0.1,localhost,::1 when --host is loopback, else '*')",
     )
     parser.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="rows per model call")
-    parser.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 429")
-    parser.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds before a request gets 503")
-    parser.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts per request before 413")
-    parser.add_argument("--max-tokens", type=int, default=d.max_tokens, help="largest max_tokens a completion may ask")
+    limits = parser.add_argument_group("limits (a request over one gets 413 unless said otherwise)")
+    limits.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 429")
+    limits.add_argument(
+        "--timeout", type=float, default=d.timeout_s, help="seconds before a request gets 503 (its work stops)"
+    )
+    limits.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts per request")
+    limits.add_argument("--max-input-chars", type=int, default=d.max_input_chars, help="characters per text")
+    limits.add_argument("--max-input-tokens", type=int, default=d.max_input_tokens, help="tokens per text")
+    limits.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=d.max_request_tokens,
+        help="tokens per request: its texts, plus max_tokens per text of a completion",
+    )
+    limits.add_argument("--max-tokens", type=int, default=d.max_tokens, help="largest max_tokens a completion may ask")
+    limits.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="request body size")
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout_s,
+        help="seconds for a request's line and headers to arrive; slower connections get 408 and are closed",
+    )
+    limits.add_argument(
+        "--body-timeout", type=float, default=d.body_timeout_s, help="seconds for a request body to arrive (408)"
+    )
+    limits.add_argument(
+        "--max-connections", type=int, default=d.max_connections, help="open connections; more get 503 and are closed"
+    )
     parser.add_argument(
         "--poll-interval", type=float, default=d.poll_interval_s, help="seconds between scans of the prompts folder"
     )
@@ -58,9 +90,17 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         timeout_s=args.timeout,
         max_inputs=args.max_inputs,
+        max_input_chars=args.max_input_chars,
+        max_input_tokens=args.max_input_tokens,
+        max_request_tokens=args.max_request_tokens,
         max_tokens=args.max_tokens,
+        max_body_bytes=args.max_body_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
         poll_interval_s=args.poll_interval,
         api_key=api_key,
+        allowed_hosts=allowed_hosts(args.allowed_hosts, args.host),
     )
     if not 0 <= args.port <= 65535:
         raise SoftPromptError(f"--port must be 0..65535, got {args.port}")
@@ -81,8 +121,17 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     app = create_app(predictor, registry, settings)
-    uvicorn_server(app, host=args.host, port=args.port, log_level=args.log_level).run()
+    uvicorn_server(app, host=args.host, port=args.port, log_level=args.log_level, settings=settings).run()
     return 0
+
+
+def allowed_hosts(flag: str | None, bind: str) -> tuple[str, ...]:
+    """--allowed-hosts as a tuple; by default the loopback names when bound to loopback, else any host."""
+    from ..serve.hosts import ANY_HOST, LOOPBACK_HOSTS
+
+    if flag is None:
+        return LOOPBACK_HOSTS if _is_loopback(bind) else (ANY_HOST,)
+    return tuple(host.strip() for host in flag.split(","))
 
 
 def _is_loopback(host: str) -> bool:

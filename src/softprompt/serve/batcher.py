@@ -1,21 +1,28 @@
 """Batcher: many concurrent requests -> few model calls, on one worker thread.
 
+Each request is an *operation* (what to compute, e.g. `operations.Classify`
+or `operations.Generate` with its sampling settings) and a list of items.
 Requests are queued (bounded: a full queue raises QueueFull -> HTTP 429). A
 collector task on the event loop takes the oldest request, waits a moment
 (`batch_wait_s`) for requests arriving together, and packs every queued
-request with the same key (e.g. "classify", or "generate" with the same
-sampling settings) into one call, up to `max_batch_size` rows, whatever prompt
-each row names: the predictor runs mixed-prompt batches. The call runs on a
-single worker thread, so the event loop keeps accepting, answering /health and
-queueing while the model computes, and requests that arrive meanwhile form the
-next batch.
+request with an equal operation into one call, up to `max_batch_size` rows,
+whatever prompt each row names: the predictor runs mixed-prompt batches. The
+call, `operation.run(model, items, cancelled)`, runs on a single worker
+thread, so the event loop keeps accepting, answering /health and queueing
+while the model computes, and requests that arrive meanwhile form the next
+batch. The batcher never looks inside an operation: a new kind of work is a
+new operation class, not a new branch here.
 
 A request not answered within `timeout_s` raises RequestTimeout (-> 503); if
-it had not started it is dropped from the queue. A batch that raises is rerun
-one request at a time so one bad request cannot fail the others.
+it had not started it is dropped from the queue, and if it had, `cancelled()`
+turns true once every request of its call is timed out or abandoned (the
+client left), and the operation stops at its next batch or decoding step. A
+call that raises is rerun one request at a time so one bad request cannot
+fail the others.
 
 Streaming jobs (`stream`) run alone; their chunks cross from the worker
-thread to the event loop through an asyncio queue.
+thread to the event loop through an asyncio queue; a consumer that stops
+(the client left) stops the generation.
 
 `close()` refuses new requests and waits until everything queued or running
 has been answered: graceful shutdown.
@@ -29,11 +36,22 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-Runner = Callable[[Hashable, list[Any]], Sequence[Any]]
-StreamRunner = Callable[[Hashable, list[Any]], Iterator[Any]]
+Cancelled = Callable[[], bool]
+
+
+class Operation(Hashable, Protocol):
+    """One kind of model work; requests with equal operations may share a call."""
+
+    def run(self, model: Any, items: list[Any], cancelled: Cancelled) -> Sequence[Any]:
+        """One result per item; may stop early (results unused) once `cancelled()`."""
+        ...
+
+    def stream(self, model: Any, items: list[Any], cancelled: Cancelled) -> Iterator[Any]:
+        """Chunks as they are computed; needed only by operations that are streamed (`Batcher.stream`)."""
+        ...
 
 
 class QueueFull(Exception):
@@ -53,30 +71,27 @@ _END = object()  # end of a stream
 
 @dataclass(eq=False)
 class _Job:
-    key: Hashable
+    operation: Operation
     items: list[Any]
     future: asyncio.Future
     enqueued: float
     sink: asyncio.Queue | None = None  # set for streaming jobs
-    cancelled: bool = False
+    cancelled: bool = False  # timed out or abandoned: nobody wants the answer any more
     started: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class Batcher:
     def __init__(
         self,
-        runner: Runner,
+        model: Any,
         *,
-        stream_runner: StreamRunner | None = None,
         max_batch_size: int = 32,
         max_queue: int = 256,
         timeout_s: float = 30.0,
         batch_wait_s: float = 0.002,
         on_batch: Callable[[int, int, float], None] | None = None,
     ):
-        self.runner = runner
-        self.stream_runner = stream_runner
+        self.model = model  # what operations run on (the predictor)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.timeout_s = timeout_s
@@ -115,9 +130,9 @@ class Batcher:
 
     # -- requests -----------------------------------------------------------------
 
-    async def submit(self, key: Hashable, items: Sequence[Any]) -> list[Any]:
-        """Results for `items`, computed in a batch with other requests of the same key."""
-        job = self._enqueue(key, items, sink=None)
+    async def submit(self, operation: Operation, items: Sequence[Any]) -> list[Any]:
+        """Results of `operation` for `items`, computed in a batch with other requests of an equal operation."""
+        job = self._enqueue(operation, items, sink=None)
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), self.timeout_s)
         except asyncio.TimeoutError:
@@ -127,15 +142,14 @@ class Batcher:
             job.cancelled = True  # the client went away: do not compute for nobody
             raise
 
-    def stream(self, key: Hashable, items: Sequence[Any]) -> AsyncIterator[Any]:
-        """Chunks from `stream_runner(key, items)` as the worker produces them.
+    def stream(self, operation: Operation, items: Sequence[Any]) -> AsyncIterator[Any]:
+        """Chunks of `operation.stream(model, items, ...)` as the worker produces them.
 
         Queues the job at once (raising QueueFull or ShuttingDown here); the
-        timeout covers the wait for the first chunk, after which the stream runs to its end.
+        timeout covers the wait for the first chunk, after which the stream
+        runs to its end, or until the iterator is closed (`aclose()`).
         """
-        if self.stream_runner is None:
-            raise RuntimeError("this batcher has no stream_runner")
-        return self._chunks(self._enqueue(key, items, sink=asyncio.Queue()))
+        return self._chunks(self._enqueue(operation, items, sink=asyncio.Queue()))
 
     async def _chunks(self, job: _Job) -> AsyncIterator[Any]:
         try:
@@ -152,7 +166,7 @@ class Batcher:
         finally:
             job.cancelled = True  # stops the worker if the client left mid-stream
 
-    def _enqueue(self, key: Hashable, items: Sequence[Any], sink: asyncio.Queue | None) -> _Job:
+    def _enqueue(self, operation: Operation, items: Sequence[Any], sink: asyncio.Queue | None) -> _Job:
         if self._task is None:
             raise RuntimeError("Batcher.start() was not called")
         if self._closing:
@@ -163,7 +177,7 @@ class Batcher:
             raise QueueFull(
                 f"the server is busy: {self.max_queue} requests are already waiting (--max-queue); retry shortly"
             )
-        job = _Job(key, list(items), asyncio.get_running_loop().create_future(), time.monotonic(), sink)
+        job = _Job(operation, list(items), asyncio.get_running_loop().create_future(), time.monotonic(), sink)
         job.future.add_done_callback(_retrieve)  # a timed-out request's late error is not "never retrieved"
         self._pending.append(job)
         self._wakeup.set()
@@ -198,7 +212,7 @@ class Batcher:
         return bool(self._pending)
 
     def _take_batch(self) -> list[_Job]:
-        """The oldest live job plus every queued job with its key that fits in max_batch_size rows."""
+        """The oldest live job plus every queued job with an equal operation that fits in max_batch_size rows."""
         if not self._live_pending():
             return []
         first = self._pending.popleft()
@@ -209,7 +223,7 @@ class Batcher:
             job = self._pending.popleft()
             if job.cancelled:
                 continue
-            if job.sink is None and job.key == first.key and rows + len(job.items) <= self.max_batch_size:
+            if job.sink is None and job.operation == first.operation and rows + len(job.items) <= self.max_batch_size:
                 batch.append(job)
                 rows += len(job.items)
             else:
@@ -221,20 +235,22 @@ class Batcher:
         for job in batch:
             job.started = True
         items = [item for job in batch for item in job.items]
+        cancelled = lambda: all(job.cancelled for job in batch)
         start = time.perf_counter()
         try:
-            results = await self.call(lambda: list(self.runner(batch[0].key, items)))
+            results = await self.call(lambda: list(batch[0].operation.run(self.model, items, cancelled)))
         except Exception as e:
             if len(batch) == 1:
                 _settle(batch[0].future, error=e)
                 return
             for job in batch:  # find the culprit: rerun each request on its own
-                await self._run_batch([job])
+                if not job.cancelled:
+                    await self._run_batch([job])
             return
         if self.on_batch is not None:
             self.on_batch(len(items), len(batch), time.perf_counter() - start)
         if len(results) != len(items):
-            error = RuntimeError(f"runner returned {len(results)} results for {len(items)} inputs")
+            error = RuntimeError(f"the operation returned {len(results)} results for {len(items)} inputs")
             for job in batch:
                 _settle(job.future, error=error)
             return
@@ -249,14 +265,16 @@ class Batcher:
         put = lambda chunk: loop.call_soon_threadsafe(job.sink.put_nowait, chunk)
 
         def work() -> None:
+            chunks = job.operation.stream(self.model, job.items, lambda: job.cancelled)
             try:
-                for chunk in self.stream_runner(job.key, job.items):
+                for chunk in chunks:
                     if job.cancelled:
                         break
                     put(chunk)
             except Exception as e:  # reported to the client as an error event
                 put(e)
             finally:
+                getattr(chunks, "close", lambda: None)()  # a generator stops computing now, not when collected
                 put(_END)
 
         start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 One `ServeMetrics` per app (no module-level state): request counts and errors
 by endpoint and status, a request latency histogram, a batch-size histogram,
+the request body bytes read,
 and at scrape time the queue depth, prompts loaded and the predictor's prompt
 KV-cache statistics.
 """
@@ -90,6 +91,8 @@ class ServeMetrics:
             "softprompt_batch_requests", "Requests merged into one model call.", BATCH_BUCKETS
         )
         self.batch_seconds = Histogram("softprompt_batch_seconds", "Time of one model call.", LATENCY_BUCKETS)
+        self.body_bytes = Counter("softprompt_request_body_bytes_total", "Request body bytes passed to the app.")
+        self.body_bytes.inc(0)  # shown from the start: a scrape (or a test) can read it before any body
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -101,6 +104,10 @@ class ServeMetrics:
     def observe_inputs(self, endpoint: str, count: int) -> None:
         with self._lock:
             self.inputs.inc(count, endpoint=endpoint)
+
+    def observe_body(self, nbytes: int) -> None:
+        with self._lock:
+            self.body_bytes.inc(nbytes)
 
     def observe_batch(self, rows: int, requests: int, seconds: float) -> None:
         with self._lock:
@@ -118,6 +125,7 @@ class ServeMetrics:
                 *self.batch_size.lines(),
                 *self.batch_requests.lines(),
                 *self.batch_seconds.lines(),
+                *self.body_bytes.lines(),
             ]
         lines += _gauge("softprompt_queue_depth", "Requests waiting for the model.", queue_depth)
         lines += _gauge("softprompt_prompts_loaded", "Prompts being served.", prompts_loaded)

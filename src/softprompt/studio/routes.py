@@ -56,6 +56,7 @@ from ..infer import GenerationConfig, InputError
 from ..models import BaseModel as LanguageModel
 from ..serve.app import APIError, create_app
 from ..serve.config import ServeSettings
+from ..serve.operations import Generate
 from ..serve.registry import PromptRegistry, name_problem
 from .guard import TOKEN_HEADER, RequestGuard, require_json
 from .jobs import Job, JobQueue
@@ -243,7 +244,7 @@ def _router(
                 raise APIError(422, str(e)) from None
             return {"template": template, "label": max(probs, key=probs.get), "probs": probs}
         config = GenerationConfig(max_new_tokens=body.max_tokens)
-        (out,) = await batcher.submit(("generate", config), [(None, template.replace("{text}", body.text))])
+        (out,) = await batcher.submit(Generate(config), [(None, template.replace("{text}", body.text))])
         if isinstance(out, InputError):
             raise APIError(422, out.message)
         return {"template": template, "text": out}

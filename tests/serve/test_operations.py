@@ -1,0 +1,52 @@
+"""Operations on a look-alike predictor: chunking, order, and stopping once cancelled."""
+
+from __future__ import annotations
+
+from softprompt.infer import GenerationConfig, InputError
+from softprompt.serve.operations import Classify, Generate, join_steps
+
+
+class Recorder:
+    def __init__(self, steps: int = 5):
+        self.calls, self.steps, self.closed = [], steps, False
+
+    def classify(self, requests):
+        self.calls.append([text for _, text in requests])
+        return [f"label of {text}" for _, text in requests]
+
+    def stream(self, requests, config):
+        try:
+            for step in range(self.steps):
+                self.calls.append(step)
+                yield [f"{step}"] * len(requests)
+        finally:
+            self.closed = True
+
+
+def test_classify_runs_length_sorted_chunks_and_returns_results_in_request_order():
+    model = Recorder()
+    items = [("p", "ccc"), ("p", "a"), ("p", "bb"), ("p", "dddd"), ("p", "e")]
+    results = Classify(rows_per_call=2).run(model, items, lambda: False)
+    assert results == [f"label of {text}" for _, text in items]
+    assert model.calls == [["a", "e"], ["bb", "ccc"], ["dddd"]]
+
+
+def test_classify_stops_between_chunks_once_cancelled():
+    model = Recorder()
+    results = Classify(rows_per_call=1).run(model, [("p", "a"), ("p", "b"), ("p", "c")], lambda: bool(model.calls))
+    assert model.calls == [["a"]] and results == ["label of a", None, None]
+
+
+def test_generate_joins_steps_and_stops_decoding_once_cancelled():
+    model = Recorder(steps=5)
+    assert Generate(GenerationConfig(5)).run(model, [("p", "x"), ("p", "y")], lambda: False) == ["01234"] * 2
+    model = Recorder(steps=1000)
+    Generate(GenerationConfig(5)).run(model, [("p", "x")], lambda: len(model.calls) >= 3)
+    assert model.calls == [0, 1, 2] and model.closed  # the predictor's generator was closed, not left hanging
+
+
+def test_equal_operations_share_a_batch_and_an_input_error_wins_over_text():
+    assert Generate(GenerationConfig(5, stop=("a",))) == Generate(GenerationConfig(5, stop=("a",)))
+    assert Generate(GenerationConfig(5)) != Generate(GenerationConfig(6)) and Classify(4) == Classify(4)
+    error = InputError("too long")
+    assert join_steps(iter([[error, "a"], ["", "b"]]), 2) == [error, "ab"]
