@@ -82,3 +82,14 @@ def test_the_studio_page_itself_passes(server, tmp_path):
     # Reading needs no token: the page's GETs, and a foreign page cannot read the answers anyway.
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/studio/api/jobs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/studio/", "/studio/api/prompts", "/studio/api/uploads", "/studio/api/jobs", "/studio/api/info"]
+)
+def test_a_dns_rebinding_page_cannot_read_the_studio(server, path):
+    # To the browser, a page whose name resolves to 127.0.0.1 is same-origin; its name is still in Host.
+    with httpx.Client(base_url=server.url) as c:
+        reply = c.get(path, headers={"Host": "rebind.evil.example:8000"})
+        assert reply.status_code == 421 and "does not answer to Host" in reply.json()["error"]["message"]
+        assert c.get(path).status_code == 200

@@ -31,13 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"require 'Authorization: Bearer KEY' on all but /health, /metrics and the docs, checked before the "
         f"body is read (default: ${API_KEY_ENV} if set, else no key)",
     )
-    parser.add_argument(
-        "--allowed-hosts",
-        default=None,
-        metavar="H1,H2",
-        help="Host header values answered, comma-separated (port ignored; '*' = any); others get 421 "
-        "(default: 127.0.0.1,localhost,::1 when --host is loopback, else '*')",
-    )
+    add_allowed_hosts_argument(parser)
     parser.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="rows per model call")
     limits = parser.add_argument_group("limits (a request over one gets 413 unless said otherwise)")
     limits.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 429")
@@ -123,6 +117,17 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(predictor, registry, settings)
     uvicorn_server(app, host=args.host, port=args.port, log_level=args.log_level, settings=settings).run()
     return 0
+
+
+def add_allowed_hosts_argument(parser: argparse.ArgumentParser) -> None:
+    """--allowed-hosts, shared with `studio` (whose app is built on the serve app)."""
+    parser.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="H1,H2",
+        help="Host header values answered, comma-separated (port ignored; '*' = any); others get 421, "
+        "against DNS rebinding (default: 127.0.0.1,localhost,::1 when --host is loopback, else '*')",
+    )
 
 
 def allowed_hosts(flag: str | None, bind: str) -> tuple[str, ...]:

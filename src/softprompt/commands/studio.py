@@ -8,6 +8,7 @@ import socket
 import sys
 
 from ..errors import SoftPromptError, worded
+from .serve import add_allowed_hosts_argument
 from .train import flag
 
 NAME = "studio"
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 = any free port)")
+    add_allowed_hosts_argument(parser)
     parser.add_argument(
         "--max-upload-mb",
         type=float,
@@ -94,15 +96,17 @@ def studio_settings(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..infer import Predictor
     from ..models import load_base_model
+    from ..serve.config import ServeSettings
     from ..serve.registry import PromptRegistry
     from ..serve.server import uvicorn_server
     from ..studio.routes import create_studio_app
     from ..studio.storage import DataFolder
-    from .serve import _is_loopback
+    from .serve import _is_loopback, allowed_hosts
 
     if not 0 <= args.port <= 65535:
         raise SoftPromptError(f"--port must be 0..65535, got {args.port}")
     limits = studio_settings(args)
+    settings = ServeSettings(allowed_hosts=allowed_hosts(args.allowed_hosts, args.host))
     if not _is_loopback(args.host):
         print(
             f"softprompt studio: warning: listening on {args.host}: anyone who can reach it can upload data "
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     base = load_base_model(args.model, device=args.device)
     predictor = Predictor(base)
     registry = PromptRegistry(folders.prompts, predictor, base)
-    app = create_studio_app(predictor, registry, base, folders.root, studio=limits)
+    app = create_studio_app(predictor, registry, base, folders.root, settings, studio=limits)
     # Bind first so the printed address is the real one, also with --port 0.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
