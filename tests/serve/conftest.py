@@ -139,6 +139,20 @@ def read_to_close(sock: socket.socket) -> bytes:
         data += chunk
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length (head and body may arrive in separate reads)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 def status_of(response: bytes) -> int | None:
     """The status code of a raw HTTP response, or None when there is none."""
     parts = response.split(b" ", 2)
