@@ -51,15 +51,15 @@ def peft_classify(peft_model, base, task: ClassifyTask, texts, batch_size):
     label_ids = torch.tensor([ids[0] for ids in task.label_token_ids(base)])
     labels = []
     for start in range(0, len(texts), batch_size):
-        batch = pad_batch([task.encode(base, t)[0] for t in texts[start : start + batch_size]], base.pad_token_id)
+        batch = pad_batch([task.encode(base, t).ids for t in texts[start : start + batch_size]], base.pad_token_id)
         logits = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -1]
         labels += [task.labels[i] for i in logits[:, label_ids].argmax(-1).tolist()]
     return labels
 
 
 def classification(base, texts, t, batch_size, tmp):
-    meta = PromptMeta(task="classify", template=BUILTIN_DATASETS["rotten-tomatoes"].template)
-    meta.verbalizer = dict(BUILTIN_DATASETS["rotten-tomatoes"].verbalizer)
+    dataset = BUILTIN_DATASETS["rotten-tomatoes"]
+    meta = PromptMeta(task="classify", template=dataset.template, verbalizer=dict(dataset.verbalizer))
     prompt = SoftPrompt.initialize(base, t, "labels", label_words=list(meta.verbalizer.values()), meta=meta)
     task = ClassifyTask.from_meta(meta)
 
@@ -95,7 +95,7 @@ def generation(base, texts, t, batch_size, new_tokens, tmp):
     texts = texts[:batch_size]
     predictor = Predictor(base, max_batch_size=batch_size)
     predictor.add_prompt("g", prompt)
-    batch = pad_batch([task.encode(base, x)[0] for x in texts], base.pad_token_id)
+    batch = pad_batch([task.encode(base, x).ids for x in texts], base.pad_token_id)
     config = GenerationConfig(max_new_tokens=new_tokens)
     prefix = predictor.state("g")
     rows, ours_s = timed(lambda: generate_rows(base, prefix, batch, config))  # the loop Predictor.generate runs

@@ -29,7 +29,7 @@ from softprompt.tasks import ClassifyTask
 def batches(base, task, examples, batch_size, count, seed=0):
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(examples), generator=gen).tolist()
-    rows = [task.prepare(base, examples[i].input, examples[i].output) for i in order[: batch_size * count]]
+    rows = [task.encode(base, examples[i].input, examples[i].output) for i in order[: batch_size * count]]
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 

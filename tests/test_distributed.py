@@ -65,7 +65,7 @@ def test_single_process_is_a_no_op(monkeypatch):
     assert dist == Dist() and dist.is_main and not dist.enabled
     rows = list(range(5))
     assert dist.shard(rows) == rows and dist.gather(["a"]) == ["a"] and dist.any(True)
-    assert dist.shard_loss_terms(rows) == (rows, 1.0)
+    assert dist.shard_loss_terms(rows, lambda row: 1) == (rows, 1.0)
     with pytest.raises(SoftPromptError, match="torchrun"):
         setup(fsdp=True)
 

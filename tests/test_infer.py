@@ -65,7 +65,7 @@ def test_classify_equals_task_scores_on_the_plain_path(tiny_models, verbalizer):
     results = predictor.classify([("p", t) for t in TEXTS])
     task = ClassifyTask.from_meta(meta)
     for text, result in zip(TEXTS, results):
-        batch = pad_batch([task.encode(base, text)[0]], base.pad_token_id)
+        batch = pad_batch([list(task.encode(base, text).ids)], base.pad_token_id)
         with torch.no_grad():  # the prompt run in front of the input, as PEFT does
             inline = prompt_state(base, prompt.embeddings, share_prefix=False)
             want = task.label_scores(base, inline, batch).softmax(-1)[0]
@@ -88,7 +88,7 @@ def test_greedy_equals_peft_generate(tmp_path, kind):
         texts = predictor.generate([(name, t) for t in TEXTS], config)
         for text, ours in zip(TEXTS, texts):
             task = predictor.task(name)
-            ids = task.encode(base, text)[0] if task else base.encode(text)
+            ids = list(task.encode(base, text).ids) if task else base.encode(text)
             input_ids = torch.tensor([ids])
             out = peft_model.generate(
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=10, do_sample=False

@@ -1,5 +1,6 @@
 """SoftPrompt: initialisations, the PEFT-compatible folder format, and refusal of wrong models."""
 
+import dataclasses
 import json
 import os
 
@@ -97,7 +98,7 @@ def test_save_load_round_trip_keeps_tensor_and_metadata(tiny_models, tmp_path):
     prompt = SoftPrompt.initialize(base, 4, "vocab", meta=meta)
     with torch.no_grad():
         prompt.embeddings.add_(1.0)  # "trained": differs from the initial value
-    prompt.meta.training = {"steps": 10, "dev_accuracy": 0.75}
+    prompt.meta = dataclasses.replace(prompt.meta, training={"steps": 10, "dev_accuracy": 0.75})
     prompt.save(tmp_path / "p", base)
     loaded = SoftPrompt.load(tmp_path / "p", base)
     assert torch.equal(loaded.embeddings, prompt.embeddings)

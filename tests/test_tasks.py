@@ -1,5 +1,7 @@
 """Task formats: encoding, truncation, exact label scores, shared prefix == inline prompt (PEFT's layout)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -26,14 +28,14 @@ def inline(base, prompt):
 
 
 def batch_of(base, task, side, texts=TEXTS):
-    return pad_batch([task.encode(base, t)[0] for t in texts], base.pad_token_id, side=side)
+    return pad_batch([task.encode(base, t).ids for t in texts], base.pad_token_id, side=side)
 
 
 def brute_force_scores(base, prompt, task, texts=TEXTS):
     """Summed log-probs from full logits of one unpadded sequence per (text, label)."""
     out = []
     for text in texts:
-        ids = task.encode(base, text)[0]
+        ids = list(task.encode(base, text).ids)
         row = []
         for toks in task.label_token_ids(base):
             seq = pad_batch([ids + toks], base.pad_token_id)
@@ -45,14 +47,15 @@ def brute_force_scores(base, prompt, task, texts=TEXTS):
 
 def test_encode_keeps_template_and_truncates_only_the_text(tiny_models):
     base = tiny_models("llama")
-    ids, cut = SINGLE.encode(base, "abcdefghij")
-    assert not cut and base.tokenizer.decode(ids) == "Review: abcdefghij\nSentiment:"
-    full = len(ids)
-    left, cut_left = SINGLE.encode(base, "abcdefghij", max_tokens=full - 4, truncate="left")
-    right, cut_right = SINGLE.encode(base, "abcdefghij", max_tokens=full - 4, truncate="right")
-    assert cut_left and cut_right and len(left) == len(right) == full - 4
-    assert base.tokenizer.decode(left) == "Review:defghij\nSentiment:"  # the moved leading space went first
-    assert base.tokenizer.decode(right) == "Review: abcdef\nSentiment:"
+    plain = SINGLE.encode(base, "abcdefghij")
+    assert not plain.truncated and base.tokenizer.decode(plain.ids) == "Review: abcdefghij\nSentiment:"
+    assert plain.target is None
+    full = len(plain.ids)
+    left = SINGLE.encode(base, "abcdefghij", max_tokens=full - 4, truncate="left")
+    right = SINGLE.encode(base, "abcdefghij", max_tokens=full - 4, truncate="right")
+    assert left.truncated and right.truncated and len(left.ids) == len(right.ids) == full - 4
+    assert base.tokenizer.decode(left.ids) == "Review:defghij\nSentiment:"  # the moved leading space went first
+    assert base.tokenizer.decode(right.ids) == "Review: abcdef\nSentiment:"
     with pytest.raises(SoftPromptError, match="no room"):
         SINGLE.encode(base, "abc", max_tokens=5)
 
@@ -97,7 +100,7 @@ def test_label_scores_match_brute_force(tiny_models, kind, side):
 @pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
 def test_fast_loss_and_gradient_equal_plain_path(tiny_models, kind, side, task):
     base = tiny_models(kind)
-    rows = [task.prepare(base, t, label) for t, label in zip(TEXTS, task.labels)]
+    rows = [task.encode(base, t, label) for t, label in zip(TEXTS, task.labels)]
     batch, target = task.collate(base, rows, side=side)
 
     plain_prompt = prompt_for(base)
@@ -118,7 +121,7 @@ def test_generate_loss_is_target_only_and_fast_equals_plain(tiny_models, kind, s
     base = tiny_models(kind)
     task = GenerateTask("Q: {text}\nA:")
     targets = (" yes", " no way", " ok")
-    rows = [task.prepare(base, t, y) for t, y in zip(TEXTS, targets)]
+    rows = [task.encode(base, t, y) for t, y in zip(TEXTS, targets)]
     assert all(r.target[-1] == base.tokenizer.eos_token_id for r in rows)
     batch, labels = task.collate(base, rows, side=side)
 
@@ -146,7 +149,7 @@ def test_seq2seq_scores_and_losses_equal_one_row_at_a_time(tiny_models, side):
     base = tiny_models("t5")
     prompt = prompt_for(base)
     state = prompt_state(base, prompt)
-    rows = [MULTI.prepare(base, t, y) for t, y in zip(TEXTS, MULTI.labels)]
+    rows = [MULTI.encode(base, t, y) for t, y in zip(TEXTS, MULTI.labels)]
     batch, target = MULTI.collate(base, rows, side=side)
     scores = MULTI.label_scores(base, state, batch)
     with torch.no_grad():
@@ -156,7 +159,7 @@ def test_seq2seq_scores_and_losses_equal_one_row_at_a_time(tiny_models, side):
     MULTI.loss(base, state, batch, target).backward()
     assert prompt.grad.abs().sum() > 0
     gen = GenerateTask("{text}")
-    rows = [gen.prepare(base, t, y) for t, y in zip(TEXTS, ("ok", "fine then", "x"))]
+    rows = [gen.encode(base, t, y) for t, y in zip(TEXTS, ("ok", "fine then", "x"))]
     frozen = prompt_state(base, prompt.detach())
     together = gen.loss(base, frozen, *gen.collate(base, rows, side=side))
     weights = torch.tensor([len(r.target) for r in rows], dtype=torch.float)
@@ -165,17 +168,16 @@ def test_seq2seq_scores_and_losses_equal_one_row_at_a_time(tiny_models, side):
 
 
 def test_meta_round_trip():
-    meta = PromptMeta()
-    MULTI.to_meta(meta)
+    meta = replace(PromptMeta(), **MULTI.meta_fields())
     assert task_from_meta(PromptMeta.from_json(meta.to_json(), where="x")) == MULTI
     gen = GenerateTask("Q: {text}\nA:", target_column="answer")
-    gen.to_meta(meta)
+    meta = replace(meta, **gen.meta_fields())
     assert task_from_meta(meta) == gen and meta.verbalizer is None
     with pytest.raises(SoftPromptError, match="task"):
         task_from_meta(PromptMeta())
 
 
-def test_prepare_refuses_unknown_label(tiny_models):
+def test_encode_refuses_unknown_label(tiny_models):
     with pytest.raises(SoftPromptError, match="not one of"):
-        SINGLE.prepare(tiny_models("llama"), "x", "other", where="f.csv:3")
-    assert isinstance(SINGLE.prepare(tiny_models("llama"), "x", "good"), Encoded)
+        SINGLE.encode(tiny_models("llama"), "x", "other", where="f.csv:3")
+    assert isinstance(SINGLE.encode(tiny_models("llama"), "x", "good"), Encoded)

@@ -32,7 +32,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,11 +136,11 @@ class Dist:
             out += _from_bytes(part[: int(size.item())])
         return out
 
-    def shard_loss_terms(self, rows: Sequence) -> tuple[Sequence, float]:
+    def shard_loss_terms(self, rows: Sequence, terms: Callable[[object], int]) -> tuple[Sequence, float]:
         """This rank's slice of a micro-batch and its share of the micro-batch's loss terms.
 
-        The task's loss is a mean over loss terms (rows for classification, target
-        tokens for text-to-text), so weighting each slice's mean by its share makes
+        The task's loss is a mean over loss terms (`terms(row)`, the task's
+        `loss_terms`: rows for classification, target tokens for text-to-text), so weighting each slice's mean by its share makes
         the ranks' sum the whole micro-batch's mean. Under FSDP every rank must run
         the same forwards (each one gathers weights), so an empty slice runs one
         row with weight 0.
@@ -150,7 +150,7 @@ class Dist:
         mine = self.shard(rows)
         if not mine:
             return (rows[:1], 0.0) if self.fsdp else (mine, 0.0)
-        return mine, sum(map(_loss_terms, mine)) / sum(map(_loss_terms, rows))
+        return mine, sum(map(terms, mine)) / sum(map(terms, rows))
 
     def loss_prompt(self, base, prompt: torch.Tensor):
         """What the task's loss takes: the shared prefix cache, or under FSDP the prompt inline in every row.
@@ -368,14 +368,11 @@ def evaluate_sharded(base, task, prompt: torch.Tensor, rows: Sequence, *, batch_
     ranks must run the same forwards (and text generation stops at data-dependent steps).
     """
     from .evaluate import evaluate, predict
-    from .metrics import classification_report, generation_report
-    from .tasks import ClassifyTask
 
     if not dist.enabled or dist.fsdp:
         return evaluate(base, task, prompt, rows, batch_size=batch_size)
     pred = dist.gather(predict(base, task, prompt, dist.shard(rows), batch_size=batch_size))
-    report = classification_report if isinstance(task, ClassifyTask) else generation_report
-    return report(pred, [r.gold for r in rows])
+    return task.report(pred, [r.gold for r in rows])
 
 
 class NullLog:
@@ -386,11 +383,6 @@ class NullLog:
 
     def truncate_after(self, step: int) -> None:
         pass
-
-
-def _loss_terms(row) -> int:
-    # Text-to-text losses average over target tokens; classification over rows.
-    return len(row.target) if isinstance(row.target, tuple) else 1
 
 
 def shard_base_model(base, dist: Dist) -> tuple[int, int]:

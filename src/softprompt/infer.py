@@ -27,6 +27,7 @@ task) becomes an `InputError` in its slot; the other requests are answered.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -40,7 +41,7 @@ from .forward import PromptState, next_token_logits, pad_batch, prompt_state, st
 from .models import BaseModel
 from .prompt import SoftPrompt, check_compatible
 from .prompt_cache import CacheKey, PromptCache, prompt_hash
-from .tasks import ClassifyTask, Task, task_from_meta
+from .tasks import Task, task_from_meta
 
 __all__ = ["ClassifyResult", "GenerationConfig", "InputError", "Predictor", "combine_votes"]
 
@@ -110,7 +111,7 @@ class Predictor:
         except SoftPromptError:
             task = None  # no task stored (e.g. a PEFT file): usable for generation on raw text
         label_ids = ()
-        if isinstance(task, ClassifyTask):
+        if task is not None and task.labels:
             label_ids = tuple(tuple(ids) for ids in task.label_token_ids(self.base))
         key = (self.base.fingerprint, prompt_hash(prompt.embeddings))
         self._prompts[name] = _Loaded(prompt, key, task, label_ids)
@@ -129,6 +130,10 @@ class Predictor:
     def task(self, name: str | None) -> Task | None:
         """The task stored with prompt `name` (None for no prompt or a prompt without a task)."""
         return None if name is None else self._loaded(name).task
+
+    def classifies(self, name: str | None) -> bool:
+        """Whether prompt `name` answers with one of its task's labels (`classify`), rather than free text."""
+        return bool(self._loaded(name).label_ids) if name is not None else False
 
     @property
     def cache_stats(self) -> dict[str, int]:
@@ -152,7 +157,7 @@ class Predictor:
     def classify(self, requests: Sequence[Request]) -> list[ClassifyResult | InputError]:
         """Label + probabilities for each (prompt name, text); prompts may differ per row."""
         results: list[ClassifyResult | InputError | None] = [None] * len(requests)
-        rows = self._prepare(requests, results, "classify")
+        rows = self._prepare(requests, results, classify=True)
         single = [r for r in rows if self._prompts[r.name].single_token]
         for chunk in self._chunks(single):
             for row, probs in zip(chunk, self._single_token_probs(chunk)):
@@ -176,7 +181,7 @@ class Predictor:
         logits = next_token_logits(self.base, self._stacked_state(chunk), self._batch(chunk), token_ids=union_ids)
         return [logits[i, [column[t] for t in ids]].float().softmax(-1) for i, ids in enumerate(label_ids)]
 
-    def _classify_task(self, name: str | None) -> ClassifyTask:
+    def _classify_task(self, name: str | None) -> Task:
         return self._prompts[name].task  # type: ignore[index,return-value]  # checked in _prepare
 
     def _result(self, name: str | None, probs: torch.Tensor) -> ClassifyResult:
@@ -200,7 +205,7 @@ class Predictor:
             raise SoftPromptError("an ensemble needs at least one prompt")
         labels = {name: getattr(self.task(name), "labels", None) for name in names}
         for name, found in labels.items():
-            if not isinstance(self.task(name), ClassifyTask):
+            if not self.classifies(name):
                 raise SoftPromptError(f"prompt '{name}' is not a classification prompt; an ensemble needs only those")
             if found != labels[names[0]]:
                 raise SoftPromptError(
@@ -235,7 +240,7 @@ class Predictor:
         rows of later batches yield "" until their batch runs.
         """
         errors: list[InputError | None] = [None] * len(requests)
-        rows = self._prepare(requests, errors, "generate")
+        rows = self._prepare(requests, errors, classify=False)
         pending = [e or "" for e in errors]  # errors go out with the first step
         for chunk in self._chunks(rows):
             limits = [min(config.max_new_tokens, r.room) for r in chunk]
@@ -251,37 +256,37 @@ class Predictor:
 
     # -- shared --------------------------------------------------------------------
 
-    def _prepare(self, requests: Sequence[Request], results: list, purpose: str) -> list[_Row]:
+    def _prepare(self, requests: Sequence[Request], results: list, *, classify: bool) -> list[_Row]:
         """Encode every valid request; put an InputError in `results` for the others."""
         rows = []
         for i, request in enumerate(requests):
             try:
-                rows.append(self._encode(i, request, purpose))
+                rows.append(self._encode(i, request, classify=classify))
             except SoftPromptError as e:
                 results[i] = InputError(str(e))
         return rows
 
-    def _encode(self, index: int, request: Request, purpose: str) -> _Row:
+    def _encode(self, index: int, request: Request, *, classify: bool) -> _Row:
         name, text = request
         if not isinstance(text, str):
             raise SoftPromptError(f"the text must be a string, got {type(text).__name__}")
         if not text.strip():
             raise SoftPromptError("empty text")
         task = None if name is None else self._loaded(name).task
-        if purpose == "classify" and not isinstance(task, ClassifyTask):
+        if classify and not self.classifies(name):
             what = "no prompt" if name is None else f"prompt '{name}'"
             raise SoftPromptError(
                 f"{what} has no classification task (template and labels); "
                 f"{'generate with it instead' if name is not None else 'name a classification prompt'}"
             )
-        ids = task.encode(self.base, text)[0] if task is not None else self.base.encode(text)
+        ids = list(task.encode(self.base, text).ids) if task is not None else self.base.encode(text)
         t = 0 if name is None else self._prompts[name].prompt.num_virtual_tokens
         room = self.context - t - len(ids)
         # Generation needs room for at least one new token.
-        if room < (1 if purpose == "generate" else 0):
+        if room < (0 if classify else 1):
             raise SoftPromptError(
                 f"the text is too long: {len(ids)} tokens + {t} prompt tokens "
-                f"{'leave no room to generate in' if room == 0 else 'exceed'} the model's context of "
+                f"{'exceed' if room < 0 else 'leave no room to generate in'} the model's context of "
                 f"{self.context} tokens; shorten it"
             )
         return _Row(index, name, ids, room)
@@ -319,8 +324,9 @@ def _compute_state(base: BaseModel, prompt: SoftPrompt) -> PromptState:
         return prompt_state(base, prompt.embeddings.detach()).detach()
 
 
-def _task_key(task: ClassifyTask) -> tuple:
-    return task.template, tuple(task.verbalizer.items())
+def _task_key(task: Task) -> str:
+    """Tasks that score alike (same kind, template and labels) share a batch."""
+    return json.dumps(task.meta_fields(), sort_keys=True)
 
 
 def _group_by(items: list[T], key: Callable[[T], object]) -> dict[object, list[T]]:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .evaluate import EvalRow, evaluate, main_metric
+from .evaluate import EvalRow, evaluate
 from .models import BaseModel
 from .tasks import Task
 
@@ -74,7 +74,7 @@ def score_projection(
     return ProjectionScore(
         token_ids=ids,
         text=base.tokenizer.decode(ids),
-        metric=main_metric(task),
+        metric=task.metric,
         soft=soft,
         hard=hard,
         n=len(rows),

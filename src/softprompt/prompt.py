@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -39,17 +39,20 @@ METADATA_KEY = "softprompt"
 
 # Lester et al. sample initial prompt tokens from the 5,000 most common tokens.
 FREQUENT_TOKENS = 5000
-INIT_KINDS = ("random", "vocab", "labels", "text:", "file:")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PromptMeta:
-    """What a prompt is for and where it came from; travels inside the prompt file."""
+    """What a prompt is for and where it came from; travels inside the prompt file.
 
-    task: str | None = None  # "classify" or "generate"
+    Built once and never changed: a new fact (the training figures, say) makes a
+    new PromptMeta with `dataclasses.replace`.
+    """
+
+    task: str | None = None  # the task kind (tasks.task_kinds(): "classify", "generate", ...)
     template: str | None = None  # e.g. "Review: {text}\nSentiment:"
     verbalizer: dict[str, str] | None = None  # label -> answer words, e.g. {"fresh": " positive"}
-    target_column: str | None = None  # for "generate" prompts
+    target_column: str | None = None  # text-to-text prompts: the data's target column
     base_model: str | None = None
     base_fingerprint: str | None = None
     init: str | None = None
@@ -131,9 +134,7 @@ class SoftPrompt(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         emb = _initial_embeddings(base, num_virtual_tokens, init, label_words, gen)
         meta = meta or PromptMeta()
-        meta.init = init
-        meta.base_model = meta.base_model or base.name
-        meta.base_fingerprint = base.fingerprint
+        meta = replace(meta, init=init, base_model=meta.base_model or base.name, base_fingerprint=base.fingerprint)
         return cls(emb, meta, initial=emb)
 
     def forward(self) -> torch.Tensor:

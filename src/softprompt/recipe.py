@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FieldError, SoftPromptError
+from .tasks import DEFAULT_KIND, task_class, task_kinds
 from .train_config import TrainConfig
 from .typecheck import check_field_types
 
 if TYPE_CHECKING:
     from .distributed import Dist
     from .models import BaseModel
+    from .tasks import Task
     from .train import TrainResult
 
-TASKS = ("classify", "generate")
-DEFAULT_TEMPLATES = {"classify": "Input: {text}\nLabel:", "generate": "Input: {text}\nOutput:"}
-DEFAULT_COLUMNS = {"classify": ("text", "label"), "generate": ("input", "target")}
 DEFAULT_DEV_EXAMPLES = 300  # dev examples scored at each evaluation
 SETTINGS = tuple(f.name for f in fields(TrainConfig))
 
@@ -41,10 +40,10 @@ class RunSpec:
     """One training run as a user describes it; unset (None) parts come from the data or the defaults."""
 
     data: str  # a built-in dataset name or a data file
-    task: str | None = None  # classify | generate; None: the built-in dataset's, else classify
-    template: str | None = None  # with {text}; None: the dataset's, else DEFAULT_TEMPLATES[task]
+    task: str | None = None  # a task kind (tasks.task_kinds()); None: the built-in dataset's, else classify
+    template: str | None = None  # with {text}; None: the dataset's, else the task kind's default_template
     labels: str | dict[str, str] | None = None  # "a=x,b=y" | JSON | {label: answer words}; None: found in the data
-    text_column: str | None = None  # None: DEFAULT_COLUMNS[task][0]
+    text_column: str | None = None  # None: the task kind's default input column
     label_column: str | None = None  # classify's output column; None: "label"
     target_column: str | None = None  # generate's output column; None: "target"
     skip_invalid: bool = False  # skip and count malformed rows instead of stopping at the first
@@ -57,8 +56,8 @@ class RunSpec:
         check_field_types(self)
         if not self.data.strip():
             raise FieldError("data", "is empty: give a built-in dataset name or a data file")
-        if self.task is not None and self.task not in TASKS:
-            raise FieldError("task", f"must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task is not None and self.task not in task_kinds():
+            raise FieldError("task", f"must be one of {', '.join(task_kinds())}, got {self.task!r}")
         if self.template is not None and self.template.count("{text}") != 1:
             raise FieldError("template", f"must contain {{text}} exactly once, got {self.template!r}")
         if isinstance(self.labels, str):
@@ -75,7 +74,7 @@ class RunSpec:
 class RunData:
     """A task and its data, resolved from a spec (or given by the caller, as compare does)."""
 
-    task: object  # tasks.ClassifyTask | tasks.GenerateTask
+    task: Task
     train: tuple
     dev: tuple
     test: tuple
@@ -96,12 +95,12 @@ class RunStart:
     metric: str | None  # the dev metric that picks the best prompt; None without dev data
 
 
-def defaults(task: str = "classify") -> dict[str, object]:
+def defaults(task: str = DEFAULT_KIND) -> dict[str, object]:
     """The settings a run gets when the user chooses nothing: what every front end shows as its defaults."""
     config = TrainConfig()
     return {
         "task": task,
-        "template": DEFAULT_TEMPLATES[task],
+        "template": task_class(task).default_template,
         "num_virtual_tokens": config.num_virtual_tokens,
         "init": default_init(task),
         "optimizer": config.optimizer,
@@ -116,8 +115,8 @@ def defaults(task: str = "classify") -> dict[str, object]:
 
 
 def default_init(task: str) -> str:
-    """Class-label init needs labels; a text-to-text task starts from sampled vocabulary."""
-    return TrainConfig.init if task == "classify" else "vocab"
+    """The task kind's own (class-label init needs labels; text-to-text starts from sampled vocabulary)."""
+    return task_class(task).default_init
 
 
 def parse_labels(spec: str, template: str) -> dict[str, str]:
@@ -156,19 +155,19 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
     is all test data. `name` words settings in data messages ("choose another with --text-column").
     """
     from .data import BuiltinDataset, load_examples, resolve_data, split_examples
-    from .tasks import ClassifyTask, GenerateTask
 
     source = resolve_data(spec.data)
     builtin = source if isinstance(source, BuiltinDataset) else None
     kind = (
         spec.task
         or (meta.task if meta is not None and meta.task else None)
-        or (builtin.task if builtin else "classify")
+        or (builtin.task if builtin else DEFAULT_KIND)
     )
+    kind_class = task_class(kind)
     template = spec.template or (meta.template if meta is not None and meta.task == kind else None)
-    template = template or (builtin.template if builtin else DEFAULT_TEMPLATES[kind])
+    template = template or (builtin.template if builtin else kind_class.default_template)
     verbalizer = None
-    if kind == "classify":
+    if kind_class.has_labels:
         if isinstance(spec.labels, Mapping):
             verbalizer = dict(spec.labels)
         elif spec.labels:
@@ -177,9 +176,9 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
             verbalizer = dict(meta.verbalizer)
         elif builtin is not None:
             verbalizer = dict(builtin.verbalizer)
-    output_field = "label_column" if kind == "classify" else "target_column"
-    text_col = spec.text_column or DEFAULT_COLUMNS[kind][0]
-    out_col = getattr(spec, output_field) or DEFAULT_COLUMNS[kind][1]
+    output_field = kind_class.output_field
+    text_col = spec.text_column or kind_class.columns[0]
+    out_col = getattr(spec, output_field) or kind_class.columns[1]
     skipped = 0
 
     def read(path, shown: str | None) -> tuple:
@@ -201,7 +200,7 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
         train, dev, test = splits.train, splits.dev, splits.test
     else:
         examples = read(source, spec.data_name)
-        if verbalizer is None and kind == "classify":
+        if verbalizer is None and kind_class.has_labels:
             space = "" if template[-1:].isspace() else " "
             verbalizer = {label: space + label for label in sorted({ex.output for ex in examples})}
         if spec.dev_data or not need_train:
@@ -213,7 +212,7 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
             train, dev, test = splits.train, splits.dev, ()
     if need_train and not train:
         raise SoftPromptError(f"{spec.data_name or spec.data}: no training examples left after the dev split; add rows")
-    task = ClassifyTask(template, verbalizer) if kind == "classify" else GenerateTask(template, out_col)
+    task = kind_class.build(template, labels=verbalizer, output_column=out_col)
     data_name = builtin.name if builtin else Path(spec.data_name or spec.data).stem
     hint = builtin.max_input_tokens if builtin else None
     return RunData(task, tuple(train), tuple(dev), tuple(test), data_name, hint, skipped)
@@ -271,7 +270,7 @@ def run_training(
     prompt's metadata (default: the model's own name).
     """
     from .distributed import Dist
-    from .evaluate import encode_eval_set, main_metric
+    from .evaluate import encode_eval_set
     from .prompt import PromptMeta
     from .train import CHECKPOINT_DIR, encode_examples, train
 
@@ -286,7 +285,7 @@ def run_training(
         base, task, data.dev[: spec.max_dev_examples], max_tokens=config.max_input_tokens, truncate=config.truncate
     )
     dev = dev if len(dev) else None
-    metric = main_metric(task) if dev is not None else None
+    metric = task.metric if dev is not None else None
     if on_start is not None:
         on_start(
             RunStart(config, len(rows), cut, 0 if dev is None else len(dev), config.total_steps(len(rows)), metric)

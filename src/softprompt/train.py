@@ -29,7 +29,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,12 +38,12 @@ from .checkpoint import Checkpoint, join_optimizer_state, load_checkpoint, save_
 from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
-from .evaluate import EvalSet, main_metric
+from .evaluate import EvalSet
 from .models import BaseModel
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, Progress
 from .prompt import PromptMeta, SoftPrompt
-from .tasks import ClassifyTask, Encoded, Task
+from .tasks import Encoded, Task
 from .train_config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoint"
@@ -72,7 +72,7 @@ def encode_examples(
 ) -> tuple[list[Encoded], int]:
     """Examples as token ids, and how many inputs were truncated."""
     rows = [
-        task.prepare(base, ex.input, ex.output, max_tokens=max_tokens, truncate=truncate, where=ex.where)
+        task.encode(base, ex.input, ex.output, max_tokens=max_tokens, truncate=truncate, where=ex.where)
         for ex in examples
     ]
     return rows, sum(r.truncated for r in rows)
@@ -200,7 +200,7 @@ def train(
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
         (out / METRICS_FILE).unlink(missing_ok=True)
 
-    metric = main_metric(task) if dev is not None else None
+    metric = task.metric if dev is not None else None
     progress = Progress(total, state.step, enabled=show_progress and dist.is_main)
     status = "finished"
 
@@ -283,23 +283,21 @@ def train(
 def _initial_prompt(
     base: BaseModel, task: Task, config: TrainConfig, meta: PromptMeta | None, allow_mismatch: bool
 ) -> SoftPrompt:
-    meta = meta or PromptMeta()
-    task.to_meta(meta)
-    label_words = list(task.verbalizer.values()) if isinstance(task, ClassifyTask) else None
+    meta = replace(meta or PromptMeta(), **task.meta_fields())
+    from_file = config.init.startswith("file:")
     prompt = SoftPrompt.initialize(
         base,
         config.num_virtual_tokens,
-        "random" if config.init.startswith("file:") and allow_mismatch else config.init,
-        label_words=label_words,
+        "random" if from_file and allow_mismatch else config.init,
+        label_words=task.init_words(),
         seed=config.seed,
         meta=meta,
     )
-    if config.init.startswith("file:") and allow_mismatch:
+    if from_file and allow_mismatch:
         # SoftPrompt.initialize refuses a prompt from another model; the user said to allow it.
         source = SoftPrompt.load(config.init[len("file:") :], base, allow_mismatch=True).embeddings.detach()
         tiled = source.repeat(math.ceil(config.num_virtual_tokens / source.shape[0]), 1)[: config.num_virtual_tokens]
-        prompt = SoftPrompt(tiled, prompt.meta, initial=tiled)
-        prompt.meta.init = config.init
+        prompt = SoftPrompt(tiled, replace(prompt.meta, init=config.init), initial=tiled)
     return prompt
 
 
@@ -326,7 +324,7 @@ def _train_step(
     n = sum(len(m) for m in micro)
     total = 0.0
     for batch_rows in micro:
-        mine, share = dist.shard_loss_terms(batch_rows)
+        mine, share = dist.shard_loss_terms(batch_rows, task.loss_terms)
         if not mine:
             continue
         batch, target = task.collate(base, mine, side="left")
@@ -379,8 +377,7 @@ def _save_prompt(base: BaseModel, prompt: SoftPrompt, tensor: torch.Tensor, out:
     SoftPrompt.save replaces a whole folder, so the files are written into a
     temporary folder and each one moved into `out` with an atomic rename.
     """
-    prompt.meta.training = dict(figures)
-    saved = SoftPrompt(tensor, prompt.meta, initial=prompt.initial)
+    saved = SoftPrompt(tensor, replace(prompt.meta, training=dict(figures)), initial=prompt.initial)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".prompt-", dir=out))
     try:

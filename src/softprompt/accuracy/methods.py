@@ -27,7 +27,7 @@ from typing import Protocol
 import torch
 
 from ..errors import SoftPromptError
-from ..evaluate import EvalSet, evaluate, main_metric
+from ..evaluate import EvalSet, evaluate
 from ..models import BaseModel
 from ..progress import MetricsLog
 from ..tasks import ClassifyTask, Encoded, Task
@@ -89,7 +89,7 @@ class PromptMethod:
 
         if self.balanced_loss and isinstance(task, ClassifyTask):
             task = replace(task, class_weights=balanced_weights(task, rows))
-        settings = {"init": "labels" if isinstance(task, ClassifyTask) else "vocab", **self.settings}
+        settings = {"init": task.default_init, **self.settings}
         config = TrainConfig(
             batch_size=budget.batch_size,
             steps=budget.steps,
@@ -172,7 +172,7 @@ class _BestOnDev:
 
     def __init__(self, model: BaseModel, task: Task, dev: EvalSet, budget: Budget):
         self.model, self.task, self.dev, self.budget = model, task, dev, budget
-        self.metric = main_metric(task)
+        self.metric = task.metric
         self.curve: list[dict] = []
         self.best_step: int | None = None
         self.best_value = -math.inf

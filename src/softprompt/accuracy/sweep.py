@@ -29,7 +29,7 @@ from ..errors import SoftPromptError
 from ..evaluate import EvalSet, encode_eval_set, evaluate
 from ..fileio import write_json_atomic
 from ..models import BaseModel
-from ..tasks import ClassifyTask, GenerateTask, Task
+from ..tasks import Task, task_class
 from ..train import encode_examples
 from .methods import Budget, method_by_name, scratch_dir
 from .scoring import classification_scores, label_scores
@@ -109,10 +109,7 @@ class TaskData:
 def load_task(base: BaseModel, name: str, config: SweepConfig) -> TaskData:
     dataset = builtin_dataset(name)
     splits = dataset.load()
-    if dataset.task == "classify":
-        task: Task = ClassifyTask(dataset.template, dict(dataset.verbalizer))
-    else:
-        task = GenerateTask(dataset.template)
+    task = task_class(dataset.task).build(dataset.template, labels=dict(dataset.verbalizer) or None)
     limit = dataset.max_input_tokens
     rows, _ = encode_examples(base, task, splits.train, max_tokens=limit)
     test = splits.test[: config.test_examples] if config.test_examples else splits.test
@@ -162,7 +159,7 @@ def run_cell(
         "losses": [round(x, 5) for x in trained.losses],
         "config": config.fingerprint(),
     }
-    if isinstance(data.task, ClassifyTask):
+    if data.task.labels:  # a closed label set: every decision rule on the labels' scores
         labels = data.task.labels
         test_scores = label_scores(
             trained.model, data.task, trained.prompt, data.test.rows, batch_size=plan.eval_batch_size

@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
 def _answer(predictor, failed, inputs, args, config, sink) -> int:
     """Write one JSON line per (input, prompt) or per input (--ensemble); return the number of error lines."""
     from ..infer import InputError
-    from ..tasks import ClassifyTask
 
     start, failures = time.perf_counter(), 0
     for first in range(0, len(inputs), CHUNK):
@@ -84,17 +83,16 @@ def _answer(predictor, failed, inputs, args, config, sink) -> int:
             pairs = [
                 (n, name) for n, item in enumerate(chunk) for name in ([item.prompt] if item.prompt else args.prompt)
             ]
-            results: dict[int, object] = {}
-            by_kind: dict[str, list[int]] = {"classify": [], "generate": []}
-            for k, (_n, name) in enumerate(pairs):
-                if name in failed:
-                    results[k] = InputError(failed[name])
-                else:
-                    kind = "classify" if isinstance(predictor.task(name), ClassifyTask) else "generate"
-                    by_kind[kind].append(k)
-            requests = {kind: [(pairs[k][1], chunk[pairs[k][0]].text) for k in ks] for kind, ks in by_kind.items()}
-            results.update(zip(by_kind["classify"], predictor.classify(requests["classify"])))
-            results.update(zip(by_kind["generate"], predictor.generate(requests["generate"], config)))
+            results: dict[int, object] = {
+                k: InputError(failed[name]) for k, (_, name) in enumerate(pairs) if name in failed
+            }
+            # Prompts with labels answer with one of them; the others generate text.
+            live = [k for k, (_, name) in enumerate(pairs) if name not in failed]
+            labelled = [k for k in live if predictor.classifies(pairs[k][1])]
+            free = [k for k in live if not predictor.classifies(pairs[k][1])]
+            requests = {k: (pairs[k][1], chunk[pairs[k][0]].text) for k in live}
+            results.update(zip(labelled, predictor.classify([requests[k] for k in labelled])))
+            results.update(zip(free, predictor.generate([requests[k] for k in free], config)))
             lines = [(n, name, results[k]) for k, (n, name) in enumerate(pairs)]
         for n, name, result in lines:
             failures += isinstance(result, InputError)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..errors import SoftPromptError, worded
 from ..optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
-from ..recipe import DEFAULT_DEV_EXAMPLES, SETTINGS, TASKS, RunSpec, defaults
+from ..recipe import DEFAULT_DEV_EXAMPLES, SETTINGS, RunSpec, defaults
+from ..tasks import DEFAULT_KIND, task_class, task_kinds
 
 NAME = "train"
 HELP = "train a soft prompt on labelled data (the base model stays frozen)"
@@ -43,9 +44,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--task",
-        choices=TASKS,
+        choices=task_kinds(),
         default=None,
-        help="task kind (default: classify, or the built-in dataset's)",
+        help=f"task kind (default: {DEFAULT_KIND}, or the built-in dataset's)",
     )
     parser.add_argument(
         "--template", default=None, help='input template with {text}, e.g. "Review: {text}\\nSentiment:"'
@@ -90,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init",
         default=None,
-        help=f'labels | vocab | random | text:"..." | file:PROMPT_DIR (default: {d["init"]} for classify, '
-        f"{defaults('generate')['init']} for generate)",
+        help='labels | vocab | random | text:"..." | file:PROMPT_DIR (default: '
+        + ", ".join(f"{task_class(k).default_init} for {k}" for k in task_kinds())
+        + ")",
     )
     parser.add_argument(
         "--optimizer",

@@ -59,8 +59,8 @@ def hard_prompt_ids(
     sep = base.encode(SEPARATOR)
     ids = base.encode(instruction) + sep
     for ex in demos:
-        demo, _ = task.encode(base, ex.input, max_tokens=max_tokens)
-        ids += demo + base.encode(task.verbalizer[ex.output]) + sep
+        demo = task.encode(base, ex.input, max_tokens=max_tokens).ids
+        ids += list(demo) + base.encode(task.verbalizer[ex.output]) + sep
     return ids
 
 

@@ -26,7 +26,7 @@ def load_task_data(config: CompareConfig) -> TaskData:
     """A built-in dataset by name, or a data file with `config.template` and `config.labels`."""
     source = resolve_data(config.data)
     if isinstance(source, BuiltinDataset):
-        if source.task != "classify":
+        if source.task != ClassifyTask.kind:
             raise SoftPromptError(f"compare scores classification; '{source.name}' is a {source.task} task")
         splits = source.load()
         task = ClassifyTask(config.template or source.template, dict(config.labels or source.verbalizer))

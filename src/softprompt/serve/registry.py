@@ -35,6 +35,7 @@ from pathlib import Path
 from ..errors import SoftPromptError
 from ..models import BaseModel
 from ..prompt import CONFIG_FILE, WEIGHTS_FILE, SoftPrompt
+from ..tasks import task_from_meta
 
 log = logging.getLogger("softprompt.serve")
 
@@ -177,10 +178,14 @@ def _signature(path: Path) -> tuple | None:
 
 def _info(name: str, path: Path, prompt: SoftPrompt) -> PromptInfo:
     meta = prompt.meta
+    try:
+        labels = list(task_from_meta(meta).labels) or None
+    except SoftPromptError:  # no task stored (e.g. a PEFT file): served for generation only
+        labels = None
     return PromptInfo(
         name=name,
         task=meta.task,
-        labels=list(meta.verbalizer) if meta.verbalizer else None,
+        labels=labels,
         num_virtual_tokens=prompt.num_virtual_tokens,
         bytes=prompt.file_size(path),
         template=meta.template,

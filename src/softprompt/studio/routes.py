@@ -58,6 +58,7 @@ from ..serve.app import APIError, create_app
 from ..serve.config import ServeSettings
 from ..serve.operations import Generate
 from ..serve.registry import PromptRegistry, name_problem
+from ..tasks import describe_kinds, kind_has_labels, task_from_meta
 from .guard import TOKEN_HEADER, RequestGuard, require_json
 from .jobs import Job, JobQueue
 from .runner import JobSpec, NameTaken, form_label, publish, resolve, train_job
@@ -171,20 +172,26 @@ def _router(
     async def info() -> dict:
         from ..data import BUILTIN_DATASETS
         from ..optim import DEFAULT_LR, OPTIMIZERS
-        from ..recipe import DEFAULT_TEMPLATES, TASKS, defaults
+        from ..recipe import defaults
 
         return {
             "model": base.name,
             "max_upload_bytes": uploads.max_bytes,
             "defaults": defaults(),
-            "templates": {task: DEFAULT_TEMPLATES[task] for task in TASKS},
+            "tasks": describe_kinds(),
             "optimizers": [
                 {"name": o, "lr": DEFAULT_LR[o]} for o in sorted(OPTIMIZERS, key=lambda o: o != defaults()["optimizer"])
             ],
             "limits": dataclasses.asdict(studio),
             "token_header": TOKEN_HEADER,
             "datasets": [
-                {"name": d.name, "template": d.template, "labels": dict(d.verbalizer), "description": d.description}
+                {
+                    "name": d.name,
+                    "task": d.task,
+                    "template": d.template,
+                    "labels": dict(d.verbalizer),
+                    "description": d.description,
+                }
                 for d in BUILTIN_DATASETS.values()
             ],
         }
@@ -237,9 +244,9 @@ def _router(
             template = body.hard_prompt
         elif body.hard_prompt.strip():
             template = body.hard_prompt.rstrip() + "\n" + template
-        if prompt.meta.task == "classify" and prompt.meta.verbalizer:
+        if kind_has_labels(prompt.meta.task) and prompt.meta.verbalizer:
             try:
-                probs = await batcher.call(lambda: _classify_hard(base, template, prompt.meta.verbalizer, body.text))
+                probs = await batcher.call(lambda: _classify_hard(base, prompt.meta, template, body.text))
             except SoftPromptError as e:
                 raise APIError(422, str(e)) from None
             return {"template": template, "label": max(probs, key=probs.get), "probs": probs}
@@ -396,15 +403,14 @@ def _remove_folder(folder: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _classify_hard(base: LanguageModel, template: str, verbalizer: dict, text: str) -> dict[str, float]:
+def _classify_hard(base: LanguageModel, meta, template: str, text: str) -> dict[str, float]:
+    """The prompt's own task with `template` in place of its template, scored with no soft prompt."""
     import torch
 
     from ..forward import pad_batch
-    from ..tasks import ClassifyTask
 
-    task = ClassifyTask(template, dict(verbalizer))
-    ids, _ = task.encode(base, text)
-    batch = pad_batch([ids], base.pad_token_id, side="left", device=base.device)
+    task = task_from_meta(dataclasses.replace(meta, template=template))
+    batch = pad_batch([task.encode(base, text).ids], base.pad_token_id, side="left", device=base.device)
     with torch.no_grad():
         probs = task.label_scores(base, None, batch).float().softmax(-1)[0].tolist()
     return dict(zip(task.labels, probs))

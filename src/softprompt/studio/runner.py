@@ -20,8 +20,9 @@ from pathlib import Path
 
 from ..errors import FieldError, SoftPromptError, worded
 from ..models import BaseModel
-from ..recipe import DEFAULT_DEV_EXAMPLES, TASKS, RunData, RunSpec, RunStart, prepare, run_training
+from ..recipe import DEFAULT_DEV_EXAMPLES, RunData, RunSpec, RunStart, prepare, run_training
 from ..serve.registry import name_problem
+from ..tasks import DEFAULT_KIND, task_class, task_kinds
 from ..train_config import DEFAULT_STEPS, TrainConfig
 from ..typecheck import check_field_types
 from .uploads import UploadStore
@@ -70,11 +71,11 @@ class JobSpec:
     name: str  # the prompt's name in the list (folder name under prompts/)
     data: str  # an upload id, or a built-in dataset name
     overwrite: bool = False  # replace a prompt of the same name; otherwise the name is refused
-    task: str = "classify"
-    template: str | None = None  # None: the built-in dataset's, else recipe.DEFAULT_TEMPLATES[task]
+    task: str = DEFAULT_KIND  # a task kind (tasks.task_kinds())
+    template: str | None = None  # None: the built-in dataset's, else the task kind's default template
     labels: str | None = None  # "label=answer words,...", None: the labels found in the data
     text_column: str | None = None
-    label_column: str | None = None  # the label column (classify) or the target column (generate)
+    label_column: str | None = None  # the output column: labels, or targets (the task kind's output_field)
     num_virtual_tokens: int = TrainConfig.num_virtual_tokens
     steps: int = DEFAULT_STEPS
     batch_size: int = TrainConfig.batch_size
@@ -93,8 +94,8 @@ class JobSpec:
                 raise FieldError("name", f": {problem}")
             if not self.data:
                 raise FieldError("data", ": upload a file or choose a built-in dataset")
-            if self.task not in TASKS:
-                raise FieldError("task", f"must be one of {', '.join(TASKS)}, got {self.task!r}")
+            if self.task not in task_kinds():
+                raise FieldError("task", f"must be one of {', '.join(task_kinds())}, got {self.task!r}")
             self.run_spec(self.data)  # the same checks as every front end (template, labels, settings)
 
     @classmethod
@@ -115,15 +116,14 @@ class JobSpec:
 
     def run_spec(self, data: str, data_name: str | None = None) -> RunSpec:
         """The run this job stands for, reading `data` (the upload's stored path, or the dataset's name)."""
-        generate = self.task == "generate"
+        output = {"label_column": None, "target_column": None, task_class(self.task).output_field: self.label_column}
         return RunSpec(
             data=data,
             task=self.task,
             template=self.template,
             labels=self.labels,
             text_column=self.text_column,
-            label_column=None if generate else self.label_column,
-            target_column=self.label_column if generate else None,
+            **output,
             skip_invalid=False,  # a bad row is reported (file:line), never silently dropped
             max_dev_examples=self.max_dev_examples,
             settings={k: getattr(self, k) for k in TRAINING_SETTINGS if getattr(self, k) is not None},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from ...tasks import kind_has_labels
 from .. import schemas
 from ..checks import check_texts, input_errors, require_prompt
 from ..dispatch import answer
@@ -18,7 +19,7 @@ router = APIRouter()
 async def classify(body: schemas.ClassifyRequest, state: State, request: Request) -> schemas.ClassifyResponse:
     """Label each input with the named classification prompt; inputs may be answered in a shared batch."""
     info = require_prompt(state, body.prompt, "prompt")
-    if info.task != "classify" or not info.labels:
+    if not kind_has_labels(info.task) or not info.labels:
         raise APIError(
             422,
             f"prompt '{info.name}' is not a classification prompt (task: {info.task or 'unknown'}, no labels); "

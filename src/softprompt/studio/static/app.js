@@ -142,7 +142,7 @@ async function tryPrompts() {
   hard.replaceChildren(el("span", { class: "muted" }, "running\u2026"));
   const hardText = $("#hard-text").value;
   const softJob = (async () => {
-    if (prompt.task === "classify") {
+    if (prompt.labels && prompt.labels.length) {
       const out = await postJSON("/v1/classify", { prompt: prompt.name, inputs: [text] });
       soft.replaceChildren(bars(out.results[0].probs));
     } else {
@@ -221,16 +221,20 @@ function showUpload(info) {
   $("#preview").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
   $("#data-details").classList.remove("hidden");
   $("#job-name").value = $("#job-name").value || info.name.replace(/\.[^.]+$/, "").replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "my-prompt";
-  $("#template").value = state.info.templates[$("#task").value];
+  $("#template").value = taskKind($("#task").value).default_template;
   labelSummary();
   loadStorage();
+}
+
+function taskKind(kind) {
+  return state.info.tasks.find((t) => t.kind === kind) || state.info.tasks[0];
 }
 
 function labelSummary() {
   const info = state.upload;
   if (!info) return;
   const counts = info.label_column === $("#label-column").value ? info.label_counts : null;
-  if (counts && Object.keys(counts).length && $("#task").value === "classify") {
+  if (counts && Object.keys(counts).length && taskKind($("#task").value).has_labels) {
     $("#label-summary").textContent = "labels: " + Object.entries(counts).map(([k, v]) => `${k} (${v})`).join(", ");
     $("#labels").value = Object.keys(counts).map((k) => `${k}=${k}`).join(",");
   } else {
@@ -247,7 +251,7 @@ function chooseBuiltin(name) {
   $("#data-details").classList.add("hidden");
   $("#upload-error").textContent = "";
   $("#upload-status").textContent = d.description;
-  $("#task").value = "classify";
+  $("#task").value = d.task;
   $("#template").value = d.template;
   $("#labels").value = Object.entries(d.labels).map(([k, v]) => `${k}=${v.trim()}`).join(",");
   $("#job-name").value = $("#job-name").value || d.name;
@@ -259,7 +263,7 @@ function jobSpec() {
     data: state.upload ? state.upload.id : $("#builtin").value,
     task: $("#task").value,
     template: $("#template").value,
-    labels: $("#task").value === "classify" ? $("#labels").value.trim() : "",
+    labels: taskKind($("#task").value).has_labels ? $("#labels").value.trim() : "",
     optimizer: $("#optimizer").value,
     lr: $("#lr").value.trim() ? Number($("#lr").value) : null,
     overwrite: $("#overwrite").checked,
@@ -497,8 +501,8 @@ async function init() {
   $("#builtin").addEventListener("change", (e) => chooseBuiltin(e.target.value));
   $("#label-column").addEventListener("change", () => { state.upload.label_column = $("#label-column").value; state.upload.label_counts = {}; labelSummary(); });
   $("#task").addEventListener("change", () => {
-    $("#labels-field").classList.toggle("hidden", $("#task").value !== "classify");
-    if (state.upload) $("#template").value = state.info.templates[$("#task").value];
+    $("#labels-field").classList.toggle("hidden", !taskKind($("#task").value).has_labels);
+    if (state.upload) $("#template").value = taskKind($("#task").value).default_template;
   });
   $("#optimizer").addEventListener("change", showDefaultLR);
   $("#clear-cache").addEventListener("click", clearCache);
@@ -511,12 +515,15 @@ async function init() {
   state.info = await api("/studio/api/info");
   $("#model").textContent = "model: " + state.info.model;
   for (const d of state.info.datasets) $("#builtin").append(el("option", { value: d.name }, d.name));
+  // Task kinds come from the server's registry, so a new kind needs no change here.
+  $("#task").replaceChildren(...state.info.tasks.map((t) => el("option", { value: t.kind }, t.kind)));
   // The defaults every front end shares (the train command's); the optimizer's LR stays a placeholder.
   $("#optimizer").replaceChildren(...state.info.optimizers.map((o) => el("option", { value: o.name }, o.name)));
   const d = state.info.defaults;
   for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed", "optimizer"]) $("#" + key).value = d[key];
   for (const key of ["num_virtual_tokens", "steps", "batch_size"]) $("#" + key).max = state.info.limits["max_" + key];
-  $("#template").value = state.info.templates[d.task];
+  $("#task").value = d.task;
+  $("#template").value = taskKind(d.task).default_template;
   showDefaultLR();
   drawChart([], [], 0);
   window.addEventListener("resize", () => state.lastJob && drawChart(state.lastJob.loss, state.lastJob.dev, state.lastJob.total_steps));

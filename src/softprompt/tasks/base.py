@@ -1,0 +1,229 @@
+"""The task protocol, and the pieces every task kind shares (templates, encoded examples, label scoring).
+
+A task kind says how an example becomes token ids (`encode`, `collate`), how
+the model's output is scored (`loss`, `predict`), what is reported (`report`,
+`metric`), and what front ends need before any model is loaded (the class
+attributes: default template and data columns, whether it has a closed label
+set, the default prompt initialisation). Everything model-specific goes through
+the one prompted forward (forward.py), so a task never branches on the model
+family or on how the prompt is laid out.
+
+Task modules import torch inside their methods: the CLI's `--help` and the
+studio list the kinds and their defaults without loading torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import SoftPromptError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..forward import PromptState, TokenBatch
+    from ..models import BaseModel
+    from ..prompt import PromptMeta
+
+TEXT_SLOT = "{text}"
+TRUNCATE_SIDES = ("left", "right")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example as token ids: `ids` the input; `target` what the task learns (None when encoded without one)."""
+
+    ids: tuple[int, ...]
+    target: int | tuple[int, ...] | None = None  # a label's index, or target token ids
+    truncated: bool = False
+    where: str = ""
+
+    def __len__(self) -> int:
+        extra = len(self.target) if isinstance(self.target, tuple) else 0
+        return len(self.ids) + extra
+
+
+class Task(ABC):
+    """A task kind. Subclass it in one module under `softprompt/tasks/` and decorate with `@register_task`.
+
+    Instances are frozen dataclasses holding what a prompt file stores about its
+    task (template, labels, ...); `template` contains "{text}" once.
+    """
+
+    kind: ClassVar[str]  # the registry key, stored in prompt files ("classify")
+    metric: ClassVar[str]  # the report entry that picks the best prompt (higher is better)
+    default_template: ClassVar[str]
+    columns: ClassVar[tuple[str, str]]  # default (input, output) data columns
+    output_field: ClassVar[str] = "target_column"  # the run setting naming the output column
+    has_labels: ClassVar[bool] = False  # a closed label set: read from --labels or the data; served by /v1/classify
+    default_init: ClassVar[str] = "vocab"  # the prompt initialisation when the user chooses none
+    template: str
+
+    # -- building -------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def build(cls, template: str, *, labels: dict[str, str] | None = None, output_column: str | None = None) -> Task:
+        """The task a run asks for: its template, its labels (kinds with labels) and its output column."""
+
+    @classmethod
+    @abstractmethod
+    def from_meta(cls, meta: PromptMeta) -> Task:
+        """The task stored in a prompt's metadata."""
+
+    @abstractmethod
+    def meta_fields(self) -> dict[str, object]:
+        """The `PromptMeta` fields that store this task (`task` = kind, template, ...)."""
+
+    # -- data -----------------------------------------------------------------------
+
+    @abstractmethod
+    def encode(
+        self,
+        base: BaseModel,
+        text: str,
+        target: str | None = None,
+        *,
+        max_tokens: int | None = None,
+        truncate: str = "left",
+        where: str = "",
+    ) -> Encoded:
+        """One example (its target too when given); only the text is cut to fit `max_tokens`."""
+
+    @abstractmethod
+    def collate(self, base: BaseModel, rows: Sequence[Encoded], *, side: str = "left") -> tuple[TokenBatch, object]:
+        """(inputs, targets) of a micro-batch of encoded examples with targets, as `loss` takes them."""
+
+    def loss_terms(self, row: Encoded) -> int:
+        """How many terms `row` adds to the loss's mean (rows split across processes are weighted by it)."""
+        return 1
+
+    def init_words(self) -> list[str] | None:
+        """Words whose embeddings a `labels` initialisation starts from (None: the kind has none)."""
+        return None
+
+    # -- the model ------------------------------------------------------------------
+
+    @abstractmethod
+    def loss(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, target) -> torch.Tensor:
+        """The mean training loss of a collated batch (differentiable in the prompt)."""
+
+    @abstractmethod
+    def predict(
+        self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds: Sequence[str] | None = None
+    ) -> list[str]:
+        """One answer per row of a left-padded batch; `golds`, when known, may size a generation budget."""
+
+    @abstractmethod
+    def report(self, predictions: Sequence[str], golds: Sequence[str]) -> dict:
+        """Metrics of predictions against gold answers (with `n` and `metric`)."""
+
+    # -- a closed label set (kinds with has_labels) -----------------------------------
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return ()
+
+    def label_token_ids(self, base: BaseModel) -> list[list[int]]:
+        """Each label's answer tokens (kinds with labels)."""
+        raise SoftPromptError(f"a {self.kind} task has no labels")
+
+    def label_scores(
+        self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, normalized: bool = False
+    ) -> torch.Tensor:
+        """[B, K] label scores: the summed log-probs of each label's answer tokens after the input.
+
+        Single-token labels (and not `normalized`): the K restricted-head logits,
+        equal to the log-probs up to a per-row constant, so their argmax, their
+        softmax over the labels and a cross-entropy over them are exact: the
+        full-vocabulary logsumexp cancels. Multi-token labels need every
+        position's full normalisation: one row per (example, label), fed the
+        label's tokens but the last, the full vocabulary only where it is scored.
+        """
+        import torch
+
+        from ..forward import TokenBatch, next_token_logits
+
+        label_ids = self.label_token_ids(base)
+        if all(len(t) == 1 for t in label_ids):
+            first = torch.tensor([t[0] for t in label_ids], device=base.device)
+            if normalized:
+                return next_token_logits(base, prompt, batch).float().log_softmax(-1)[:, first]
+            return next_token_logits(base, prompt, batch, token_ids=first).float()
+        k, b = len(label_ids), batch.input_ids.shape[0]
+        repeated = TokenBatch(batch.input_ids.repeat_interleave(k, 0), batch.attention_mask.repeat_interleave(k, 0))
+        fed = [toks[:-1] for _ in range(b) for toks in label_ids]
+        logp = next_token_logits(base, None if prompt is None else prompt.repeat_rows(k), repeated, fed)
+        targets = torch.tensor([tok for _ in range(b) for toks in label_ids for tok in toks], device=base.device)
+        owner = torch.tensor([r for r in range(b * k) for _ in label_ids[r % k]], device=base.device)
+        picked = logp.float().log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        return torch.zeros(b * k, device=base.device, dtype=picked.dtype).index_add(0, owner, picked).view(b, k)
+
+
+# -- templates ---------------------------------------------------------------------------
+
+
+def split_template(template: str) -> tuple[str, str]:
+    """The template's text before and after its "{text}" slot; refuses a template without exactly one."""
+    if not isinstance(template, str) or template.count(TEXT_SLOT) != 1:
+        raise SoftPromptError(
+            f"the template must contain {TEXT_SLOT} exactly once, got {template!r} "
+            f"(e.g. --template 'Review: {TEXT_SLOT}\\nSentiment:')"
+        )
+    before, after = template.split(TEXT_SLOT)
+    return before, after
+
+
+def special_ids(base: BaseModel) -> tuple[list[int], list[int]]:
+    """Tokens the tokenizer adds around a text by default (e.g. Llama-3's BOS, T5's EOS)."""
+    plain = base.encode("a")
+    full = base.tokenizer("a")["input_ids"]
+    start = _find(full, plain)
+    if start < 0:
+        return [], []
+    return list(full[:start]), list(full[start + len(plain) :])
+
+
+def _find(seq: Sequence[int], sub: Sequence[int]) -> int:
+    for i in range(len(seq) - len(sub) + 1):
+        if list(seq[i : i + len(sub)]) == list(sub):
+            return i
+    return -1
+
+
+def encode_template(
+    base: BaseModel, template: str, text: str, *, max_tokens: int | None = None, truncate: str = "left"
+) -> tuple[list[int], bool]:
+    """Token ids of `template` with `text` in its slot; cut only the text to fit `max_tokens`.
+
+    The template's pieces and the text are tokenized separately so the text's
+    tokens are known and can be truncated without touching the template. A
+    space that ends the first piece ("Review: ") moves to the text, so the text's
+    first word gets its usual leading-space token.
+    """
+    if truncate not in TRUNCATE_SIDES:
+        raise SoftPromptError(f"--truncate must be 'left' or 'right', got {truncate!r}")
+    before, after = split_template(template)
+    if before.endswith(" "):
+        before, text = before[:-1], " " + text.lstrip(" ")
+    lead, trail = special_ids(base)
+    if not base.is_seq2seq:
+        trail = []  # a decoder-only input ends at the answer position
+    head = lead + (base.encode(before) if before else [])
+    tail = (base.encode(after) if after else []) + trail
+    body = base.encode(text)
+    truncated = False
+    if max_tokens is not None:
+        room = max_tokens - len(head) - len(tail)
+        if room < 1:
+            raise SoftPromptError(
+                f"--max-input-tokens {max_tokens} leaves no room for the text: the template alone "
+                f"takes {len(head) + len(tail)} tokens"
+            )
+        if len(body) > room:
+            body = body[-room:] if truncate == "left" else body[:room]
+            truncated = True
+    return head + body + tail, truncated

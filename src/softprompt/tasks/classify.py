@@ -1,0 +1,134 @@
+"""Rank classification: pick the label whose answer words are most likely after the input.
+
+A template with "{text}" and a verbalizer (label -> answer words). The input
+ends at the answer position; each label is scored by the summed log-probability
+of its answer tokens (`Task.label_scores`), and the loss is cross-entropy over
+the labels, so with single-token answers only K rows of the LM head are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import SoftPromptError
+from .base import Encoded, Task, encode_template, split_template
+from .registry import register_task
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..forward import PromptState, TokenBatch
+    from ..models import BaseModel
+    from ..prompt import PromptMeta
+
+
+@register_task
+@dataclass(frozen=True)
+class ClassifyTask(Task):
+    kind: ClassVar[str] = "classify"
+    metric: ClassVar[str] = "accuracy"
+    default_template: ClassVar[str] = "Input: {text}\nLabel:"
+    columns: ClassVar[tuple[str, str]] = ("text", "label")
+    output_field: ClassVar[str] = "label_column"
+    has_labels: ClassVar[bool] = True
+    default_init: ClassVar[str] = "labels"
+
+    template: str  # contains "{text}", e.g. "Review: {text}\nSentiment:"
+    verbalizer: dict[str, str]  # label -> answer words, e.g. {"fresh": " positive"}
+    # Training-loss weight per label (verbalizer order), e.g. inverse frequency; None: all 1.
+    class_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        split_template(self.template)
+        if len(self.verbalizer) < 2:
+            raise SoftPromptError(f"a classification task needs at least 2 labels, got {list(self.verbalizer)}")
+        if self.class_weights is not None and (
+            len(self.class_weights) != len(self.verbalizer) or not all(w > 0 for w in self.class_weights)
+        ):
+            raise SoftPromptError(
+                f"class weights must be one positive number per label ({len(self.verbalizer)}), got {self.class_weights}"
+            )
+        for label, words in self.verbalizer.items():
+            if not isinstance(words, str) or not words.strip():
+                raise SoftPromptError(f"label {label!r} has empty answer words; give e.g. '{label}=positive'")
+        # Frozen dataclass: make the verbalizer an (ordered) plain dict copy we own.
+        object.__setattr__(self, "verbalizer", dict(self.verbalizer))
+
+    @classmethod
+    def build(cls, template: str, *, labels: dict[str, str] | None = None, output_column: str | None = None):
+        if not labels:
+            raise SoftPromptError("a classification task needs its labels (label=answer words)")
+        return cls(template, dict(labels))
+
+    @classmethod
+    def from_meta(cls, meta: PromptMeta) -> ClassifyTask:
+        if meta.task != cls.kind or not meta.template or not meta.verbalizer:
+            raise SoftPromptError("the prompt file has no classification task (template and verbalizer)")
+        return cls(meta.template, dict(meta.verbalizer))
+
+    def meta_fields(self) -> dict[str, object]:
+        return {"task": self.kind, "template": self.template, "verbalizer": dict(self.verbalizer)}
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.verbalizer)
+
+    def init_words(self) -> list[str]:
+        return list(self.verbalizer.values())
+
+    def label_token_ids(self, base: BaseModel) -> list[list[int]]:
+        """Each label's answer tokens; refuses labels that encode identically."""
+        ids = [base.encode(words) for words in self.verbalizer.values()]
+        seen: dict[tuple[int, ...], str] = {}
+        for label, toks in zip(self.labels, ids):
+            if not toks:
+                raise SoftPromptError(f"label {label!r}: answer words {self.verbalizer[label]!r} encode to no tokens")
+            if tuple(toks) in seen:
+                raise SoftPromptError(
+                    f"labels {seen[tuple(toks)]!r} and {label!r} have the same answer tokens; give them different words"
+                )
+            seen[tuple(toks)] = label
+        return ids
+
+    def encode(
+        self,
+        base: BaseModel,
+        text: str,
+        target: str | None = None,
+        *,
+        max_tokens: int | None = None,
+        truncate: str = "left",
+        where: str = "",
+    ) -> Encoded:
+        """Input ids ending at the answer position; the target is the label's index."""
+        if target is not None and target not in self.verbalizer:
+            raise SoftPromptError(f"{where or 'example'}: label {target!r} is not one of {list(self.labels)}")
+        ids, cut = encode_template(base, self.template, text, max_tokens=max_tokens, truncate=truncate)
+        return Encoded(tuple(ids), None if target is None else self.labels.index(target), cut, where)
+
+    def collate(self, base: BaseModel, rows: Sequence[Encoded], *, side: str = "left"):
+        import torch
+
+        from ..forward import pad_batch
+
+        batch = pad_batch([r.ids for r in rows], base.pad_token_id, side=side, device=base.device)
+        return batch, torch.tensor([r.target for r in rows], device=base.device)
+
+    def loss(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, target: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the K labels (rank-classification loss), weighted by `class_weights`."""
+        import torch
+        import torch.nn.functional as F
+
+        weight = None if self.class_weights is None else torch.tensor(self.class_weights, device=target.device)
+        return F.cross_entropy(self.label_scores(base, prompt, batch), target, weight=weight)
+
+    def predict(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds=None) -> list[str]:
+        scores = self.label_scores(base, prompt, batch)
+        return [self.labels[i] for i in scores.argmax(-1).tolist()]
+
+    def report(self, predictions: Sequence[str], golds: Sequence[str]) -> dict:
+        from ..metrics import classification_report
+
+        return classification_report(predictions, golds)
