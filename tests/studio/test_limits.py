@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -17,10 +18,9 @@ from .conftest import TEMPLATE, client, reviews_csv, small_job, studio, wait_unt
 
 def save_prompt(base, folder, num_virtual_tokens: int = 2, training=None) -> None:
     meta = PromptMeta(task="classify", template=TEMPLATE, verbalizer={"pos": "p", "neg": "n"})
-    prompt = SoftPrompt.initialize(base, num_virtual_tokens, "random", meta=meta)
     if training is not None:
-        prompt.meta.training = training
-    prompt.save(folder, base)
+        meta = dataclasses.replace(meta, training=training)
+    SoftPrompt.initialize(base, num_virtual_tokens, "random", meta=meta).save(folder, base)
 
 
 class GatedRunner:
@@ -42,7 +42,10 @@ def test_info_serves_the_shared_defaults_and_the_caps(base, tmp_path):
         info = c.get("/studio/api/info").json()
     assert info["defaults"] == defaults() and info["defaults"]["optimizer"] == "adamw"
     assert [o["name"] for o in info["optimizers"]][0] == "adamw"
-    assert info["limits"]["max_steps"] == 77 and info["templates"]["generate"] == "Input: {text}\nOutput:"
+    assert (
+        info["limits"]["max_steps"] == 77
+        and {t["kind"]: t["default_template"] for t in info["tasks"]}["generate"] == "Input: {text}\nOutput:"
+    )
 
 
 def test_queue_cap_job_caps_and_kept_jobs(base, tmp_path, monkeypatch):
