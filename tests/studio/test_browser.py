@@ -2,7 +2,8 @@
 
 Open the studio, upload a small CSV, see the detected columns and preview, train a
 tiny model for a few steps, watch the chart fill, try the new prompt beside a hard
-prompt, inspect it, download it. Screenshots of each page go to /tmp/studio-shots/.
+prompt, inspect it, download it, see the same name refused, delete the job, the
+upload and the prompt. Every change goes through the studio's token check. Screenshots of each page go to /tmp/studio-shots/.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not in
 if not (Path(CHROMIUM).is_file() and Path(DRIVER).is_file()):
     pytest.skip(f"needs {CHROMIUM} and {DRIVER} (apt-get install chromium chromium-driver)", allow_module_level=True)
 
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
@@ -144,3 +146,32 @@ def test_upload_train_try_inspect_download_in_a_browser(browser, base, tmp_path)
         wait_until(lambda: archive.is_file() and zipfile.is_zipfile(archive), 30)
         with zipfile.ZipFile(archive) as z:
             assert "movies/adapter_model.safetensors" in z.namelist()
+
+        # The same name again is refused on the page, unless "replace" is ticked.
+        b.find_element(By.ID, "tab-train").click()
+        b.find_element(By.ID, "start-button").click()
+        wait_until(lambda: "a prompt named 'movies' already exists" in text(b, "#start-error"), 20)
+        shot(b, "6-name-taken")
+
+        # Delete buttons: the finished job, the uploaded file, then the prompt (each asks to confirm).
+        def confirm_delete(css: str) -> None:
+            b.find_element(By.CSS_SELECTOR, css).click()
+            wait_until(lambda: _alert(b), 10).accept()
+
+        wait_until(lambda: b.find_elements(By.CSS_SELECTOR, "#upload-table tbody tr"), 20)
+        confirm_delete("#job-table tbody tr button.delete")
+        wait_until(lambda: not b.find_elements(By.CSS_SELECTOR, "#job-table tbody tr"), 20)
+        confirm_delete("#upload-table tbody tr button.delete")
+        wait_until(lambda: not b.find_elements(By.CSS_SELECTOR, "#upload-table tbody tr"), 20)
+        assert "uploads 0 B" in text(b, "#storage-summary")
+        b.find_element(By.ID, "tab-prompts").click()
+        confirm_delete('#prompt-table tr[data-name="movies"] button.delete')
+        wait_until(lambda: not b.find_elements(By.CSS_SELECTOR, '#prompt-table tr[data-name="movies"]'), 20)
+        assert not (tmp_path / "data" / "prompts" / "movies").exists()
+
+
+def _alert(driver):
+    try:
+        return driver.switch_to.alert
+    except NoAlertPresentException:
+        return None

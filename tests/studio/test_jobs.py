@@ -126,7 +126,7 @@ def test_real_training_stops_resumes_and_publishes_the_prompt(base, tmp_path):
     queue = JobQueue(
         tmp_path / "jobs",
         lambda spec, out, **kw: train_job(base, spec, uploads, out, **kw),
-        lambda job, run_dir: publish(run_dir, prompts, job.name, replace=job.published == job.name),
+        lambda job, run_dir: publish(run_dir, prompts, job.name, job.id, replace=False),
     )
     try:
         job = queue.submit(job_spec)
@@ -209,11 +209,16 @@ def test_publish_never_replaces_another_prompt_unless_asked(tmp_path, base):
     prompts = tmp_path / "prompts"
     SoftPrompt.initialize(base, 2, "random", meta=PromptMeta()).save(prompts / "theirs", base)
     with pytest.raises(NameTaken, match="a prompt named 'theirs' already exists.*kept in the job's folder \\(job1\\)"):
-        publish(run_dir, prompts, "theirs", replace=False)
+        publish(run_dir, prompts, "theirs", "job1", replace=False)
     assert SoftPrompt.load(prompts / "theirs").num_virtual_tokens == 2
-    publish(run_dir, prompts, "theirs", replace=True)
+    publish(run_dir, prompts, "theirs", "job1", replace=True)
     assert SoftPrompt.load(prompts / "theirs").num_virtual_tokens == 3
     assert not (prompts / "theirs" / "checkpoint").exists()
+    # Its own earlier result a job may replace (a stopped job resumed); once another job took the name, not.
+    publish(run_dir, prompts, "theirs", "job1", replace=False)
+    publish(run_dir, prompts, "theirs", "job2", replace=True)
+    with pytest.raises(NameTaken):
+        publish(run_dir, prompts, "theirs", "job1", replace=False)
 
 
 def test_a_job_whose_name_was_taken_meanwhile_fails_and_keeps_its_prompt(tmp_path):

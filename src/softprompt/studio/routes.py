@@ -103,8 +103,7 @@ def create_studio_app(
         return train_job(base, spec, uploads, out, **kwargs)
 
     def publish_job(job: Job, run_dir: Path) -> None:
-        # A job may replace its own earlier result (a stopped job publishes its best so far) or, if asked, any.
-        publish(run_dir, folders.prompts, job.name, replace=job.spec.get("overwrite") or job.published == job.name)
+        publish(run_dir, folders.prompts, job.name, job.id, replace=bool(job.spec.get("overwrite")))
 
     jobs = JobQueue(folders.jobs, runner, publish_job, max_active=studio.max_queued_jobs, max_kept=studio.max_jobs)
     guard = RequestGuard()
@@ -303,7 +302,7 @@ def _router(
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
             for item in sorted(folder.iterdir()):
-                if item.is_file() and not item.is_symlink():
+                if item.is_file() and not item.is_symlink() and not item.name.startswith("."):
                     z.write(item, f"{name}/{item.name}")
         headers = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
         return Response(buffer.getvalue(), media_type="application/zip", headers=headers)

@@ -28,6 +28,7 @@ from ..typecheck import check_field_types
 from .uploads import UploadStore
 
 PROMPT_FILES_SKIP = ("checkpoint",)  # trainer output that is not part of the prompt
+JOB_MARK = ".studio-job"  # in a published prompt folder: the id of the job that wrote it
 # JobSpec fields that are TrainConfig settings (the rest describe the data and the task).
 TRAINING_SETTINGS = (
     "num_virtual_tokens",
@@ -185,27 +186,37 @@ def train_job(
     }
 
 
-def publish(out: Path, prompts_dir: Path, name: str, *, replace: bool) -> Path:
+def publish(out: Path, prompts_dir: Path, name: str, job_id: str, *, replace: bool) -> Path:
     """Copy the trained prompt's files (not the checkpoint) into prompts/<name>, atomically.
 
-    An existing prompts/<name> is replaced only with `replace` (the user asked to overwrite, or it
-    is this job's own earlier result): a job must never silently take another prompt's place.
+    An existing prompts/<name> is replaced only with `replace` (the user asked to overwrite) or when
+    it is still this job's own earlier result (a stopped job published its best so far; the folder
+    holds a `.studio-job` mark with the job's id): a job never silently takes another prompt's place.
     """
     from ..fileio import write_dir_atomic
 
     if name_problem(name):
         raise SoftPromptError(name_problem(name))
     target = prompts_dir / name
-    if target.exists() and not replace:
+    if target.exists() and not replace and published_by(target) != job_id:
         raise NameTaken(name, out)
 
     def fill(tmp: Path) -> None:
         for item in out.iterdir():
             if item.is_file() and item.name not in PROMPT_FILES_SKIP and not item.name.startswith("."):
                 shutil.copy2(item, tmp / item.name)
+        (tmp / JOB_MARK).write_text(job_id, encoding="utf-8")
 
     write_dir_atomic(target, fill)
     return target
+
+
+def published_by(folder: Path) -> str | None:
+    """The id of the studio job that published `folder`, if one did."""
+    try:
+        return (folder / JOB_MARK).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 class NameTaken(SoftPromptError):
