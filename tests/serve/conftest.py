@@ -118,6 +118,16 @@ def serving(base, folder: Path, *, delay: float = 0.0, wrap=None, **settings) ->
         server.stop()
 
 
+def wait_until(check, timeout: float = 30.0) -> bool:
+    """Poll `check` until it holds (True) or `timeout` passes (False): a condition, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 # -- raw sockets: what an HTTP client library would not send -----------------------------
 
 

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 from softprompt.infer import GenerationConfig
 from softprompt.testing import save_tiny
 
-from .conftest import BROKEN, break_folder, fill_prompts, save_prompt, serving
+from .conftest import BROKEN, break_folder, fill_prompts, save_prompt, serving, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +31,6 @@ def server(base, tmp_path_factory):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
-
-
-def wait_until(check, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- the endpoints -----------------------------------------------------------------------

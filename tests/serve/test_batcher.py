@@ -32,8 +32,10 @@ class FakeModel:
         self.calls: list[tuple[object, list]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # a call has started (and may be held at the gate)
 
     def __call__(self, key, items):
+        self.entered.set()
         self.gate.wait(10)
         self.calls.append((key, list(items)))
         if any(name == "bad" for name, _ in items):
@@ -49,6 +51,15 @@ class FakeModel:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+async def until_entered(model: FakeModel) -> None:
+    """Wait (without blocking the loop) until the worker is inside a model call."""
+    for _ in range(1000):
+        if model.entered.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the worker never called the model")
 
 
 def make(model, **kw) -> Batcher:
@@ -110,7 +121,7 @@ def test_full_queue_refuses_and_later_requests_still_work():
         b = make(model, max_queue=2, max_batch_size=1, batch_wait_s=0)
         b.start()
         running = asyncio.ensure_future(b.submit(Echo(("k",)), [("p", "0")]))
-        await asyncio.sleep(0.05)  # the first is now on the worker (held at the gate)
+        await until_entered(model)  # the first is now on the worker (held at the gate)
         waiting = [asyncio.ensure_future(b.submit(Echo(("k",)), [("p", str(i))])) for i in (1, 2)]
         await asyncio.sleep(0)
         assert b.queue_depth == 2
@@ -135,7 +146,7 @@ def test_timeout_raises_and_an_unstarted_request_is_never_run():
         b = make(model, timeout_s=0.2, max_batch_size=1, batch_wait_s=0)
         b.start()
         first = asyncio.ensure_future(b.submit(Echo(("k",)), [("p", "slow")]))
-        await asyncio.sleep(0.02)
+        await until_entered(model)
         with pytest.raises(RequestTimeout, match="waiting in the queue"):
             await b.submit(Echo(("k",)), [("p", "never")])
         with pytest.raises(RequestTimeout, match="running"):

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from .conftest import connect, fill_prompts, serving
+from .conftest import connect, fill_prompts, serving, wait_until
 
 
 class HeldPredictor:
@@ -34,15 +34,6 @@ class HeldPredictor:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
-
-
-def wait_until(check, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def held(server) -> HeldPredictor:

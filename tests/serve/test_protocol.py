@@ -8,18 +8,9 @@ import time
 import httpx
 import pytest
 
-from .conftest import connect, fill_prompts, read_response, read_to_close, serving, status_of
+from .conftest import connect, fill_prompts, read_response, read_to_close, serving, status_of, wait_until
 
 HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # no blank line: the head never ends
-
-
-def wait_until(check, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_connections_that_never_finish_their_headers_are_closed_after_the_header_timeout(base, tmp_path):
