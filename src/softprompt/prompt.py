@@ -82,14 +82,22 @@ class PromptMeta:
         return cls(**kept)
 
 
+_TEXT_FIELDS = frozenset(
+    {"task", "template", "target_column", "base_model", "base_fingerprint", "init", "softprompt_version"}
+)
+
+
 def _meta_field_ok(name: str, value: object) -> bool:
+    """Whether a metadata value has its field's type (a wrong one would fail far from the file, or crash)."""
     if name == "training":
         return isinstance(value, dict)
     if name == "verbalizer":
         return value is None or (
             isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         )
-    return value is None or isinstance(value, str)
+    if name in _TEXT_FIELDS:
+        return value is None or isinstance(value, str)
+    return True  # a field added later: not refused for want of a rule here
 
 
 class SoftPrompt(nn.Module):
