@@ -28,8 +28,11 @@ from softprompt.distributed import (
 )
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate, predict
+from softprompt.methods import load_prompt, prompt_class
 from softprompt.models import load_base_model
+from softprompt.prefix import PrefixPrompt
 from softprompt.prompt import SoftPrompt
+from softprompt.reparam import TrainablePrompt
 from softprompt.tasks import ClassifyTask, GenerateTask
 from softprompt.testing import save_tiny
 from softprompt.train import TrainConfig, _State, _train_step, encode_examples, train
@@ -73,7 +76,7 @@ def test_single_process_is_a_no_op(monkeypatch):
 class SimulatedRank(Dist):
     """One rank of a data-parallel run, without a process group: the test sums the ranks' gradients itself."""
 
-    def reduce_step(self, prompt, loss_sum):
+    def reduce_step(self, params, loss_sum):
         return loss_sum
 
 
@@ -118,16 +121,36 @@ def test_ranks_gradients_sum_to_the_single_process_gradient(tiny_models, kind, t
     cfg = TrainConfig(num_virtual_tokens=3, grad_accum=2, batch_size=4)
 
     def step(dist):
-        prompt = SoftPrompt.initialize(base, 3, "random", seed=1)
+        prompt = TrainablePrompt(SoftPrompt.initialize(base, 3, "random", seed=1))
         loss, n = _train_step(base, the_task, rows, Plan(plan), _State(), prompt, cfg, dist)
-        grad = prompt.embeddings.grad
-        return loss, n, torch.zeros_like(prompt.embeddings) if grad is None else grad
+        (weights,) = prompt.parameters()
+        return loss, n, torch.zeros_like(weights) if weights.grad is None else weights.grad
 
     whole_loss, whole_n, whole_grad = step(Dist())
     parts = [step(SimulatedRank(rank=r, world_size=world)) for r in range(world)]
     assert all(n == whole_n for _, n, _ in parts)
     assert sum(loss for loss, _, _ in parts) == pytest.approx(whole_loss, rel=1e-5)
     torch.testing.assert_close(sum(g for _, _, g in parts), whole_grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method,reparam", [("prefix", "none"), ("prefix", "mlp"), ("prompt", "residual")])
+def test_ranks_gradients_sum_for_deep_and_reparameterised_prompts(tiny_models, method, reparam):
+    """Every parameter of the reparam network (or the deep prompt itself) sums over ranks to the whole gradient."""
+    base = tiny_models("qwen2")
+    rows, _ = encode_examples(base, CLASSIFY, data())
+    plan = [list(range(0, 4)), list(range(4, len(rows)))]
+    cfg = TrainConfig(num_virtual_tokens=3, grad_accum=2, batch_size=6)
+
+    def step(dist):
+        prompt = TrainablePrompt(prompt_class(method).initialize(base, 3, "vocab", seed=1), reparam, seed=2)
+        loss, _ = _train_step(base, CLASSIFY, rows, Plan(plan), _State(), prompt, cfg, dist)
+        return loss, [p.grad for p in prompt.parameters()]
+
+    whole_loss, whole_grads = step(Dist())
+    parts = [step(SimulatedRank(rank=r, world_size=2)) for r in range(2)]
+    assert sum(loss for loss, _ in parts) == pytest.approx(whole_loss, rel=1e-5)
+    for i, whole in enumerate(whole_grads):
+        torch.testing.assert_close(parts[0][1][i] + parts[1][1][i], whole, atol=1e-6, rtol=1e-4)
 
 
 def test_sharded_eval_predictions_gather_in_order(tiny_models):
@@ -223,6 +246,21 @@ def test_dead_rank_stops_the_run_with_a_message_and_resume_finishes_it(workdir):
     assert [r["step"] for r in records(workdir / "cut") if "loss" in r] == [1, 2, 3, 4, 5, 6]
     held, whole = resumed.stderr.split("FSDP: each rank holds ")[1].split(" transformer-block")[0].split(" of the ")
     assert int(held.replace(",", "")) * 2 == int(whole.replace(",", ""))
+
+
+def test_two_fsdp_processes_train_a_deep_reparameterised_prompt_as_one(workdir, monkeypatch):
+    """All-reduce over every parameter of the reparam network; a deep prompt runs no block, so FSDP is fine."""
+    flags = ["--method", "prefix", "--reparam", "mlp", "--reparam-hidden", "8"]
+    monkeypatch.chdir(workdir)
+    assert main(["train", "--model", "tiny", *TRAIN_FLAGS, *flags, "--quiet", "--out", "deep-one"]) == 0
+    done = torchrun(workdir, *flags, "--fsdp", "--out", "deep-two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, tensor in checkpoint_prompts(workdir / "deep-one").items():
+        torch.testing.assert_close(checkpoint_prompts(workdir / "deep-two")[name], tensor, atol=1e-5, rtol=1e-4)
+    assert any(name.startswith("encoder.mlp.") for name in checkpoint_prompts(workdir / "deep-two"))
+    folded = [load_prompt(workdir / out) for out in ("deep-one", "deep-two")]
+    assert all(isinstance(p, PrefixPrompt) for p in folded)
+    torch.testing.assert_close(folded[1].prefix, folded[0].prefix, atol=1e-5, rtol=1e-4)
 
 
 # -- models larger than one device: accelerate device maps (single process) -----------------

@@ -10,6 +10,7 @@ from softprompt.errors import PromptFileError, SoftPromptError
 from softprompt.evaluate import encode_eval_set, predict
 from softprompt.forward import pad_batch, prompt_state
 from softprompt.infer import ClassifyResult, GenerationConfig, InputError, Predictor, combine_votes
+from softprompt.prefix import PrefixPrompt, PrefixShape
 from softprompt.prompt import PromptMeta, SoftPrompt
 from softprompt.tasks import ClassifyTask
 from softprompt.testing import tiny_base
@@ -25,6 +26,13 @@ def make_prompt(base, t, meta, seed=0):
     g = torch.Generator().manual_seed(seed)
     meta = PromptMeta(**{**meta.__dict__, "base_fingerprint": base.fingerprint})
     return SoftPrompt(torch.randn(t, base.hidden_size, generator=g) * 0.5, meta)
+
+
+def make_deep(base, t, meta, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    meta = PromptMeta(**{**meta.__dict__, "base_fingerprint": base.fingerprint})
+    shape = PrefixShape.of(base)
+    return PrefixPrompt(torch.randn(t, shape.width, generator=g) * 0.5, shape, meta)
 
 
 def predictor_with_prompts(base, max_batch_size=32):
@@ -53,6 +61,31 @@ def test_mixed_batches_equal_one_prompt_at_a_time(tiny_models, kind):
     assert together == [predictor.generate([r], config)[0] for r in gen_requests]
     # The tiny random T5 mostly generates its pad token (decoded as ""); the others write text.
     assert all(isinstance(t, str) and (t or kind == "t5") for t in together)
+
+
+@pytest.mark.parametrize("kind", ("gpt2", "llama", "gemma3"))
+def test_plain_deep_and_no_prompt_rows_share_batches_and_equal_each_row_alone(tiny_models, kind):
+    """Deep prompts of different lengths beside plain prompts and bare rows: each row sees exactly its own prefix."""
+    base = tiny_models(kind)
+    predictor = Predictor(base, max_batch_size=5)
+    predictor.add_prompt("plain", make_prompt(base, 5, SENTIMENT, seed=1))
+    predictor.add_prompt("deep", make_deep(base, 9, SENTIMENT, seed=2))
+    predictor.add_prompt("deep-topic", make_deep(base, 3, TOPIC, seed=3))
+    predictor.add_prompt("deep-gen", make_deep(base, 4, ANSWER, seed=4))
+    names = ("plain", "deep", "deep-topic")
+    requests = [(names[i % 3], text) for i, text in enumerate(TEXTS * 2)]
+    for request, result in zip(requests, predictor.classify(requests)):
+        alone = predictor.classify([request])[0]
+        assert result.label == alone.label
+        assert list(result.probs.values()) == pytest.approx(list(alone.probs.values()), abs=1e-5)
+    gen_requests = [(name, text) for name in ("plain", None, "deep", "deep-gen") for text in TEXTS[1:]]
+    config = GenerationConfig(max_new_tokens=6)
+    assert predictor.generate(gen_requests, config) == [predictor.generate([r], config)[0] for r in gen_requests]
+    # eval's scoring (evaluate.py) agrees with the served rows for a deep prompt too.
+    task = ClassifyTask.from_meta(SENTIMENT)
+    rows = encode_eval_set(base, task, [Example(t, "pos", "x") for t in TEXTS]).rows
+    served = [r.label for r in predictor.classify([("deep", t) for t in TEXTS])]
+    assert served == predict(base, task, predictor.prompts["deep"], rows, batch_size=3)
 
 
 @pytest.mark.parametrize("verbalizer", [{"pos": "+", "neg": "-"}, {"pos": " good", "neg": " bad", "meh": " so-so"}])

@@ -13,8 +13,11 @@ from softprompt.checkpoint import load_checkpoint
 from softprompt.data import Example
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set
+from softprompt.methods import load_prompt
 from softprompt.optim import lr_factor
+from softprompt.prefix import PrefixPrompt
 from softprompt.prompt import SoftPrompt
+from softprompt.reparam import TrainablePrompt
 from softprompt.tasks import ClassifyTask, GenerateTask
 from softprompt.train import BatchPlan, TrainConfig, TrainingError, _State, _train_step, encode_examples, train
 
@@ -74,8 +77,11 @@ def test_same_seed_same_prompt_other_seed_other_prompt(tiny_models, tmp_path):
     [
         dict(optimizer="adafactor", lr=0.3),
         dict(optimizer="adamw", grad_accum=2, warmup_steps=3, schedule="linear"),
+        dict(method="prefix"),
+        dict(method="prefix", reparam="mlp", reparam_hidden=8),
+        dict(reparam="residual", optimizer="adafactor", lr=0.3),
     ],
-    ids=["adafactor", "adamw-accum-warmup"],
+    ids=["adafactor", "adamw-accum-warmup", "prefix", "prefix-mlp", "residual-adafactor"],
 )
 def test_resume_after_ctrl_c_equals_uninterrupted_run(tiny_models, tmp_path, overrides):
     base = tiny_models("llama")
@@ -93,10 +99,11 @@ def test_resume_after_ctrl_c_equals_uninterrupted_run(tiny_models, tmp_path, ove
     resumed = run(base, tmp_path / "cut", cfg, rows, dev, resume=True)
     assert resumed.status == "finished" and resumed.steps == 8
 
-    assert torch.equal(resumed.prompt.embeddings, whole.prompt.embeddings)
-    final_cut = load_checkpoint(tmp_path / "cut" / "checkpoint").tensors["prompt"]
-    final_whole = load_checkpoint(tmp_path / "whole" / "checkpoint").tensors["prompt"]
-    assert torch.equal(final_cut, final_whole)
+    assert torch.equal(resumed.prompt.weights, whole.prompt.weights)
+    final_cut = load_checkpoint(tmp_path / "cut" / "checkpoint").tensors
+    final_whole = load_checkpoint(tmp_path / "whole" / "checkpoint").tensors
+    assert final_cut.keys() == final_whole.keys()  # the reparam network too: resume continues it exactly
+    assert all(torch.equal(final_cut[name], final_whole[name]) for name in final_cut)
     steps = lambda d: [r["step"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
     assert steps(tmp_path / "cut") == steps(tmp_path / "whole")
 
@@ -107,6 +114,8 @@ def test_resume_refuses_other_settings(tiny_models, tmp_path):
     run(base, tmp_path, config(steps=2), rows, dev)
     with pytest.raises(SoftPromptError, match="lr"):
         run(base, tmp_path, config(steps=2, lr=0.1), rows, dev, resume=True)
+    with pytest.raises(SoftPromptError, match="method: checkpoint 'prompt', now 'prefix'"):
+        run(base, tmp_path, config(steps=2, method="prefix"), rows, dev, resume=True)
     with pytest.raises(SoftPromptError, match="no checkpoint"):
         run(base, tmp_path / "empty", config(steps=2), rows, dev, resume=True)
 
@@ -146,9 +155,9 @@ def test_grad_accumulation_equals_one_big_batch(tiny_models):
     rows, _ = setup(base, n=8)
     grads = []
     for accum, plan in ((1, FixedPlan([[0, 1, 2, 3, 4]])), (2, FixedPlan([[0, 1, 2], [3, 4]]))):
-        prompt = SoftPrompt.initialize(base, 4, "random", seed=3)
+        prompt = TrainablePrompt(SoftPrompt.initialize(base, 4, "random", seed=3))
         loss, n = _train_step(base, TASK, rows, plan, _State(), prompt, config(grad_accum=accum))
-        grads.append((loss, n, prompt.embeddings.grad.clone()))
+        grads.append((loss, n, prompt.parameters()[0].grad.clone()))
     assert grads[0][1] == grads[1][1] == 5
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     torch.testing.assert_close(grads[0][2], grads[1][2], atol=1e-6, rtol=1e-4)
@@ -246,3 +255,37 @@ def test_init_from_another_models_prompt_needs_allow_mismatch(tiny_models, tmp_p
         train(other, TASK, other_rows, None, cfg, tmp_path / "dst", show_progress=False)
     result = train(other, TASK, other_rows, None, cfg, tmp_path / "dst", show_progress=False, allow_model_mismatch=True)
     assert torch.equal(result.prompt.initial, source.embeddings)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_a_deep_prompt_trains_on_both_task_kinds_and_saves_a_prefix_folder(tiny_models, tmp_path, kind):
+    base = tiny_models(kind)
+    rows, dev = setup(base)
+    result = run(base, tmp_path / "c", config(steps=3, method="prefix", reparam="residual"), rows, dev)
+    saved = load_prompt(tmp_path / "c", base)
+    assert isinstance(saved, PrefixPrompt) and torch.equal(saved.prefix, result.prompt.weights)
+    assert not torch.equal(saved.prefix, saved.initial)
+    assert saved.meta.training["method"] == "prefix" and saved.meta.training["reparam"] == "residual"
+    task = GenerateTask("Q: {text}\nA:")
+    data = [Example(f"say {w}", w, f"g:{i}") for i, w in enumerate(["yes", "no", "ok", "fine"] * 3)]
+    gen_rows, _ = encode_examples(base, task, data)
+    cfg = TrainConfig(num_virtual_tokens=3, init="vocab", steps=2, batch_size=4, method="prefix", reparam="mlp")
+    train(base, task, gen_rows, encode_eval_set(base, task, data[:4]), cfg, tmp_path / "g", show_progress=False)
+    assert load_prompt(tmp_path / "g").meta.task == "generate"
+
+
+def test_a_checkpoint_from_before_methods_resumes_as_a_plain_prompt(tiny_models, tmp_path):
+    """Settings a checkpoint predates count as their defaults; its plain "prompt" tensor restarts the run."""
+    from softprompt.checkpoint import Checkpoint, save_checkpoint
+
+    base = tiny_models("llama")
+    rows, dev = setup(base)
+    cfg = config()
+    whole = run(base, tmp_path / "whole", cfg, rows, dev)
+    run(base, tmp_path / "old", config(steps=8), rows, dev, on_step=lambda s: s == 4 and os.kill(os.getpid(), 2))
+    ckpt = load_checkpoint(tmp_path / "old" / "checkpoint")
+    old_config = {k: v for k, v in ckpt.values["config"].items() if k not in ("method", "reparam", "reparam_hidden")}
+    old_tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith("encoder.")}
+    save_checkpoint(tmp_path / "old" / "checkpoint", Checkpoint(old_tensors, {**ckpt.values, "config": old_config}))
+    resumed = run(base, tmp_path / "old", cfg, rows, dev, resume=True)
+    assert torch.equal(resumed.prompt.weights, whole.prompt.weights)

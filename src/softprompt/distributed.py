@@ -152,26 +152,31 @@ class Dist:
             return (rows[:1], 0.0) if self.fsdp else (mine, 0.0)
         return mine, sum(map(terms, mine)) / sum(map(terms, rows))
 
-    def loss_prompt(self, base, prompt: torch.Tensor):
-        """What the task's loss takes: the shared prefix cache, or under FSDP the prompt inline in every row.
+    def loss_prompt(self, base, prompt):
+        """What the task's loss takes for `prompt` (a tensor or anything with a `state`, e.g. reparam.TrainablePrompt):
+        the shared prefix cache, or under FSDP a plain prompt inline in every row.
 
         FSDP frees a block's gathered weights after its backward; the prefix
         cache's keys/values come from a second forward of the same block whose
         backward runs later and would need those freed weights. The inline prompt
         (run in front of every row, same numbers) runs each block once per step.
+        A deep prompt's keys/values run no block, so it stays a prefix either way.
         """
         from .forward import prompt_state
 
         return prompt_state(base, prompt, share_prefix=not self.fsdp)
 
-    def reduce_step(self, prompt: torch.Tensor, loss_sum: float) -> float:
-        """Sum the prompt gradient and the loss over ranks in one all-reduce; return the summed loss."""
+    def reduce_step(self, params: Sequence[torch.Tensor], loss_sum: float) -> float:
+        """Sum the gradients of `params` (the prompt, or its reparam network) and the loss over ranks in one
+        all-reduce; return the summed loss."""
         if not self.enabled:
             return loss_sum
-        grad = prompt.grad if prompt.grad is not None else torch.zeros_like(prompt)
-        packed = torch.cat([grad.detach().flatten(), grad.new_tensor([loss_sum])]).to(self.device)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = [g.detach().flatten().to(self.device) for g in grads]
+        packed = torch.cat([*flat, torch.tensor([loss_sum], dtype=flat[0].dtype, device=self.device)])
         self.all_reduce_sum_(packed)
-        prompt.grad = packed[:-1].view_as(prompt).to(prompt.device)
+        for param, part in zip(params, packed[:-1].split([g.numel() for g in grads])):
+            param.grad = part.view_as(param).to(param.device)
         return float(packed[-1])
 
     # -- collectives ------------------------------------------------------------------
@@ -361,7 +366,7 @@ def _kept(checkpoint_dir: Path) -> str:
     )
 
 
-def evaluate_sharded(base, task, prompt: torch.Tensor, rows: Sequence, *, batch_size: int, dist: Dist) -> dict:
+def evaluate_sharded(base, task, prompt, rows: Sequence, *, batch_size: int, dist: Dist) -> dict:
     """`evaluate.evaluate`, with the rows split across ranks and the predictions gathered in order.
 
     Under FSDP every rank evaluates all rows: each forward gathers weights, so the

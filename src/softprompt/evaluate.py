@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from .data import Example
-from .forward import pad_batch, prompt_state
+from .forward import PromptSource, PromptState, pad_batch, prompt_state
 from .models import BaseModel
 from .tasks import Task
+
+PromptInput = PromptSource | PromptState | torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,13 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 
 @torch.no_grad()
 def predict(
-    base: BaseModel, task: Task, prompt: torch.Tensor | None, rows: Sequence[EvalRow], *, batch_size: int = 32
+    base: BaseModel, task: Task, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
 ) -> list[str]:
-    """The task's answer (a label, a generated text, ...) per row, in the rows' order."""
-    state = prompt_state(base, None if prompt is None else prompt.detach())
+    """The task's answer (a label, a generated text, ...) per row, in the rows' order.
+
+    `prompt`: a prompt of any method, its state, a plain prompt's [T, d] tensor, or None (the bare model).
+    """
+    state = prompt_state(base, prompt)
     out: list[str] = [""] * len(rows)
     for index in length_sorted_batches([len(r.ids) for r in rows], batch_size):
         batch = pad_batch([rows[i].ids for i in index], base.pad_token_id, side="left", device=base.device)
@@ -60,7 +65,7 @@ def predict(
 
 
 def evaluate(
-    base: BaseModel, task: Task, prompt: torch.Tensor | None, rows: Sequence[EvalRow], *, batch_size: int = 32
+    base: BaseModel, task: Task, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
 ) -> dict:
     """The task's metrics report (with `n`) for `prompt` (None = the bare model)."""
     return task.report(predict(base, task, prompt, rows, batch_size=batch_size), [r.gold for r in rows])

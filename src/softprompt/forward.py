@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -171,16 +172,28 @@ class InlinePrompt:
 PromptState = PrefixKV | InlinePrompt | None
 
 
-def prompt_state(base: BaseModel, prompt: torch.Tensor | PromptState, *, share_prefix: bool = True) -> PromptState:
+@runtime_checkable
+class PromptSource(Protocol):
+    """Anything that knows its own state: a prompt of any method (prompt.SoftPrompt, prefix.PrefixPrompt)."""
+
+    def state(self, base: BaseModel, *, share_prefix: bool = True) -> PromptState: ...
+
+
+def prompt_state(
+    base: BaseModel, prompt: torch.Tensor | PromptState | PromptSource, *, share_prefix: bool = True
+) -> PromptState:
     """What the forward takes for `prompt` [T, d]: the one place the path is chosen.
 
     Decoder-only: the shared prefix cache (keys/values once per call; differentiable),
     or with `share_prefix=False` the embeddings inline in every row (same numbers; each
     transformer block then runs once per forward, which FSDP needs). Encoder-decoder:
-    inline on the encoder side. A state (e.g. a deep prompt's PrefixKV) passes through.
+    inline on the encoder side. A state (e.g. a deep prompt's PrefixKV) passes through;
+    a prompt object of any method gives its own (`PromptSource.state`).
     """
     if prompt is None or isinstance(prompt, PrefixKV | InlinePrompt):
         return prompt
+    if isinstance(prompt, PromptSource):
+        return prompt.state(base, share_prefix=share_prefix)
     if base.is_seq2seq or not share_prefix:
         return InlinePrompt.of(prompt)
     return prompt_prefix(base, prompt)

@@ -8,9 +8,10 @@ request is (prompt name or None, text); the prompt's metadata says the task
   models) is computed once per (base model, prompt contents) and kept in a
   bounded LRU (`PromptCache`); every later call and every row with that prompt
   reuses it, so only the input tokens run.
-- Rows with different prompts (different lengths, or none) share one forward
-  pass: their states are stacked left-padded and masked (`stack_states`), so
-  each row sees exactly its own prompt. Rows are sorted by length before
+- Rows with different prompts (different lengths, plain or deep, or none)
+  share one forward pass: their states are stacked left-padded and masked
+  (`stack_states`), so each row sees exactly its own prompt. A deep prompt
+  (prefix.py) is its keys/values already; a plain one's are computed once. Rows are sorted by length before
   batching, so little padding is computed.
 - Classification with single-token labels (the common case) needs only the
   hidden state at the answer position and K rows of the LM head; rows of
@@ -39,7 +40,7 @@ from .decode import GenerationConfig, stream_generate
 from .errors import SoftPromptError
 from .forward import PromptState, next_token_logits, pad_batch, prompt_state, stack_states
 from .models import BaseModel
-from .prompt import SoftPrompt, check_compatible
+from .prompt import BasePrompt, check_compatible
 from .prompt_cache import CacheKey, PromptCache, prompt_hash
 from .tasks import Task, task_from_meta
 
@@ -66,7 +67,7 @@ class ClassifyResult:
 class _Loaded:
     """A registered prompt, its cache key, and its task (None: a bare prompt, e.g. a PEFT file)."""
 
-    prompt: SoftPrompt
+    prompt: BasePrompt
     key: CacheKey
     task: Task | None
     label_ids: tuple[tuple[int, ...], ...] = ()  # each label's answer tokens (classification)
@@ -103,8 +104,8 @@ class Predictor:
 
     # -- prompts -------------------------------------------------------------------
 
-    def add_prompt(self, name: str, prompt: SoftPrompt, *, allow_mismatch: bool = False) -> None:
-        """Register `prompt` under `name` (replacing any); refuses a prompt made for another model."""
+    def add_prompt(self, name: str, prompt: BasePrompt, *, allow_mismatch: bool = False) -> None:
+        """Register `prompt` (of any method) under `name`, replacing any; refuses a prompt made for another model."""
         check_compatible(prompt, self.base, where=f"prompt '{name}'", allow_mismatch=allow_mismatch)
         try:
             task = task_from_meta(prompt.meta)
@@ -113,7 +114,7 @@ class Predictor:
         label_ids = ()
         if task is not None and task.labels:
             label_ids = tuple(tuple(ids) for ids in task.label_token_ids(self.base))
-        key = (self.base.fingerprint, prompt_hash(prompt.embeddings))
+        key = (self.base.fingerprint, f"{prompt.METHOD}:{prompt_hash(prompt.weights)}")
         self._prompts[name] = _Loaded(prompt, key, task, label_ids)
 
     def remove_prompt(self, name: str) -> None:
@@ -124,7 +125,7 @@ class Predictor:
             self._cache.discard(loaded.key)
 
     @property
-    def prompts(self) -> Mapping[str, SoftPrompt]:
+    def prompts(self) -> Mapping[str, BasePrompt]:
         return MappingProxyType({name: loaded.prompt for name, loaded in self._prompts.items()})
 
     def task(self, name: str | None) -> Task | None:
@@ -319,9 +320,9 @@ def combine_votes(members: Sequence[ClassifyResult], how: str) -> ClassifyResult
     return ClassifyResult(max(labels, key=lambda label: (votes[label], mean[label])), votes)
 
 
-def _compute_state(base: BaseModel, prompt: SoftPrompt) -> PromptState:
+def _compute_state(base: BaseModel, prompt: BasePrompt) -> PromptState:
     with torch.no_grad():
-        return prompt_state(base, prompt.embeddings.detach()).detach()
+        return prompt_state(base, prompt).detach()
 
 
 def _task_key(task: Task) -> str:

@@ -20,6 +20,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -29,6 +30,7 @@ from torch import nn
 from . import __version__
 from .errors import PromptFileError, SoftPromptError
 from .fileio import write_dir_atomic
+from .forward import PromptState, prompt_state
 from .models import BaseModel
 
 CONFIG_FILE = "adapter_config.json"
@@ -100,8 +102,135 @@ def _meta_field_ok(name: str, value: object) -> bool:
     return True  # a field added later: not refused for want of a rule here
 
 
-class SoftPrompt(nn.Module):
+class BasePrompt(nn.Module):
+    """What every prompt method's artefact shares: T rows of trained numbers, metadata, the folder format.
+
+    A subclass (one per method: `SoftPrompt` here, `prefix.PrefixPrompt`) says what its
+    rows are (`weights`), how they become what the forward takes (`state_of`), which
+    PEFT adapter type its folder is, and which base models it fits (`_misfit`). The
+    files, the metadata and the wrong-model guard are the same for all.
+    """
+
+    METHOD: ClassVar[str]  # the name on the command line: --method prompt|prefix
+    PEFT_TYPE: ClassVar[str]  # adapter_config.json's peft_type
+
+    meta: PromptMeta
+    initial: torch.Tensor | None  # the weights before training, kept so inspect can measure drift
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The [T, width] tensor that is the whole trained artefact (what the folder stores)."""
+        raise NotImplementedError
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def num_parameters(self) -> int:
+        return self.weights.numel()
+
+    @property
+    def shape_text(self) -> str:
+        """The artefact's shape in words, e.g. '20x576'."""
+        return "x".join(str(n) for n in self.weights.shape)
+
+    @property
+    def token_dim(self) -> int:
+        """The size of one vector the prompt is made of (a reparam MLP's default width, as PEFT's)."""
+        raise NotImplementedError
+
+    def layout(self) -> dict[str, int]:
+        """The method's shape facts by name (`info` shows them)."""
+        raise NotImplementedError
+
+    @classmethod
+    def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PromptState:
+        """What the forward takes for `weights` of this method (differentiable)."""
+        raise NotImplementedError
+
+    def state(self, base: BaseModel, *, share_prefix: bool = True) -> PromptState:
+        """This prompt as the forward takes it (`forward.prompt_state` accepts the prompt itself too)."""
+        return self.state_of(base, self.weights, share_prefix=share_prefix)
+
+    def with_weights(self, weights: torch.Tensor, meta: PromptMeta | None = None) -> BasePrompt:
+        """The same prompt (method, shape, initial value) holding other weights, e.g. the best ones of a run."""
+        raise NotImplementedError
+
+    def peft_config(self, base: BaseModel | None) -> dict:
+        """adapter_config.json: the PEFT config that makes `PeftModel.from_pretrained(base, folder)` work."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_file(
+        cls, config: dict, tensor: torch.Tensor, meta: PromptMeta, initial: torch.Tensor | None, where: str
+    ) -> BasePrompt:
+        raise NotImplementedError
+
+    def _misfit(self, base: BaseModel) -> str | None:
+        """Why this prompt cannot run on `base` whatever the user allows (another shape), or None."""
+        raise NotImplementedError
+
+    # -- files ---------------------------------------------------------------
+
+    def save(self, folder: str | Path, base: BaseModel | None = None) -> Path:
+        """Write the prompt folder atomically; `base` fills PEFT's model-shape fields."""
+        folder = Path(folder)
+        config = self.peft_config(base)
+        weights = self.weights.detach().cpu().contiguous()
+        metadata = {"format": "pt", METADATA_KEY: self.meta.to_json()}
+
+        def fill(tmp: Path) -> None:
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            save_file({TENSOR_NAME: weights}, str(tmp / WEIGHTS_FILE), metadata=metadata)
+            if self.initial is not None:
+                save_file({TENSOR_NAME: self.initial.cpu().contiguous()}, str(tmp / INITIAL_FILE))
+
+        write_dir_atomic(folder, fill)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, base: BaseModel | None = None, *, allow_mismatch: bool = False) -> BasePrompt:
+        """Read a folder of this method (ours or PEFT's); with `base`, refuse a prompt made for another model."""
+        folder = Path(folder)
+        config = read_peft_config(folder, accept=(cls.PEFT_TYPE,))
+        weights_path = folder / WEIGHTS_FILE
+        tensor, meta_text = _read_tensor(weights_path, want_metadata=True)
+        if tensor.dim() != 2:
+            raise PromptFileError(f"{weights_path}: '{TENSOR_NAME}' should be [T, d], got shape {tuple(tensor.shape)}")
+        meta = PromptMeta.from_json(meta_text, where=str(weights_path)) if meta_text else _meta_from_peft(config)
+        initial = None
+        if (folder / INITIAL_FILE).is_file():
+            initial, _ = _read_tensor(folder / INITIAL_FILE, want_metadata=False)
+        prompt = cls._from_file(config, tensor, meta, initial, str(folder))
+        if base is not None:
+            prompt.check_compatible(base, where=str(folder), allow_mismatch=allow_mismatch)
+        return prompt
+
+    def check_compatible(self, base: BaseModel, *, where: str, allow_mismatch: bool = False) -> None:
+        """Refuse a prompt trained for another base model: its vectors would mean nothing here."""
+        misfit = self._misfit(base)
+        if misfit:
+            raise PromptFileError(
+                f"{where}: {misfit}; it was made for another model ({self.meta.base_model or 'unknown'})"
+            )
+        want = self.meta.base_fingerprint
+        if want and want != base.fingerprint and not allow_mismatch:
+            raise PromptFileError(
+                f"{where}: the prompt was trained on '{self.meta.base_model}' (embedding fingerprint {want}) "
+                f"but '{base.name}' has fingerprint {base.fingerprint}; use the model it was trained on, "
+                f"or pass --allow-model-mismatch to use it anyway"
+            )
+
+    def file_size(self, folder: str | Path) -> int:
+        return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
+
+
+class SoftPrompt(BasePrompt):
     """T trainable virtual-token embeddings, kept in fp32 whatever the model's dtype."""
+
+    METHOD = "prompt"
+    PEFT_TYPE = "PROMPT_TUNING"
 
     def __init__(
         self,
@@ -118,12 +247,19 @@ class SoftPrompt(nn.Module):
         self.initial = None if initial is None else initial.detach().to(torch.float32).clone()
 
     @property
-    def num_virtual_tokens(self) -> int:
-        return self.embeddings.shape[0]
+    def weights(self) -> torch.Tensor:
+        return self.embeddings
 
     @property
     def dim(self) -> int:
         return self.embeddings.shape[1]
+
+    @property
+    def token_dim(self) -> int:
+        return self.dim
+
+    def layout(self) -> dict[str, int]:
+        return {"dim": self.dim}
 
     @classmethod
     def initialize(
@@ -135,12 +271,16 @@ class SoftPrompt(nn.Module):
         label_words: list[str] | None = None,
         seed: int = 0,
         meta: PromptMeta | None = None,
+        allow_mismatch: bool = False,
     ) -> SoftPrompt:
-        """A new prompt for `base`; `init` is random, vocab, labels, text:"...", or file:PATH."""
+        """A new prompt for `base`; `init` is random, vocab, labels, text:"...", or file:PATH.
+
+        `allow_mismatch`: a file: prompt made for another model of the same hidden size is taken anyway.
+        """
         if num_virtual_tokens < 1:
             raise SoftPromptError(f"--num-virtual-tokens must be at least 1, got {num_virtual_tokens}")
         gen = torch.Generator().manual_seed(seed)
-        emb = _initial_embeddings(base, num_virtual_tokens, init, label_words, gen)
+        emb = initial_embeddings(base, num_virtual_tokens, init, label_words, gen, allow_mismatch=allow_mismatch)
         meta = meta or PromptMeta()
         meta = replace(meta, init=init, base_model=meta.base_model or base.name, base_fingerprint=base.fingerprint)
         return cls(emb, meta, initial=emb)
@@ -148,67 +288,37 @@ class SoftPrompt(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.embeddings
 
-    # -- files ---------------------------------------------------------------
+    @classmethod
+    def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PromptState:
+        return prompt_state(base, weights, share_prefix=share_prefix)
 
-    def save(self, folder: str | Path, base: BaseModel | None = None) -> Path:
-        """Write the prompt folder atomically; `base` fills PEFT's model-shape fields."""
-        folder = Path(folder)
-        config = peft_config(self, base)
-        weights = self.embeddings.detach().cpu().contiguous()
-        metadata = {"format": "pt", METADATA_KEY: self.meta.to_json()}
+    def with_weights(self, weights: torch.Tensor, meta: PromptMeta | None = None) -> SoftPrompt:
+        return SoftPrompt(weights, meta or self.meta, initial=self.initial)
 
-        def fill(tmp: Path) -> None:
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-            save_file({TENSOR_NAME: weights}, str(tmp / WEIGHTS_FILE), metadata=metadata)
-            if self.initial is not None:
-                save_file({TENSOR_NAME: self.initial.cpu().contiguous()}, str(tmp / INITIAL_FILE))
-
-        write_dir_atomic(folder, fill)
-        return folder
+    def peft_config(self, base: BaseModel | None) -> dict:
+        return peft_config(self, base)
 
     @classmethod
-    def load(cls, folder: str | Path, base: BaseModel | None = None, *, allow_mismatch: bool = False) -> SoftPrompt:
-        """Read a softprompt or PEFT prompt-tuning folder; with `base`, refuse a prompt made for another model."""
-        folder = Path(folder)
-        config = read_peft_config(folder)
-        weights_path = folder / WEIGHTS_FILE
-        tensor, meta_text = _read_tensor(weights_path, want_metadata=True)
-        if tensor.dim() != 2:
-            raise PromptFileError(f"{weights_path}: '{TENSOR_NAME}' should be [T, d], got shape {tuple(tensor.shape)}")
+    def _from_file(
+        cls, config: dict, tensor: torch.Tensor, meta: PromptMeta, initial: torch.Tensor | None, where: str
+    ) -> SoftPrompt:
         t = config.get("num_virtual_tokens") or tensor.shape[0]
         # PEFT stores 2*T rows for seq2seq models (encoder and decoder); prompt tuning uses the first T.
         if tensor.shape[0] < t:
             raise PromptFileError(
-                f"{folder}: {CONFIG_FILE} says num_virtual_tokens={t} but the tensor has {tensor.shape[0]} rows"
+                f"{where}: {CONFIG_FILE} says num_virtual_tokens={t} but the tensor has {tensor.shape[0]} rows"
             )
-        tensor = tensor[:t]
-        meta = PromptMeta.from_json(meta_text, where=str(weights_path)) if meta_text else _meta_from_peft(config)
-        initial = None
-        if (folder / INITIAL_FILE).is_file():
-            initial, _ = _read_tensor(folder / INITIAL_FILE, want_metadata=False)
-        prompt = cls(tensor, meta, initial=initial)
-        if base is not None:
-            check_compatible(prompt, base, where=str(folder), allow_mismatch=allow_mismatch)
-        return prompt
+        return cls(tensor[:t], meta, initial=initial)
 
-    def file_size(self, folder: str | Path) -> int:
-        return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
+    def _misfit(self, base: BaseModel) -> str | None:
+        if self.dim != base.hidden_size:
+            return f"the prompt has dimension {self.dim} but model '{base.name}' has hidden size {base.hidden_size}"
+        return None
 
 
-def check_compatible(prompt: SoftPrompt, base: BaseModel, *, where: str, allow_mismatch: bool = False) -> None:
+def check_compatible(prompt: BasePrompt, base: BaseModel, *, where: str, allow_mismatch: bool = False) -> None:
     """Refuse a prompt trained for another base model: its vectors would mean nothing here."""
-    if prompt.dim != base.hidden_size:
-        raise PromptFileError(
-            f"{where}: the prompt has dimension {prompt.dim} but model '{base.name}' has hidden size "
-            f"{base.hidden_size}; it was made for another model ({prompt.meta.base_model or 'unknown'})"
-        )
-    want = prompt.meta.base_fingerprint
-    if want and want != base.fingerprint and not allow_mismatch:
-        raise PromptFileError(
-            f"{where}: the prompt was trained on '{prompt.meta.base_model}' (embedding fingerprint {want}) "
-            f"but '{base.name}' has fingerprint {base.fingerprint}; use the model it was trained on, "
-            f"or pass --allow-model-mismatch to use it anyway"
-        )
+    prompt.check_compatible(base, where=where, allow_mismatch=allow_mismatch)
 
 
 def peft_config(prompt: SoftPrompt, base: BaseModel | None) -> dict:
@@ -216,27 +326,52 @@ def peft_config(prompt: SoftPrompt, base: BaseModel | None) -> dict:
     family = base.family if base is not None else None
     text_init = (prompt.meta.init or "").startswith("text:")
     return {
-        "auto_mapping": None,
-        "base_model_name_or_path": prompt.meta.base_model,
-        "inference_mode": True,
-        "modules_to_save": None,
+        **peft_common(prompt, base, "PROMPT_TUNING"),
         "num_attention_heads": None if family is None else family.num_heads,
         "num_layers": None if family is None else family.num_layers,
         # One prompt for the encoder only: we never store PEFT's unused decoder half.
         "num_transformer_submodules": 1,
-        "num_virtual_tokens": prompt.num_virtual_tokens,
-        "peft_type": "PROMPT_TUNING",
         "prompt_tuning_init": "TEXT" if text_init else "RANDOM",
         "prompt_tuning_init_text": prompt.meta.init[len("text:") :] if text_init else None,
-        "revision": None,
-        "task_type": "SEQ_2_SEQ_LM" if base is not None and base.is_seq2seq else "CAUSAL_LM",
         "token_dim": prompt.dim,
         "tokenizer_kwargs": None,
         "tokenizer_name_or_path": prompt.meta.base_model if text_init else None,
     }
 
 
-def read_peft_config(folder: Path) -> dict:
+def peft_common(prompt: BasePrompt, base: BaseModel | None, peft_type: str) -> dict:
+    """The config fields every PEFT prompt-learning adapter has."""
+    return {
+        "auto_mapping": None,
+        "base_model_name_or_path": prompt.meta.base_model,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "num_virtual_tokens": prompt.num_virtual_tokens,
+        "peft_type": peft_type,
+        "revision": None,
+        "task_type": "SEQ_2_SEQ_LM" if base is not None and base.is_seq2seq else "CAUSAL_LM",
+    }
+
+
+def read_peft_config(folder: Path, accept: tuple[str, ...]) -> dict:
+    """adapter_config.json of a prompt folder whose peft_type is one of `accept`."""
+    config = _read_config(folder)
+    kind = config.get("peft_type")
+    if kind not in accept:
+        wanted = " or ".join(a.lower().replace("_", "-") for a in accept)
+        raise PromptFileError(
+            f"{folder / CONFIG_FILE}: peft_type is {kind!r}; only {wanted} adapters are supported here "
+            f"({', '.join(accept)})"
+        )
+    return config
+
+
+def peft_type_of(folder: Path) -> str | None:
+    """The peft_type a prompt folder declares (the folder and its config must exist and be JSON)."""
+    return _read_config(folder).get("peft_type")
+
+
+def _read_config(folder: Path) -> dict:
     if not folder.is_dir():
         raise PromptFileError(f"prompt folder '{folder}' does not exist")
     path = folder / CONFIG_FILE
@@ -248,11 +383,8 @@ def read_peft_config(folder: Path) -> dict:
         raise PromptFileError(f"{path}: cannot be read ({e.strerror or e})") from e
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise PromptFileError(f"{path}: not valid JSON ({e}); the file is corrupt") from e
-    if not isinstance(config, dict) or config.get("peft_type") != "PROMPT_TUNING":
-        kind = config.get("peft_type") if isinstance(config, dict) else None
-        raise PromptFileError(
-            f"{path}: peft_type is {kind!r}, not 'PROMPT_TUNING'; only prompt-tuning adapters are supported"
-        )
+    if not isinstance(config, dict):
+        raise PromptFileError(f"{path}: not a JSON object; the file is corrupt")
     t = config.get("num_virtual_tokens")
     if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
         raise PromptFileError(f"{path}: num_virtual_tokens should be a whole number >= 1, got {str(t)[:40]!r}")
@@ -289,9 +421,16 @@ def _meta_from_peft(config: dict) -> PromptMeta:
 # -- initialisation -----------------------------------------------------------
 
 
-def _initial_embeddings(
-    base: BaseModel, t: int, init: str, label_words: list[str] | None, gen: torch.Generator
+def initial_embeddings(
+    base: BaseModel,
+    t: int,
+    init: str,
+    label_words: list[str] | None,
+    gen: torch.Generator,
+    *,
+    allow_mismatch: bool = False,
 ) -> torch.Tensor:
+    """[T, d] input-embedding-space vectors to start a prompt from (every method starts from these)."""
     d = base.hidden_size
     if init == "random":
         return torch.rand(t, d, generator=gen) - 0.5
@@ -302,8 +441,14 @@ def _initial_embeddings(
     if init.startswith("text:"):
         return _text_init(base, t, init[len("text:") :])
     if init.startswith("file:"):
-        return _file_init(base, t, init[len("file:") :])
+        source = SoftPrompt.load(init[len("file:") :], base, allow_mismatch=allow_mismatch).embeddings.detach()
+        return tile_rows(source, t)
     raise SoftPromptError(f"unknown --init '{init}'; choose one of: random, vocab, labels, text:\"...\", file:PATH")
+
+
+def tile_rows(source: torch.Tensor, t: int) -> torch.Tensor:
+    """The first `t` rows of `source` repeated as often as needed (a prompt of another length as a start)."""
+    return source.repeat(math.ceil(t / source.shape[0]), 1)[:t].clone()
 
 
 def frequent_token_ids(base: BaseModel, n: int = FREQUENT_TOKENS) -> torch.Tensor:
@@ -352,11 +497,3 @@ def _text_init(base: BaseModel, t: int, text: str) -> torch.Tensor:
         raise SoftPromptError('--init text:"..." needs a non-empty text')
     ids = (ids * math.ceil(t / len(ids)))[:t]  # repeat then cut, as PEFT does
     return _embed_ids(base, torch.tensor(ids))
-
-
-def _file_init(base: BaseModel, t: int, path: str) -> torch.Tensor:
-    source = SoftPrompt.load(path, base).embeddings.detach()
-    if source.shape[0] >= t:
-        return source[:t].clone()
-    reps = math.ceil(t / source.shape[0])
-    return source.repeat(reps, 1)[:t].clone()

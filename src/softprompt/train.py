@@ -39,15 +39,18 @@ from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
 from .evaluate import EvalSet
+from .methods import prompt_class
 from .models import BaseModel
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, Progress
-from .prompt import PromptMeta, SoftPrompt
+from .prompt import BasePrompt, PromptMeta
+from .reparam import TrainablePrompt
 from .tasks import Encoded, Task
 from .train_config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
+ENCODER_PREFIX = "encoder."  # checkpoint tensors of the module that makes the prompt (reparam.py)
 
 
 class TrainingError(SoftPromptError):
@@ -56,7 +59,7 @@ class TrainingError(SoftPromptError):
 
 @dataclass
 class TrainResult:
-    prompt: SoftPrompt  # the best prompt (the one saved in the output folder)
+    prompt: BasePrompt  # the best prompt (the one saved in the output folder), of the run's method
     status: str  # finished | early_stopped | interrupted
     steps: int
     best_step: int | None
@@ -181,15 +184,16 @@ def train(
         [len(r) for r in train_rows], config.batch_size, seed=config.seed, bucket_batches=config.bucket_batches
     )
     prompt = _initial_prompt(base, task, config, meta, allow_model_mismatch)
-    dist.broadcast_(prompt.embeddings)  # identical start on every rank, whatever the init's randomness
-    optimizer = build_optimizer([prompt.embeddings], config.optimizer, config.learning_rate, config.weight_decay)
+    for param in prompt.parameters():
+        dist.broadcast_(param)  # identical start on every rank, whatever the init's randomness
+    optimizer = build_optimizer(prompt.parameters(), config.optimizer, config.learning_rate, config.weight_decay)
     scheduler = build_scheduler(
         optimizer, warmup_steps=config.warmup_steps, total_steps=total, schedule=config.schedule
     )
     signature = _data_signature(train_rows, dev)
     log = MetricsLog(out / METRICS_FILE) if dist.is_main else NullLog()
     state = _State()
-    best = prompt.embeddings.detach().clone()
+    best = prompt.fold()
     if resume:
         state, best = _restore(
             out / CHECKPOINT_DIR, base, config, signature, prompt, optimizer, scheduler, load=dist.load_checkpoint
@@ -239,7 +243,7 @@ def train(
                     improved = _dev_eval(base, task, dev, prompt, config, state, log, metric, dist)
                     progress.note(**{f"dev_{metric}": f"{state.last_dev[metric]:.4f}"})
                     if improved:
-                        best = prompt.embeddings.detach().clone()
+                        best = prompt.fold()
                         if dist.is_main:
                             figures = _training_figures(config, state, metric, "running")
                             _save_prompt(base, prompt, best, out, figures)
@@ -260,12 +264,12 @@ def train(
         progress.close()
 
     if dev is None:
-        best = prompt.embeddings.detach().clone()
+        best = prompt.fold()
     figures = _training_figures(config, state, metric, status)
     figures.update(
         train_examples=len(train_rows), total_steps=total, wall_time_s=round(time.perf_counter() - started, 2)
     )
-    final = _save_prompt(base, prompt, best, out, figures) if dist.is_main else SoftPrompt(best, prompt.meta)
+    final = _save_prompt(base, prompt, best, out, figures) if dist.is_main else prompt.artefact(best)
     dist.barrier("finishing")  # when train() returns on any rank, rank 0's files are complete
     return TrainResult(
         prompt=final,
@@ -282,23 +286,19 @@ def train(
 
 def _initial_prompt(
     base: BaseModel, task: Task, config: TrainConfig, meta: PromptMeta | None, allow_mismatch: bool
-) -> SoftPrompt:
+) -> TrainablePrompt:
+    """The run's method at its init, parameterised as `config.reparam` says."""
     meta = replace(meta or PromptMeta(), **task.meta_fields())
-    from_file = config.init.startswith("file:")
-    prompt = SoftPrompt.initialize(
+    prompt = prompt_class(config.method).initialize(
         base,
         config.num_virtual_tokens,
-        "random" if from_file and allow_mismatch else config.init,
+        config.init,
         label_words=task.init_words(),
         seed=config.seed,
         meta=meta,
+        allow_mismatch=allow_mismatch,
     )
-    if from_file and allow_mismatch:
-        # SoftPrompt.initialize refuses a prompt from another model; the user said to allow it.
-        source = SoftPrompt.load(config.init[len("file:") :], base, allow_mismatch=True).embeddings.detach()
-        tiled = source.repeat(math.ceil(config.num_virtual_tokens / source.shape[0]), 1)[: config.num_virtual_tokens]
-        prompt = SoftPrompt(tiled, replace(prompt.meta, init=config.init), initial=tiled)
-    return prompt
+    return TrainablePrompt(prompt, config.reparam, hidden=config.reparam_hidden, seed=config.seed)
 
 
 def _train_step(
@@ -307,7 +307,7 @@ def _train_step(
     rows: Sequence[Encoded],
     plan: BatchPlan,
     state: _State,
-    prompt: SoftPrompt,
+    prompt: TrainablePrompt,
     config: TrainConfig,
     dist: Dist | None = None,
 ) -> tuple[float, int]:
@@ -328,23 +328,23 @@ def _train_step(
         if not mine:
             continue
         batch, target = task.collate(base, mine, side="left")
-        loss = task.loss(base, dist.loss_prompt(base, prompt.embeddings), batch, target)
+        loss = task.loss(base, dist.loss_prompt(base, prompt), batch, target)
         # Weight by rows so accumulated micro-batches give the mean over the whole step.
         (loss * (share * len(batch_rows) / n)).backward()
         total += loss.item() * share * len(batch_rows)
-    return dist.reduce_step(prompt.embeddings, total) / n, n
+    return dist.reduce_step(prompt.parameters(), total) / n, n
 
 
-def _clip(prompt: SoftPrompt, max_norm: float | None) -> float:
-    if prompt.embeddings.grad is None:
+def _clip(prompt: TrainablePrompt, max_norm: float | None) -> float:
+    params = [p for p in prompt.parameters() if p.grad is not None]
+    if not params:
         return 0.0
-    if max_norm:
-        return float(torch.nn.utils.clip_grad_norm_([prompt.embeddings], max_norm))
-    return float(prompt.embeddings.grad.norm())
+    # An infinite max_norm only measures the norm (the same total as the clipping would use).
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm or math.inf))
 
 
 def _dev_eval(base, task, dev: EvalSet, prompt, config, state: _State, log: MetricsLog, metric: str, dist) -> bool:
-    report = evaluate_sharded(base, task, prompt.embeddings, dev.rows, batch_size=config.eval_batch_size, dist=dist)
+    report = evaluate_sharded(base, task, prompt.artefact(), dev.rows, batch_size=config.eval_batch_size, dist=dist)
     state.last_dev = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     log.append({"step": state.step, **{f"dev_{k}": v for k, v in state.last_dev.items()}})
     value = report[metric]
@@ -365,19 +365,23 @@ def _training_figures(config: TrainConfig, state: _State, metric: str | None, st
         "lr": config.learning_rate,
         "batch_size": config.batch_size * config.grad_accum,
         "seed": config.seed,
+        "method": config.method,
+        "reparam": config.reparam,
     }
     if metric is not None and state.best_metric is not None:
         figures.update({"best_step": state.best_step, f"dev_{metric}": state.best_metric})
     return figures
 
 
-def _save_prompt(base: BaseModel, prompt: SoftPrompt, tensor: torch.Tensor, out: Path, figures: dict) -> SoftPrompt:
+def _save_prompt(
+    base: BaseModel, prompt: TrainablePrompt, tensor: torch.Tensor, out: Path, figures: dict
+) -> BasePrompt:
     """Write `tensor` as the prompt files in `out`, keeping metrics.jsonl and checkpoint/ beside them.
 
     SoftPrompt.save replaces a whole folder, so the files are written into a
     temporary folder and each one moved into `out` with an atomic rename.
     """
-    saved = SoftPrompt(tensor, replace(prompt.meta, training=dict(figures)), initial=prompt.initial)
+    saved = prompt.artefact(tensor, replace(prompt.meta, training=dict(figures)))
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".prompt-", dir=out))
     try:
@@ -409,7 +413,8 @@ def _save(folder, config, signature, base, state: _State, prompt, best, optimize
         "optimizer": optim_values,
         "scheduler": scheduler.state_dict(),  # LambdaLR: numbers only (lr_lambdas = [None])
     }
-    tensors = {"prompt": prompt.embeddings, "best_prompt": best, **optim_tensors}
+    encoder = {f"{ENCODER_PREFIX}{name}": t for name, t in prompt.named_tensors().items()}
+    tensors = {"prompt": prompt.fold(), "best_prompt": best, **encoder, **optim_tensors}
     save_checkpoint(folder, Checkpoint(tensors, values))
 
 
@@ -427,8 +432,9 @@ def _restore(
         raise SoftPromptError(
             f"{folder}: the training or dev data differ from the interrupted run's; use the same --data"
         )
-    with torch.no_grad():
-        prompt.embeddings.copy_(ckpt.tensors["prompt"])
+    encoder = {k[len(ENCODER_PREFIX) :]: t for k, t in ckpt.tensors.items() if k.startswith(ENCODER_PREFIX)}
+    # A checkpoint from before reparameterisation holds the plain weights only, as "prompt".
+    prompt.load_tensors(encoder or {"weights": ckpt.tensors["prompt"]})
     optimizer.load_state_dict(join_optimizer_state(ckpt.tensors, v["optimizer"]))
     scheduler.load_state_dict(v["scheduler"])
     raw = dict(v["state"])

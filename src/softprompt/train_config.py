@@ -16,12 +16,19 @@ from .typecheck import check_field_types
 
 DEFAULT_STEPS = 300
 TRUNCATE_SIDES = ("left", "right")
+# Prompt methods (methods.py maps each to its class): plain input vectors, or keys/values in every layer.
+METHODS = ("prompt", "prefix")
+# How the prompt is parameterised while it trains (reparam.py); always folded into plain weights on save.
+REPARAMS = ("none", "mlp", "residual")
 
 
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (saved in checkpoints; resume refuses a different one)."""
 
+    method: str = "prompt"  # prompt (input vectors: prompt tuning) | prefix (keys/values per layer: prefix tuning)
+    reparam: str = "none"  # none | mlp (P-tuning / prefix projection) | residual (residual prompt tuning)
+    reparam_hidden: int | None = None  # the reparam MLP's width; None: the prompt's token dimension (as PEFT)
     num_virtual_tokens: int = 20  # prompt length T
     init: str = "labels"  # labels | vocab | random | text:"..." | file:PATH
     # adamw by measurement: on SmolLM2-135M (embedding std 0.136) the paper's Adafactor LR 0.3
@@ -47,14 +54,18 @@ class TrainConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("truncate", TRUNCATE_SIDES)):
+        choices = (
+            ("method", METHODS), ("reparam", REPARAMS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+            ("truncate", TRUNCATE_SIDES),
+        )  # fmt: skip
+        for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise FieldError(name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.steps is not None and self.epochs is not None:
             raise FieldError("steps", lambda name: f"give {name('steps')} or {name('epochs')}, not both")
         at_least_one = (
             "num_virtual_tokens", "batch_size", "grad_accum", "eval_every", "eval_batch_size", "checkpoint_every",
-            "bucket_batches", "steps", "patience",
+            "bucket_batches", "steps", "patience", "reparam_hidden",
         )  # fmt: skip
         for name in at_least_one:
             value = getattr(self, name)
@@ -82,8 +93,10 @@ class TrainConfig:
         return DEFAULT_STEPS
 
     def differences(self, other: dict) -> list[str]:
-        mine = asdict(self)
-        return [f"{k}: checkpoint {other.get(k)!r}, now {mine[k]!r}" for k in mine if other.get(k) != mine[k]]
+        """Settings that differ from `other` (a saved config; a setting it predates counts as its default)."""
+        mine, default = asdict(self), asdict(TrainConfig())
+        saved = {k: other.get(k, default[k]) for k in mine}
+        return [f"{k}: checkpoint {saved[k]!r}, now {mine[k]!r}" for k in mine if saved[k] != mine[k]]
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:
