@@ -28,3 +28,17 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("softprompt info: error: prompt folder")
     assert "Traceback" not in err
+
+
+def test_info_tells_a_deep_prompt(tmp_path, tiny_models, capsys):
+    from softprompt.prefix import PrefixPrompt
+
+    base = tiny_models("qwen2")
+    PrefixPrompt.initialize(base, 3, "vocab").save(tmp_path / "p", base)
+    assert main(["info", str(tmp_path / "p"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["method"] == "prefix" and info["peft_type"] == "PREFIX_TUNING"
+    assert info["layout"] == {"layers": 2, "kv_heads": 2, "head_dim": 8}
+    assert info["num_virtual_tokens"] == 3 and info["dim"] == 2 * 2 * 2 * 8 and info["parameters"] == 3 * 64
+    assert main(["info", str(tmp_path / "p")]) == 0
+    assert "prefix (PREFIX_TUNING)" in capsys.readouterr().out

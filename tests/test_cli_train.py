@@ -9,8 +9,11 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from softprompt.cli import main
+from softprompt.methods import load_prompt
+from softprompt.prefix import PrefixPrompt
 from softprompt.prompt import SoftPrompt
 from softprompt.testing import save_tiny
 
@@ -53,6 +56,31 @@ def test_train_then_eval(model_dir, data_file, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
+def test_train_a_deep_prompt_then_eval_predict_generate_and_inspect_it(model_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "deep"
+    assert (
+        main(train_args(model_dir, data_file, out, "--steps", "3", "--method", "prefix", "--reparam", "residual")) == 0
+    )
+    said = capsys.readouterr().out
+    assert "prefix 3x2x2x2x8" in said and "PREFIX_TUNING" in said
+    prompt = load_prompt(out)
+    assert isinstance(prompt, PrefixPrompt) and prompt.meta.training["reparam"] == "residual"
+    assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(data_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 40
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(json.dumps({"text": "good good"}) + "\n")
+    assert main(["predict", "--model", model_dir, "--prompt", str(out), "--input", str(inputs)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] in ("pos", "neg")
+    assert main(["generate", "--model", model_dir, "--prompt", str(out), "--max-new-tokens", "3", "hi"]) == 0
+    capsys.readouterr()
+    plot = tmp_path / "layers.png"
+    assert main(["inspect", str(out), "--model", model_dir, "--json", "--plot", str(plot)]) == 0
+    inspection = json.loads(capsys.readouterr().out)
+    assert inspection["method"] == "prefix" and len(inspection["layers"]) == 2 and plot.stat().st_size > 0
+    assert main(["inspect", str(out), "--model", model_dir]) == 0
+    assert "moved most in layers" in capsys.readouterr().out
+
+
 def test_builtin_dataset_needs_no_task_flags(model_dir, tmp_path, capsys):
     out = tmp_path / "rt"
     args = ["train", "--model", model_dir, "--data", "rotten-tomatoes", "--steps", "1", "--max-dev-examples", "8"]
@@ -74,8 +102,11 @@ def test_bad_row_is_reported_with_file_and_line(model_dir, data_file, tmp_path, 
     assert main(train_args(model_dir, data_file, tmp_path / "p", "--steps", "1", "--skip-invalid")) == 0
 
 
-def test_ctrl_c_in_a_real_process_then_resume_equals_uninterrupted(model_dir, data_file, tmp_path, capsys):
-    extra = ("--steps", "80", "--checkpoint-every", "1000", "--eval-every", "1000")
+@pytest.mark.parametrize(
+    "method", [(), ("--method", "prefix", "--reparam", "mlp", "--reparam-hidden", "8")], ids=["prompt", "prefix-mlp"]
+)
+def test_ctrl_c_in_a_real_process_then_resume_equals_uninterrupted(model_dir, data_file, tmp_path, capsys, method):
+    extra = ("--steps", "80", "--checkpoint-every", "1000", "--eval-every", "1000", *method)
     cut = tmp_path / "cut"
     cmd = [sys.executable, "-m", "softprompt", *train_args(model_dir, data_file, cut, *extra)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -97,7 +128,10 @@ def test_ctrl_c_in_a_real_process_then_resume_equals_uninterrupted(model_dir, da
     assert main(train_args(model_dir, data_file, cut, *extra, "--resume")) == 0
     whole = tmp_path / "whole"
     assert main(train_args(model_dir, data_file, whole, *extra)) == 0
-    assert torch.equal(SoftPrompt.load(cut).embeddings, SoftPrompt.load(whole).embeddings)
+    assert torch.equal(load_prompt(cut).weights, load_prompt(whole).weights)
+    cut_state, whole_state = (load_file(str(d / "checkpoint" / "state.safetensors")) for d in (cut, whole))
+    assert cut_state.keys() == whole_state.keys()  # the reparam network's parameters too
+    assert all(torch.equal(cut_state[k], whole_state[k]) for k in cut_state)
     assert os.path.getsize(cut / "metrics.jsonl") > 0
 
 

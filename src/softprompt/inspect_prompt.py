@@ -15,6 +15,8 @@ tokens (the baseline a random direction would get).
 
 Comparisons happen in the space the prompt lives in: the model's input
 embeddings as `BaseModel.embed` returns them (Gemma scales them, for one).
+A deep prompt lives in every layer's attention space instead: `inspect_prompt`
+hands it to inspect_prefix.py (per-layer norms and drift).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SoftPromptError
+from .inspect_prefix import PrefixInspection, inspect_prefix
+from .inspect_prefix import format_text as format_prefix_text
 from .models import BaseModel
-from .prompt import SoftPrompt, frequent_token_ids
+from .prefix import PrefixPrompt
+from .prompt import BasePrompt, SoftPrompt, frequent_token_ids
 
 # How many of each label word's own nearest neighbours count as "close to the label".
 LABEL_NEIGHBOURHOOD = 20
@@ -115,8 +120,13 @@ def label_token_ids(base: BaseModel, verbalizer: dict[str, str] | None) -> dict[
     return out
 
 
-def inspect_prompt(prompt: SoftPrompt, base: BaseModel, *, top_k: int = 5) -> Inspection:
-    """Nearest tokens, norms, drift and label clustering of `prompt` in `base`'s vocabulary."""
+def inspect_prompt(prompt: BasePrompt, base: BaseModel, *, top_k: int = 5) -> Inspection | PrefixInspection:
+    """Nearest tokens, norms, drift and label clustering of `prompt` in `base`'s vocabulary.
+
+    A deep prompt has no vectors in the vocabulary's space: it gets per-layer figures (inspect_prefix.py).
+    """
+    if isinstance(prompt, PrefixPrompt):
+        return inspect_prefix(prompt, base)
     if prompt.dim != base.hidden_size:
         raise SoftPromptError(
             f"the prompt has dimension {prompt.dim} but model '{base.name}' has hidden size {base.hidden_size}"
@@ -277,7 +287,9 @@ def summary_line(inspection: Inspection) -> str:
 # -- showing ----------------------------------------------------------------------
 
 
-def format_text(inspection: Inspection) -> str:
+def format_text(inspection: Inspection | PrefixInspection) -> str:
+    if isinstance(inspection, PrefixInspection):
+        return format_prefix_text(inspection)
     t, d = inspection.prompt_shape
     vn = inspection.vocab_norm
     lines = [

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_path
+from .inspect_prefix import PrefixInspection
 from .inspect_prompt import Inspection, cosine_matrix, token_text, vocabulary_embeddings
 from .models import BaseModel
-from .prompt import SoftPrompt, frequent_token_ids
+from .prompt import BasePrompt, frequent_token_ids
 
 VOCAB_SAMPLE = 3000  # frequent tokens drawn as the grey background of the projection
 HEATMAP_COLUMNS = 24
@@ -47,8 +48,12 @@ def pca_2d(points: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     return [(x - mean) @ axes for x in (points, *others)]
 
 
-def plot_inspection(prompt: SoftPrompt, base: BaseModel, inspection: Inspection, path: str | Path) -> Path:
-    """Three panels: 2-D projection, norms against the vocabulary, cosine heat map."""
+def plot_inspection(
+    prompt: BasePrompt, base: BaseModel, inspection: Inspection | PrefixInspection, path: str | Path
+) -> Path:
+    """Three panels: 2-D projection, norms against the vocabulary, cosine heat map (a deep prompt: its layers)."""
+    if isinstance(inspection, PrefixInspection):
+        return plot_prefix_inspection(inspection, path)
     plt = _pyplot()
     vocab = vocabulary_embeddings(base)
     emb = prompt.embeddings.detach().float().cpu()
@@ -148,6 +153,36 @@ def _draw_heatmap(fig, ax, base, emb, vocab, inspection) -> None:
     ax.set_ylabel("virtual token")
     ax.set_title("Cosine similarity: prompt tokens x label words (left of the line) and nearest tokens", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.025, pad=0.01)
+
+
+def plot_prefix_inspection(inspection: PrefixInspection, path: str | Path) -> Path:
+    """A deep prompt's layers: key/value norms against the model's own, and how far each layer moved."""
+    plt = _pyplot()
+    layers = [f.layer for f in inspection.layers]
+    fig, (norms, moved) = plt.subplots(1, 2, figsize=(14, 4.8), constrained_layout=True)
+    for attr, colour, name in (("key", "#d62728", "keys"), ("value", "#1f77b4", "values")):
+        norms.plot(layers, [getattr(f, f"{attr}_norm") for f in inspection.layers], color=colour, lw=1.6,
+                   label=f"prompt {name}")  # fmt: skip
+        norms.plot(layers, [getattr(f, f"model_{attr}_norm") for f in inspection.layers], color=colour, lw=1,
+                   ls="--", label=f"model's own {name} (frequent tokens)")  # fmt: skip
+    norms.set_xlabel("layer")
+    norms.set_ylabel("mean L2 norm per virtual token")
+    norms.set_title("Key/value norms per layer", fontsize=10)
+    norms.legend(fontsize=8)
+    if inspection.tokens:
+        width = 0.4
+        moved.bar([x - width / 2 for x in layers], [100 * f.key_moved for f in inspection.layers], width,
+                  color="#d62728", label="keys")  # fmt: skip
+        moved.bar([x + width / 2 for x in layers], [100 * f.value_moved for f in inspection.layers], width,
+                  color="#1f77b4", label="values")  # fmt: skip
+        moved.set_ylabel("relative change from the initial value, %")
+        moved.legend(fontsize=8)
+    else:
+        moved.text(0.5, 0.5, "no initial value in the file", ha="center", va="center", transform=moved.transAxes)
+    moved.set_xlabel("layer")
+    moved.set_title("How far each layer moved in training", fontsize=10)
+    fig.suptitle(textwrap.fill(inspection.summary, width=150), fontsize=10)
+    return _save(fig, path)
 
 
 # -- comparison charts ----------------------------------------------------------

@@ -101,6 +101,8 @@ def defaults(task: str = DEFAULT_KIND) -> dict[str, object]:
     return {
         "task": task,
         "template": task_class(task).default_template,
+        "method": config.method,
+        "reparam": config.reparam,
         "num_virtual_tokens": config.num_virtual_tokens,
         "init": default_init(task),
         "optimizer": config.optimizer,

@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from softprompt.infer import GenerationConfig
+from softprompt.prompt import PromptMeta
 from softprompt.testing import save_tiny
 
-from .conftest import BROKEN, break_folder, fill_prompts, save_prompt, serving, wait_until
+from .conftest import BROKEN, break_folder, classify_meta, fill_prompts, save_prompt, serving, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,31 @@ def test_classify_matches_the_predictor_and_mixed_concurrent_requests_agree(serv
         assert reply.status_code == 200
         want = server.predictor.classify([(name, text)])[0]
         assert reply.json()["results"][0]["probs"] == pytest.approx(want.probs, abs=1e-5)
+
+
+def test_deep_prompts_are_served_beside_plain_ones_in_shared_batches(base, tmp_path):
+    """Concurrent requests naming a plain prompt, a deep prompt (keys/values per layer) or none: as if alone."""
+    from softprompt.prefix import PrefixPrompt
+
+    folder = tmp_path / "prompts"
+    save_prompt(base, folder / "plain", t=4, seed=1)
+    PrefixPrompt.initialize(base, 7, "random", seed=2, meta=classify_meta()).save(folder / "deep", base)
+    gen_meta = PromptMeta(task="generate", template="Q: {text}\nA:")
+    PrefixPrompt.initialize(base, 3, "random", seed=3, meta=gen_meta).save(folder / "deep-gen", base)
+    with serving(base, folder) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        listed = {p["name"]: p for p in c.get("/v1/prompts").json()["data"]}
+        assert listed["deep"]["method"] == "prefix" and listed["plain"]["method"] == "prompt"
+        assert listed["deep"]["T"] == 7
+        jobs = [("deep" if i % 2 else "plain", f"text number {i}") for i in range(12)]
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(lambda j: c.post("/v1/classify", json={"prompt": j[0], "inputs": [j[1]]}), jobs))
+        for (name, text), reply in zip(jobs, replies):
+            want = srv.predictor.classify([(name, text)])[0]
+            assert reply.json()["results"][0]["probs"] == pytest.approx(want.probs, abs=1e-5)
+        texts = ["hello", "a longer question"]
+        request = {"model": "deep-gen", "prompt": texts, "max_tokens": 5, "temperature": 0}
+        want = srv.predictor.generate([("deep-gen", t) for t in texts], GenerationConfig(5))
+        assert [ch["text"] for ch in c.post("/v1/completions", json=request).json()["choices"]] == want
 
 
 def test_completion_matches_the_predictor_and_stream_gives_the_same_text(server, client):

@@ -37,16 +37,14 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ..data import BuiltinDataset, resolve_data
     from ..evaluate import encode_eval_set, evaluate
+    from ..methods import load_prompt
     from ..models import DEFAULT_MODEL, load_base_model
-    from ..prompt import SoftPrompt
     from ..recipe import prepare
 
     spec = spec_from_args(args, with_settings=False)  # flag problems show up before the model loads
     args.model = args.model or (None if args.prompt is None else _prompt_model(args.prompt)) or DEFAULT_MODEL
     base = load_base_model(args.model)
-    prompt = (
-        None if args.prompt is None else SoftPrompt.load(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
-    )
+    prompt = None if args.prompt is None else load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     data = prepare(spec, need_train=False, meta=None if prompt is None else prompt.meta, name=flag)
     builtin = isinstance(resolve_data(args.data), BuiltinDataset)
     examples = getattr(data, args.split) if builtin else data.test
@@ -55,9 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     max_tokens = args.max_input_tokens or data.max_input_tokens
     rows = encode_eval_set(base, data.task, examples, max_tokens=max_tokens, truncate=truncate)
     start = time.perf_counter()
-    report = evaluate(
-        base, data.task, None if prompt is None else prompt.embeddings, rows.rows, batch_size=args.batch_size
-    )
+    report = evaluate(base, data.task, prompt, rows.rows, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
     report = {
         **report,
@@ -77,6 +73,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _prompt_model(folder: str) -> str | None:
-    from ..prompt import SoftPrompt
+    from ..methods import load_prompt
 
-    return SoftPrompt.load(folder).meta.base_model
+    return load_prompt(folder).meta.base_model

@@ -42,7 +42,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, prompt_required: boo
         default=[],
         required=prompt_required,
         metavar="FOLDER",
-        help="prompt folder (repeatable: rows with different prompts share one batch)",
+        help="prompt folder, plain or deep (repeatable: rows with different prompts share one batch)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32)")
     parser.add_argument("--cache-mb", type=int, default=256, help="prompt key/value cache budget in MiB")
@@ -55,15 +55,15 @@ def load_predictor(args: argparse.Namespace):
     """The base model and a Predictor holding every --prompt that loads; {folder: error} for the others."""
     from ..errors import SoftPromptError
     from ..infer import Predictor
+    from ..methods import load_prompt
     from ..models import load_base_model
-    from ..prompt import SoftPrompt
 
     base = load_base_model(args.model)
     predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.batch_size)
     failed: dict[str, str] = {}
     for folder in args.prompt:
         try:
-            predictor.add_prompt(folder, SoftPrompt.load(folder), allow_mismatch=args.allow_model_mismatch)
+            predictor.add_prompt(folder, load_prompt(folder), allow_mismatch=args.allow_model_mismatch)
         except SoftPromptError as e:
             failed[folder] = str(e)
     return predictor, failed

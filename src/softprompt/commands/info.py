@@ -7,26 +7,30 @@ import json
 from pathlib import Path
 
 NAME = "info"
-HELP = "show what a prompt folder holds (T, d, size, init, base model, task)"
+HELP = "show what a prompt folder holds (method, T, d, size, init, base model, task)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="prompt folder (softprompt or PEFT prompt tuning)")
+    parser.add_argument("prompt", help="prompt folder (softprompt, or PEFT prompt tuning or prefix tuning)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def describe(folder: str) -> dict:
-    from ..prompt import SoftPrompt, read_peft_config
+    from ..methods import load_prompt
+    from ..prompt import CONFIG_FILE
 
     prompt_path = Path(folder)
-    prompt = SoftPrompt.load(prompt_path)
-    config = read_peft_config(prompt_path)
+    prompt = load_prompt(prompt_path)
+    config = json.loads((prompt_path / CONFIG_FILE).read_text(encoding="utf-8"))  # load_prompt checked it
     meta = prompt.meta
     return {
         "path": str(prompt_path),
+        "method": prompt.METHOD,
+        "peft_type": prompt.PEFT_TYPE,
         "num_virtual_tokens": prompt.num_virtual_tokens,
-        "dim": prompt.dim,
-        "parameters": prompt.embeddings.numel(),
+        "dim": prompt.weights.shape[1],  # numbers per virtual token
+        "layout": prompt.layout(),
+        "parameters": prompt.num_parameters,
         "bytes_on_disk": prompt.file_size(prompt_path),
         "init": meta.init,
         "base_model": meta.base_model,
@@ -48,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [
         ("prompt", info["path"]),
+        ("method", f"{info['method']} ({info['peft_type']})"),
         ("virtual tokens (T)", info["num_virtual_tokens"]),
         ("dimension (d)", info["dim"]),
+        ("layout", ", ".join(f"{k} {v}" for k, v in info["layout"].items())),
         ("parameters", f"{info['parameters']:,}"),
         ("size on disk", f"{info['bytes_on_disk']:,} bytes"),
         ("init", info["init"] or "unknown"),

@@ -10,11 +10,11 @@ import json
 import sys
 
 NAME = "inspect"
-HELP = "show what each virtual token of a prompt is close to in the model's vocabulary"
+HELP = "show what each virtual token of a prompt is close to in the model's vocabulary (a deep prompt: its layers)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="prompt folder (softprompt or PEFT prompt tuning)")
+    parser.add_argument("prompt", help="prompt folder (softprompt or PEFT prompt tuning or prefix tuning)")
     parser.add_argument(
         "--model", default=None, help="base model (default: the model named in the prompt file, else smollm2-135m)"
     )
@@ -39,14 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..inspect_prompt import format_text, inspect_prompt
+    from ..methods import load_prompt
     from ..models import DEFAULT_MODEL, load_base_model
-    from ..prompt import SoftPrompt
 
-    prompt = SoftPrompt.load(args.prompt)
+    prompt = load_prompt(args.prompt)
     model = args.model or prompt.meta.base_model or DEFAULT_MODEL
     print(f"loading {model} ...", file=sys.stderr)
     base = load_base_model(model)
-    prompt = SoftPrompt.load(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
+    prompt = load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     inspection = inspect_prompt(prompt, base, top_k=args.top_k)
     if args.data:
         inspection.projection = _score_projection(args, base, prompt, inspection.nearest_token_ids())

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import SoftPromptError
     from ..fileio import atomic_path
-    from ..prompt import SoftPrompt
+    from ..methods import load_prompt
 
     inputs = read_inputs(args.input, args.text_column, args.prompt_column)
     if not args.prompt and not any(i.prompt for i in inputs):
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     predictor, failed = load_predictor(args)
     for name in {i.prompt for i in inputs if i.prompt} - set(args.prompt):  # rows may name other folders
         try:
-            predictor.add_prompt(name, SoftPrompt.load(name), allow_mismatch=args.allow_model_mismatch)
+            predictor.add_prompt(name, load_prompt(name), allow_mismatch=args.allow_model_mismatch)
         except SoftPromptError as e:
             failed[name] = str(e)
     if args.ensemble and failed:

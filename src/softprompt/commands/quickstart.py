@@ -64,15 +64,15 @@ def _run(args: argparse.Namespace) -> int:
     if trained.status == "interrupted":
         print(f"interrupted after {trained.steps} steps; the prompt so far is in {args.out}")
         return 130
-    after = evaluate(base, data.task, trained.prompt.embeddings, test.rows)
-    before = evaluate(base, data.task, trained.prompt.initial, test.rows)
+    after = evaluate(base, data.task, trained.prompt, test.rows)
+    before = evaluate(base, data.task, trained.prompt.with_weights(trained.prompt.initial), test.rows)
     files = sum((Path(args.out) / name).stat().st_size for name in (CONFIG_FILE, WEIGHTS_FILE))
     subset = "all" if len(test) == len(data.test) else f"first {len(test)} of {len(data.test)}"
     rows_out = [
         (f"test accuracy before training ({subset})", f"{before['accuracy']:.1%}"),
         (f"test accuracy after training ({subset})", f"{after['accuracy']:.1%}"),
         ("test macro-F1 after training", f"{after['macro_f1']:.3f}"),
-        ("trainable parameters", f"{trained.prompt.embeddings.numel():,}"),
+        ("trainable parameters", f"{trained.prompt.num_parameters:,}"),
         ("frozen model parameters", f"{sum(p.numel() for p in base.model.parameters()):,}"),
         ("prompt file size (PEFT files)", f"{files / 1024:.1f} KiB"),
         ("training time", f"{trained.wall_time_s:.0f} s ({trained.examples_seen:,} examples)"),

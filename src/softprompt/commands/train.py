@@ -21,6 +21,7 @@ from ..errors import SoftPromptError, worded
 from ..optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 from ..recipe import DEFAULT_DEV_EXAMPLES, SETTINGS, RunSpec, defaults
 from ..tasks import DEFAULT_KIND, task_class, task_kinds
+from ..train_config import METHODS, REPARAMS
 
 NAME = "train"
 HELP = "train a soft prompt on labelled data (the base model stays frozen)"
@@ -84,6 +85,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help=f"evaluate on the first N dev examples (default: {DEFAULT_DEV_EXAMPLES}; 0 = no dev evaluation)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help=f"prompt: T input vectors (prompt tuning); prefix: T keys/values in every layer (prefix tuning / "
+        f"P-tuning v2, decoder-only models) (default: {d['method']})",
+    )
+    parser.add_argument(
+        "--reparam",
+        choices=REPARAMS,
+        default=None,
+        help="train through an MLP, folded into plain vectors on save: mlp (P-tuning's encoder / prefix tuning's "
+        f"projection) or residual (residual prompt tuning) (default: {d['reparam']})",
+    )
+    parser.add_argument(
+        "--reparam-hidden", type=int, default=None, help="width of the reparam MLP (default: the token dimension)"
     )
     parser.add_argument(
         "--num-virtual-tokens", type=int, default=None, help=f"prompt length T (default: {d['num_virtual_tokens']})"
@@ -248,7 +266,8 @@ def _run(args: argparse.Namespace, dist) -> int:
             f"training on {start.train_examples:,} examples ({start.truncated:,} truncated to "
             f"{config.max_input_tokens} tokens{f', {data.skipped:,} invalid rows skipped' if data.skipped else ''}), "
             f"dev {start.dev_examples:,}; {task.kind} template {json.dumps(task.template)}; "
-            f"T={config.num_virtual_tokens}, init={config.init}, {config.optimizer} lr={config.learning_rate}, "
+            f"{_method_text(config)} T={config.num_virtual_tokens}, init={config.init}, "
+            f"{config.optimizer} lr={config.learning_rate}, "
             f"batch {config.batch_size}x{config.grad_accum}, {start.total_steps} steps -> {out}"
             + (f"; {dist.world_size} processes ({dist.backend}{', FSDP' if dist.fsdp else ''})" if dist.enabled else "")
         )
@@ -278,6 +297,10 @@ def _run(args: argparse.Namespace, dist) -> int:
     best = f", best dev {result.metric} {result.best_metric:.4f} at step {result.best_step}" if result.metric else ""
     print(
         f"{result.status}: {result.steps} steps in {result.wall_time_s:.0f}s{best}; prompt saved to {out} "
-        f"({result.prompt.num_virtual_tokens}x{result.prompt.dim}, readable by PEFT)"
+        f"({result.prompt.METHOD} {result.prompt.shape_text}, readable by PEFT as {result.prompt.PEFT_TYPE})"
     )
     return 0
+
+
+def _method_text(config) -> str:
+    return config.method + ("" if config.reparam == "none" else f" (through a {config.reparam} MLP)") + ","

@@ -1,11 +1,11 @@
 """PromptRegistry: the prompt folders under one directory, kept in step with the disk.
 
 Every direct sub-folder of DIR whose name is a valid prompt name is loaded
-with `SoftPrompt.load` (JSON + safetensors only, never a pickle) and handed to
+with `methods.load_prompt` (plain or deep prompts; JSON + safetensors only, never a pickle) and handed to
 the predictor. `refresh()` compares a cheap signature of each folder (inode and
 mtimes/sizes of its two files, i.e. a few `stat` calls) with the last one seen,
 so polling it every second costs nothing, and a prompt added, replaced
-(`SoftPrompt.save` swaps the folder in atomically, so the inode changes) or
+(a prompt's `save` swaps the folder in atomically, so the inode changes) or
 removed is noticed without a restart.
 
 Requests only ever look names up in memory: a name is never joined to a path,
@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SoftPromptError
+from ..methods import load_prompt
 from ..models import BaseModel
-from ..prompt import CONFIG_FILE, WEIGHTS_FILE, SoftPrompt
+from ..prompt import CONFIG_FILE, WEIGHTS_FILE, BasePrompt
 from ..tasks import task_from_meta
 
 log = logging.getLogger("softprompt.serve")
@@ -61,6 +62,7 @@ class PromptInfo:
     bytes: int
     template: str | None = None
     base_model: str | None = None
+    method: str = "prompt"  # methods.py: prompt (input vectors) or prefix (keys/values in every layer)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class PromptRegistry:
                 continue
             self._signatures[name] = signature
             try:
-                prompt = SoftPrompt.load(path, self.base)
+                prompt = load_prompt(path, self.base)
                 info = _info(name, path, prompt)
                 self.predictor.add_prompt(name, prompt)  # replaces any earlier version
             except Exception as e:  # noqa: BLE001 -- whatever breaks one folder must not stop the others
@@ -176,7 +178,7 @@ def _signature(path: Path) -> tuple | None:
     return tuple(parts)
 
 
-def _info(name: str, path: Path, prompt: SoftPrompt) -> PromptInfo:
+def _info(name: str, path: Path, prompt: BasePrompt) -> PromptInfo:
     meta = prompt.meta
     try:
         labels = list(task_from_meta(meta).labels) or None
@@ -190,4 +192,5 @@ def _info(name: str, path: Path, prompt: SoftPrompt) -> PromptInfo:
         bytes=prompt.file_size(path),
         template=meta.template,
         base_model=meta.base_model,
+        method=prompt.METHOD,
     )

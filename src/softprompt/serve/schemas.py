@@ -90,6 +90,7 @@ class PromptDescription(BaseModel):
     bytes: int = Field(description="size of the prompt folder on disk")
     template: str | None = None
     base_model: str | None = None
+    method: str = Field("prompt", description="prompt (input vectors) or prefix (keys/values in every layer)")
 
 
 class PromptList(BaseModel):

@@ -172,6 +172,7 @@ def _router(
         from ..data import BUILTIN_DATASETS
         from ..optim import DEFAULT_LR, OPTIMIZERS
         from ..recipe import defaults
+        from ..train_config import METHODS, REPARAMS
 
         return {
             "model": base.name,
@@ -181,6 +182,8 @@ def _router(
             "optimizers": [
                 {"name": o, "lr": DEFAULT_LR[o]} for o in sorted(OPTIMIZERS, key=lambda o: o != defaults()["optimizer"])
             ],
+            "methods": list(METHODS),
+            "reparams": list(REPARAMS),
             "limits": dataclasses.asdict(studio),
             "token_header": TOKEN_HEADER,
             "datasets": [
@@ -271,7 +274,7 @@ def _router(
         from ..prompt_cache import prompt_hash
 
         prompt = loaded(name)
-        path = folders.cache / f"plot-{name}-{prompt_hash(prompt.embeddings)}.png"
+        path = folders.cache / f"plot-{name}-{prompt_hash(prompt.weights)}.png"
 
         def draw() -> None:
             from ..inspect_prompt import inspect_prompt

@@ -31,6 +31,8 @@ PROMPT_FILES_SKIP = ("checkpoint",)  # trainer output that is not part of the pr
 JOB_MARK = ".studio-job"  # in a published prompt folder: the id of the job that wrote it
 # JobSpec fields that are TrainConfig settings (the rest describe the data and the task).
 TRAINING_SETTINGS = (
+    "method",
+    "reparam",
     "num_virtual_tokens",
     "steps",
     "batch_size",
@@ -49,6 +51,8 @@ FORM_LABELS = {
     "text_column": "Text column",
     "label_column": "Label column",
     "target_column": "Label column",  # the page has one output-column field for both tasks
+    "method": "Method",
+    "reparam": "Reparameterisation",
     "num_virtual_tokens": "Prompt length T",
     "steps": "Steps",
     "batch_size": "Batch",
@@ -77,6 +81,8 @@ class JobSpec:
     labels: str | None = None  # "label=answer words,...", None: the labels found in the data
     text_column: str | None = None
     label_column: str | None = None  # the output column: labels, or targets (the task kind's output_field)
+    method: str = TrainConfig.method  # prompt | prefix (methods.py)
+    reparam: str = TrainConfig.reparam  # none | mlp | residual (reparam.py)
     num_virtual_tokens: int = TrainConfig.num_virtual_tokens
     steps: int = DEFAULT_STEPS
     batch_size: int = TrainConfig.batch_size

@@ -40,4 +40,5 @@ def _describe(info: PromptInfo) -> schemas.PromptDescription:
         bytes=info.bytes,
         template=info.template,
         base_model=info.base_model,
+        method=info.method,
     )

@@ -90,6 +90,7 @@ async function loadPrompts() {
       el("td", {}, el("b", {}, p.name)),
       el("td", {}, p.task || "\u2014"),
       el("td", {}, (p.labels || []).join(", ") || "\u2014"),
+      el("td", {}, p.method),
       el("td", { class: "num" }, p.num_virtual_tokens),
       el("td", { class: "num" }, bytes(p.bytes)),
       el("td", { class: "num" }, dev == null ? "\u2014" : pct(dev)),
@@ -264,6 +265,8 @@ function jobSpec() {
     task: $("#task").value,
     template: $("#template").value,
     labels: taskKind($("#task").value).has_labels ? $("#labels").value.trim() : "",
+    method: $("#method").value,
+    reparam: $("#reparam").value,
     optimizer: $("#optimizer").value,
     lr: $("#lr").value.trim() ? Number($("#lr").value) : null,
     overwrite: $("#overwrite").checked,
@@ -457,6 +460,17 @@ function tokenText(n) {
   return n.token.includes("\ufffd") ? `<${n.token_id}>` : JSON.stringify(n.token).slice(1, -1);
 }
 
+// A deep prompt (keys/values per layer): its layers' norms beside the model's own, and how far each moved.
+function showLayers(r) {
+  const moved = (x) => (x == null ? "\u2014" : (100 * x).toFixed(1) + "%");
+  const head = el("tr", {}, ...["layer", "|key|", "model |key|", "|value|", "model |value|", "key moved", "value moved"]
+    .map((h) => el("th", {}, h)));
+  const rows = r.layers.map((f) => el("tr", {}, el("td", { class: "num" }, f.layer),
+    ...[f.key_norm, f.model_key_norm, f.value_norm, f.model_value_norm].map((x) => el("td", { class: "num" }, fmt(x, 3))),
+    el("td", { class: "num" }, moved(f.key_moved)), el("td", { class: "num" }, moved(f.value_moved))));
+  $("#inspect-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
 async function inspectPrompt() {
   const name = $("#inspect-prompt").value;
   $("#inspect-error").textContent = "";
@@ -465,14 +479,18 @@ async function inspectPrompt() {
   try {
     const r = await api(`/studio/api/prompts/${encodeURIComponent(name)}/inspect`);
     $("#inspect-summary").textContent = r.summary;
-    const head = el("tr", {}, el("th", {}, "#"), el("th", {}, "norm"), el("th", {}, "norm pct"), el("th", {}, "moved"),
-      el("th", {}, "near label"), el("th", {}, `nearest tokens (cosine)`));
-    const rows = r.tokens.map((t) => el("tr", {},
-      el("td", { class: "num" }, t.index), el("td", { class: "num" }, fmt(t.norm, 3)),
-      el("td", { class: "num" }, t.norm_percentile.toFixed(0)), el("td", { class: "num" }, t.moved == null ? "\u2014" : fmt(t.moved, 3)),
-      el("td", {}, t.near_label || ""),
-      el("td", {}, ...t.neighbours.map((n) => el("span", { class: "tok", title: `token id ${n.token_id}` }, tokenText(n), " ", el("small", {}, n.cosine.toFixed(2)))))));
-    $("#inspect-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+    if (r.layers) {
+      showLayers(r);
+    } else {
+      const head = el("tr", {}, el("th", {}, "#"), el("th", {}, "norm"), el("th", {}, "norm pct"), el("th", {}, "moved"),
+        el("th", {}, "near label"), el("th", {}, `nearest tokens (cosine)`));
+      const rows = r.tokens.map((t) => el("tr", {},
+        el("td", { class: "num" }, t.index), el("td", { class: "num" }, fmt(t.norm, 3)),
+        el("td", { class: "num" }, t.norm_percentile.toFixed(0)), el("td", { class: "num" }, t.moved == null ? "\u2014" : fmt(t.moved, 3)),
+        el("td", {}, t.near_label || ""),
+        el("td", {}, ...t.neighbours.map((n) => el("span", { class: "tok", title: `token id ${n.token_id}` }, tokenText(n), " ", el("small", {}, n.cosine.toFixed(2)))))));
+      $("#inspect-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+    }
   } catch (e) {
     $("#inspect-summary").textContent = "";
     $("#inspect-error").textContent = e.message;
@@ -519,8 +537,10 @@ async function init() {
   $("#task").replaceChildren(...state.info.tasks.map((t) => el("option", { value: t.kind }, t.kind)));
   // The defaults every front end shares (the train command's); the optimizer's LR stays a placeholder.
   $("#optimizer").replaceChildren(...state.info.optimizers.map((o) => el("option", { value: o.name }, o.name)));
+  $("#method").replaceChildren(...state.info.methods.map((m) => el("option", { value: m }, m)));
+  $("#reparam").replaceChildren(...state.info.reparams.map((r) => el("option", { value: r }, r)));
   const d = state.info.defaults;
-  for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed", "optimizer"]) $("#" + key).value = d[key];
+  for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed", "optimizer", "method", "reparam"]) $("#" + key).value = d[key];
   for (const key of ["num_virtual_tokens", "steps", "batch_size"]) $("#" + key).max = state.info.limits["max_" + key];
   $("#task").value = d.task;
   $("#template").value = taskKind(d.task).default_template;
