@@ -1,13 +1,18 @@
 """Inference throughput: softprompt's Predictor vs PEFT on the same model, prompt and texts, in one run.
 
+For each method (`prompt`: PROMPT_TUNING; `prefix`: a deep prompt, PREFIX_TUNING) the same prompt
+file is served by both sides (PEFT loads ours).
 Classification (inputs/s): rotten-tomatoes test texts, batch 32, T=20 and T=100.
-  softprompt: prompt keys/values cached once, only input tokens run, K label rows of the head.
-  PEFT: PeftModel forward on [prompt; input] (left-padded), full logits, label columns at the last position.
+  softprompt: prompt keys/values cached once (a deep prompt's are its weights), only input tokens run,
+  K label rows of the head.
+  PEFT: PeftModel forward (prompt: [prompt; input]; prefix: input over its past keys/values), left-padded,
+  full logits, label columns at the last position.
 Generation (new tokens/s): batch 8, up to 32 new greedy tokens.
   softprompt: our decoding loop on the prompt cache; PEFT: PeftModel.generate.
 
-    .venv/bin/python benchmarks/infer_throughput.py            # ~2-4 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/infer_throughput.py            # ~4-8 minutes on 2 CPU cores
     .venv/bin/python benchmarks/infer_throughput.py --n 320    # more texts, steadier figures
+    .venv/bin/python benchmarks/infer_throughput.py --methods prefix --lengths 20
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from softprompt.data import BUILTIN_DATASETS
 from softprompt.decode import generate_rows
 from softprompt.forward import pad_batch
 from softprompt.infer import GenerationConfig, Predictor
+from softprompt.methods import PROMPT_CLASSES, prompt_class
 from softprompt.models import load_base_model
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompt import BasePrompt, PromptMeta
 from softprompt.tasks import ClassifyTask, GenerateTask
 
 
@@ -34,7 +40,7 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def peft_model_for(base, prompt: SoftPrompt, folder: Path):
+def peft_model_for(base, prompt: BasePrompt, folder: Path):
     from peft import PeftModel
 
     prompt.save(folder, base)
@@ -57,16 +63,16 @@ def peft_classify(peft_model, base, task: ClassifyTask, texts, batch_size):
     return labels
 
 
-def classification(base, texts, t, batch_size, tmp):
+def classification(base, texts, t, batch_size, tmp, method="prompt"):
     dataset = BUILTIN_DATASETS["rotten-tomatoes"]
     meta = PromptMeta(task="classify", template=dataset.template, verbalizer=dict(dataset.verbalizer))
-    prompt = SoftPrompt.initialize(base, t, "labels", label_words=list(meta.verbalizer.values()), meta=meta)
+    prompt = prompt_class(method).initialize(base, t, "labels", label_words=list(meta.verbalizer.values()), meta=meta)
     task = ClassifyTask.from_meta(meta)
 
     predictor = Predictor(base, max_batch_size=batch_size)
     predictor.add_prompt("p", prompt)
     predictor.classify([("p", texts[0])])  # computes and caches the prompt's keys/values once
-    peft_model = peft_model_for(base, prompt, tmp / f"cls{t}")
+    peft_model = peft_model_for(base, prompt, tmp / f"cls-{method}{t}")
     # Interleave batch by batch so both sides see the same machine load (shared CPUs are noisy).
     ours, theirs, ours_s, peft_s = [], [], 0.0, 0.0
     try:
@@ -81,16 +87,16 @@ def classification(base, texts, t, batch_size, tmp):
     agree = sum(a.label == b for a, b in zip(ours, theirs)) / len(texts)
     n = len(texts)
     print(
-        f"classify T={t:<3d} batch {batch_size}: softprompt {n / ours_s:7.1f} inputs/s | "
+        f"{method:>6} classify T={t:<3d} batch {batch_size}: softprompt {n / ours_s:7.1f} inputs/s | "
         f"PEFT {n / peft_s:7.1f} inputs/s | ratio {peft_s / ours_s:5.2f}x | label agreement {agree:.3f}"
     )
     return peft_s / ours_s
 
 
 @torch.no_grad()
-def generation(base, texts, t, batch_size, new_tokens, tmp):
+def generation(base, texts, t, batch_size, new_tokens, tmp, method="prompt"):
     meta = PromptMeta(task="generate", template="Review: {text}\nSummary:")
-    prompt = SoftPrompt.initialize(base, t, "vocab", meta=meta)
+    prompt = prompt_class(method).initialize(base, t, "vocab", meta=meta)
     task = GenerateTask.from_meta(meta)
     texts = texts[:batch_size]
     predictor = Predictor(base, max_batch_size=batch_size)
@@ -101,7 +107,7 @@ def generation(base, texts, t, batch_size, new_tokens, tmp):
     rows, ours_s = timed(lambda: generate_rows(base, prefix, batch, config))  # the loop Predictor.generate runs
     ours_tokens = sum(len(r.ids) for r in rows)
 
-    peft_model = peft_model_for(base, prompt, tmp / f"gen{t}")
+    peft_model = peft_model_for(base, prompt, tmp / f"gen-{method}{t}")
     try:
         out, peft_s = timed(
             lambda: peft_model.generate(
@@ -118,7 +124,7 @@ def generation(base, texts, t, batch_size, new_tokens, tmp):
     eos = base.tokenizer.eos_token_id
     peft_tokens = sum(int(row.tolist().index(eos)) if eos in row.tolist() else len(row) for row in new)
     print(
-        f"generate T={t} batch {batch_size}, {new_tokens} new: softprompt {ours_tokens / ours_s:6.1f} tokens/s "
+        f"{method:>6} generate T={t} batch {batch_size}, {new_tokens} new: softprompt {ours_tokens / ours_s:6.1f} tokens/s "
         f"({ours_tokens} tokens) | PEFT {peft_tokens / peft_s:6.1f} tokens/s ({peft_tokens} tokens) | "
         f"ratio {(ours_tokens / ours_s) / (peft_tokens / peft_s):5.2f}x"
     )
@@ -132,6 +138,7 @@ def main() -> None:
     parser.add_argument("--gen-batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--lengths", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--methods", nargs="+", choices=list(PROMPT_CLASSES), default=list(PROMPT_CLASSES))
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -139,9 +146,10 @@ def main() -> None:
     texts = [e.input for e in BUILTIN_DATASETS["rotten-tomatoes"].load().test[: args.n]]
     print(f"model {args.model}, {len(texts)} rotten-tomatoes test texts, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
-        for t in args.lengths:
-            classification(base, texts, t, args.batch_size, Path(tmp))
-        generation(base, texts, 20, args.gen_batch_size, args.new_tokens, Path(tmp))
+        for method in args.methods:
+            for t in args.lengths:
+                classification(base, texts, t, args.batch_size, Path(tmp), method)
+            generation(base, texts, 20, args.gen_batch_size, args.new_tokens, Path(tmp), method)
 
 
 if __name__ == "__main__":

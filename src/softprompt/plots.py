@@ -1,4 +1,4 @@
-"""Pictures: a prompt among the vocabulary (`inspect --plot`), and comparison charts (`compare`).
+"""Pictures: a prompt among the vocabulary (`inspect --plot`), and comparison charts (`compare`, its scale chart).
 
 matplotlib is imported inside each function, with the non-interactive Agg
 backend, so importing this module costs nothing and no display is needed.
@@ -226,6 +226,30 @@ def _short(v: float) -> str:
         if abs(v) >= size:
             return f"{v / size:.3g}{unit}"
     return f"{v:.3g}"
+
+
+def plot_against(
+    path: str | Path,
+    x: Sequence[float],
+    panels: Sequence[tuple[str, dict[str, Sequence[float | None]]]],
+    xlabel: str,
+    title: str,
+) -> Path:
+    """One panel per (title, {name: values}); each name's values as a line over `x` (log scale); None = missing."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), constrained_layout=True, squeeze=False)
+    for ax, (panel_title, series) in zip(axes.flat, panels):
+        for name, ys in series.items():
+            points = [(a, b) for a, b in zip(x, ys) if b is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", lw=1.4, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(panel_title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
 
 
 def plot_lines(path: str | Path, curves: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str) -> Path:

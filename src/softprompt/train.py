@@ -68,6 +68,8 @@ class TrainResult:
     wall_time_s: float
     examples_seen: int
     out: Path
+    trainable_parameters: int = 0  # numbers trained: the prompt's, or its reparam network's (more) while it trains
+    training_shapes: tuple[tuple[int, ...], ...] = ()  # the shape of every trained tensor
 
 
 def encode_examples(
@@ -281,6 +283,8 @@ def train(
         wall_time_s=time.perf_counter() - started,
         examples_seen=state.examples_seen,
         out=out,
+        trainable_parameters=prompt.num_parameters,
+        training_shapes=tuple(tuple(p.shape) for p in prompt.parameters()),
     )
 
 

@@ -1,8 +1,8 @@
 """The methods a sweep compares, one registry entry each, and how one is trained with a dev curve.
 
 Prompt methods go through softprompt's own trainer (`train.train`) with its defaults,
-changed only by the entry's `settings` (TrainConfig fields): the coming deep and
-reparameterised prompts are entries such as `PromptMethod(..., {"method": "prefix"})`.
+changed only by the entry's `settings` (TrainConfig fields): deep and reparameterised
+prompts are entries such as `PromptMethod(..., {"method": "prefix"})`.
 LoRA and full fine-tuning reuse `softprompt compare`'s loop and settings (PEFT's LoRA,
 AdamW with warmup; compare/finetune.py). Every method sees the same batches for a seed,
 is evaluated on the same dev examples every `eval_every` steps, and keeps the weights
@@ -30,6 +30,7 @@ from ..errors import SoftPromptError
 from ..evaluate import EvalSet, evaluate
 from ..models import BaseModel
 from ..progress import MetricsLog
+from ..prompt import BasePrompt
 from ..tasks import ClassifyTask, Encoded, Task
 
 
@@ -50,7 +51,7 @@ class Trained:
     """A trained method, ready to score: `model` with `prompt` (None: the model alone)."""
 
     model: BaseModel
-    prompt: torch.Tensor | None
+    prompt: BasePrompt | None  # a prompt of any method (methods.py)
     curve: list[dict]  # one {"step": s, <dev metric>: value, ...} per dev evaluation
     losses: list[float]  # training loss per step
     train_seconds: float  # optimiser steps only, without the dev evaluations
@@ -106,13 +107,13 @@ class PromptMethod:
         records = MetricsLog(workdir / "metrics.jsonl").records()
         return Trained(
             model=base,
-            prompt=result.prompt.embeddings.detach(),
+            prompt=result.prompt,
             curve=[_undev(r) for r in records if any(k.startswith("dev_") for k in r)],
             losses=[r["loss"] for r in records if "loss" in r],
             train_seconds=float(result.prompt.meta.training.get("train_time_s", result.wall_time_s)),
             examples_seen=result.examples_seen,
             best_step=result.best_step,
-            trainable_parameters=result.prompt.embeddings.numel(),
+            trainable_parameters=result.trainable_parameters,  # a reparam network's too, while it trains
         )
 
 
@@ -203,6 +204,12 @@ METHODS: Mapping[str, Method] = MappingProxyType(
     {
         "prompt-tuning": PromptMethod("Prompt tuning (softprompt)"),
         "prompt-tuning-balanced": PromptMethod("Prompt tuning, class-balanced loss", balanced_loss=True),
+        "prefix-tuning": PromptMethod("Prefix tuning / P-tuning v2 (softprompt)", {"method": "prefix"}),
+        "prefix-tuning-mlp": PromptMethod(
+            "Prefix tuning through an MLP (softprompt)", {"method": "prefix", "reparam": "mlp"}
+        ),
+        "p-tuning": PromptMethod("P-tuning, MLP encoder (softprompt)", {"reparam": "mlp"}),
+        "residual-prompt-tuning": PromptMethod("Residual prompt tuning (softprompt)", {"reparam": "residual"}),
         "lora": FinetuneMethod("LoRA r=8 (PEFT)", "lora"),
         "full-finetune": FinetuneMethod("Full fine-tuning", "full-finetune"),
     }

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..evaluate import EvalRow, length_sorted_batches
+from ..evaluate import EvalRow, PromptInput, length_sorted_batches
 from ..forward import pad_batch, prompt_state
 from ..metrics import classification_report
 from ..models import BaseModel
@@ -27,10 +27,10 @@ BIAS_GRID = tuple(x / 4 for x in range(-16, 17))  # -4 .. 4 in steps of 0.25 (lo
 
 @torch.no_grad()
 def label_scores(
-    model: BaseModel, task: ClassifyTask, prompt: torch.Tensor | None, rows: Sequence[EvalRow], *, batch_size: int = 32
+    model: BaseModel, task: ClassifyTask, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
 ) -> torch.Tensor:
     """[N, K] log-probabilities of the labels (normalised over the K labels), in the rows' order."""
-    state = prompt_state(model, None if prompt is None else prompt.detach())
+    state = prompt_state(model, prompt)
     out = torch.empty(len(rows), len(task.labels))
     for index in length_sorted_batches([len(r.ids) for r in rows], batch_size):
         batch = pad_batch([rows[i].ids for i in index], model.pad_token_id, side="left", device=model.device)

@@ -1,22 +1,35 @@
-"""`softprompt compare`: prompt tuning against hard prompts, LoRA and full fine-tuning on one task."""
+"""`softprompt compare`: softprompt's prompt methods against hard prompts, LoRA and full fine-tuning on one task.
+
+Several `--model` values run the comparison once per model and chart each method against model size.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from ..errors import FieldError, worded
 from .train import flag
 
 NAME = "compare"
-HELP = "measure prompt tuning against zero/few-shot hard prompts, LoRA and full fine-tuning; write a report"
+HELP = (
+    "measure prompt tuning, prefix tuning and P-tuning against zero/few-shot hard prompts, LoRA and full "
+    "fine-tuning; write a report (several --model: also the power-of-scale chart)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..compare.config import METHODS, CompareConfig
 
     d = CompareConfig()
-    parser.add_argument("--model", default=d.model, help="base model (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help=f"base model (default: {d.model}); give several (--model A --model B ...) to also chart each method's "
+        "accuracy and macro-F1 against model size (the power of scale): OUT/scale.md and scale.png",
+    )
     parser.add_argument("--data", default=d.data, help="built-in dataset or data file (default: %(default)s)")
     parser.add_argument("--template", help="for data files: template with {text}")
     parser.add_argument("--labels", help="for data files: label=answer words, comma-separated, or a JSON object")
@@ -71,7 +84,7 @@ def config_from_args(args: argparse.Namespace):
     if second is not None and second not in BUILTIN_DATASETS:
         raise FieldError("second_task", f"must be a built-in dataset ({', '.join(BUILTIN_DATASETS)}) or 'none'")
     return CompareConfig(
-        model=args.model,
+        model=models(args)[0],
         data=args.data,
         template=args.template,
         labels=labels,
@@ -97,12 +110,25 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
+def models(args: argparse.Namespace) -> list[str]:
+    from ..compare.config import CompareConfig
+
+    return args.model or [CompareConfig().model]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..compare.report import REPORT_MD, comparison_table
-    from ..compare.run import run_compare
+    from ..compare.run import run_compare, stderr_logger
+    from ..compare.scale import SCALE_MD, markdown, run_scale
 
     with worded(flag):
         config = config_from_args(args)
+    if len(models(args)) > 1:
+        log = stderr_logger(time.perf_counter())
+        scale = run_scale(config, models(args), args.out, resume=args.resume, show_progress=not args.quiet, log=log)
+        print(markdown(scale))
+        print(f"\nscale report: {args.out}/{SCALE_MD}; each model's report in its folder", file=sys.stderr)
+        return 0
     report = run_compare(config, args.out, resume=args.resume, show_progress=not args.quiet)
     print(comparison_table(report))
     print(f"\nfull report: {args.out}/{REPORT_MD}", file=sys.stderr)

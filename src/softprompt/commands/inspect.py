@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import SoftPromptError
+    from ..inspect_prefix import PrefixInspection
     from ..inspect_prompt import format_text, inspect_prompt
     from ..methods import load_prompt
     from ..models import DEFAULT_MODEL, load_base_model
@@ -48,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     base = load_base_model(model)
     prompt = load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     inspection = inspect_prompt(prompt, base, top_k=args.top_k)
+    if args.data and isinstance(inspection, PrefixInspection):
+        raise SoftPromptError(
+            f"{args.prompt} is a deep prompt (keys/values in every layer): it has no input vectors to project "
+            "onto the vocabulary, so --data has nothing to score; it applies to plain prompts"
+        )
     if args.data:
         inspection.projection = _score_projection(args, base, prompt, inspection.nearest_token_ids())
     if args.plot:

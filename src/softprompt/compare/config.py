@@ -22,12 +22,20 @@ from ..typecheck import check_field_types
 # command's flags from CompareConfig's defaults without loading torch (a test checks they agree).
 DEFAULT_MODEL = "smollm2-135m"
 
-METHODS = ("zero-shot", "few-shot", "prompt-tuning", "lora", "full-finetune")
-TRAINED = ("prompt-tuning", "lora", "full-finetune")
+METHODS = ("zero-shot", "few-shot", "prompt-tuning", "prefix-tuning", "p-tuning", "lora", "full-finetune")
+# softprompt's prompt methods: the TrainConfig settings that make each (besides the shared budget).
+PROMPT_METHODS = {
+    "prompt-tuning": {"method": "prompt", "reparam": "none"},  # Lester et al. 2021
+    "prefix-tuning": {"method": "prefix", "reparam": "none"},  # keys/values per layer: P-tuning v2
+    "p-tuning": {"method": "prompt", "reparam": "mlp"},  # input vectors through P-tuning's MLP encoder
+}
+TRAINED = (*PROMPT_METHODS, "lora", "full-finetune")
 TITLES = {
     "zero-shot": "Hard prompt, zero-shot",
     "few-shot": "Hard prompt, few-shot",
     "prompt-tuning": "Prompt tuning (softprompt)",
+    "prefix-tuning": "Prefix tuning (softprompt)",
+    "p-tuning": "P-tuning (softprompt)",
     "lora": "LoRA (PEFT)",
     "full-finetune": "Full fine-tuning",
 }

@@ -1,7 +1,9 @@
-"""Prompt tuning through the same run set-up as `softprompt train` (`recipe.run_training`), on the comparison's budget."""
+"""softprompt's prompt methods (prompt tuning, prefix tuning, P-tuning) through the same run set-up as
+`softprompt train` (`recipe.run_training`), on the comparison's budget."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -11,18 +13,19 @@ from ..inspect_prompt import inspect_prompt
 from ..models import BaseModel
 from ..optim import build_optimizer
 from ..progress import MetricsLog
-from ..prompt import CONFIG_FILE, WEIGHTS_FILE, SoftPrompt
+from ..prompt import CONFIG_FILE, WEIGHTS_FILE, BasePrompt, SoftPrompt
 from ..recipe import RunData, RunSpec, build_config, run_training
 from ..train import METRICS_FILE
-from .config import CompareConfig
+from .config import PROMPT_METHODS, CompareConfig
 from .measure import files_bytes, parameter_counts, tensor_bytes, train_and_score
 from .result import MethodResult
 from .task_data import TaskData
 
 
-def run_spec(config: CompareConfig) -> RunSpec:
+def run_spec(config: CompareConfig, method: str = "prompt-tuning") -> RunSpec:
     """softprompt's own training defaults (class-label init, schedule) on the shared budget; no dev evaluation."""
     settings = {
+        **PROMPT_METHODS[method],
         "num_virtual_tokens": config.num_virtual_tokens,
         "optimizer": config.prompt_optimizer,
         "lr": config.prompt_lr,
@@ -34,11 +37,12 @@ def run_spec(config: CompareConfig) -> RunSpec:
     return RunSpec(data=config.data, max_dev_examples=0, settings=settings)
 
 
-def optimizer_state_bytes(name: str, shape: tuple[int, ...], lr: float) -> int:
-    """Bytes of optimiser state for one parameter of `shape`, measured on a stand-in after one step."""
-    param = torch.nn.Parameter(torch.zeros(shape))
-    optimizer = build_optimizer([param], name, lr)
-    param.grad = torch.ones(shape)
+def optimizer_state_bytes(name: str, shapes: Sequence[tuple[int, ...]], lr: float) -> int:
+    """Bytes of optimiser state for parameters of `shapes`, measured on stand-ins after one step."""
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes]
+    optimizer = build_optimizer(params, name, lr)
+    for param in params:
+        param.grad = torch.ones(param.shape)
     optimizer.step()
     return tensor_bytes(v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
 
@@ -50,14 +54,16 @@ def run_prompt_tuning(
     config: CompareConfig,
     folder: str | Path,
     *,
+    method: str = "prompt-tuning",
     show_progress: bool = True,
     log=print,
-) -> tuple[MethodResult, SoftPrompt]:
+) -> tuple[MethodResult, BasePrompt]:
+    """One of PROMPT_METHODS trained and scored; the trained parameters count a reparam network's too."""
     folder = Path(folder)
-    spec = run_spec(config)
+    spec = run_spec(config, method)
     split = RunData(data.task, data.train, (), data.test, data.name, data.max_input_tokens)
     tc = build_config(spec, split)
-    log(f"prompt-tuning: {config.steps} steps of {config.batch_size}, T={config.num_virtual_tokens}")
+    log(f"{method}: {config.steps} steps of {config.batch_size}, T={config.num_virtual_tokens}")
 
     def tune():
         trained = run_training(spec, folder, base, data=split, show_progress=show_progress)
@@ -68,26 +74,26 @@ def run_prompt_tuning(
     trained, scored = train_and_score(
         base.device,
         tune,
-        lambda t: evaluate(base, data.task, t.prompt.embeddings, test_rows.rows, batch_size=config.eval_batch_size),
+        lambda t: evaluate(base, data.task, t.prompt, test_rows.rows, batch_size=config.eval_batch_size),
     )
     prompt = trained.prompt
     inspection = inspect_prompt(prompt, base)
-    params = prompt.embeddings.numel()
+    params = trained.trainable_parameters
     _, total = parameter_counts(base.model)
     losses = [r["loss"] for r in MetricsLog(folder / METRICS_FILE).records() if "loss" in r]
     result = MethodResult.scored(
-        "prompt-tuning",
+        method,
         config,
         scored,
         trainable_parameters=params,
-        total_parameters=total + params,
+        total_parameters=total + prompt.num_parameters,  # what serves: the folded prompt
         storage_bytes=files_bytes(folder, [CONFIG_FILE, WEIGHTS_FILE]),
-        storage=f"prompt folder: {CONFIG_FILE} + {WEIGHTS_FILE}",
+        storage=f"{prompt.PEFT_TYPE} folder: {CONFIG_FILE} + {WEIGHTS_FILE}",
         train_seconds=trained.wall_time_s,
         steps=trained.steps,
         examples_seen=trained.examples_seen,
-        training_state_bytes=2 * tensor_bytes([prompt.embeddings])
-        + optimizer_state_bytes(tc.optimizer, tuple(prompt.embeddings.shape), tc.learning_rate),
+        training_state_bytes=2 * 4 * params
+        + optimizer_state_bytes(tc.optimizer, trained.training_shapes, tc.learning_rate),
         interpretability=inspection.summary,
         details={
             "losses": losses,
@@ -96,8 +102,14 @@ def run_prompt_tuning(
             "schedule": tc.schedule,
             "init": tc.init,
             "num_virtual_tokens": tc.num_virtual_tokens,
+            "prompt_method": tc.method,
+            "reparam": tc.reparam,
+            "stored_parameters": prompt.num_parameters,
             "folder": str(folder),
-            "nearest_tokens": [[n.token for n in tok.neighbours[:3]] for tok in inspection.tokens],
+            # A deep prompt's keys/values are not embeddings: no nearest tokens (inspect shows its layers).
+            "nearest_tokens": [[n.token for n in tok.neighbours[:3]] for tok in inspection.tokens]
+            if isinstance(prompt, SoftPrompt)
+            else None,
         },
     )
     return result, prompt

@@ -145,6 +145,16 @@ def findings(report: dict) -> list[str]:
             f"LoRA, the other parameter-efficient method, trains {lora['trainable_parameters']:,} parameters "
             f"and stores {human_bytes(lora['storage_bytes'])} per task."
         )
+    for name in ("prefix-tuning", "p-tuning"):
+        m = by.get(name)
+        if m:
+            stored = m["details"].get("stored_parameters", m["trainable_parameters"])
+            versus = f" (prompt tuning: {_pct(pt['test']['accuracy'])})" if pt else ""
+            out.append(
+                f"{m['title']} trains {m['trainable_parameters']:,} numbers and stores {stored:,} "
+                f"({human_bytes(m['storage_bytes'])}); test accuracy {_pct(m['test']['accuracy'])}{versus}, "
+                f"macro-F1 {m['test']['macro_f1']:.3f}."
+            )
     trained = [m for m in report["methods"] if m["steps"]]
     if len(trained) > 1:
         fastest = min(trained, key=lambda m: m["train_seconds"])
@@ -207,7 +217,11 @@ def markdown(report: dict) -> str:
         "Every method is scored the same way: rank classification over the label words "
         f"({', '.join(repr(v) for v in d['verbalizer'].values())}) at the answer position.",
         f"- Prompt tuning: softprompt's trainer, T={c['num_virtual_tokens']} virtual tokens, class-label init, "
-        f"{_prompt_recipe(report)}. LoRA: PEFT, r={c['lora_r']}, alpha={c['lora_alpha']}, "
+        f"{_prompt_recipe(report)}. Prefix tuning: the same trainer and budget, T keys and values in every layer "
+        "(P-tuning v2; they start as the keys/values the model makes of the class-label prompt). P-tuning: the "
+        "prompt trained through P-tuning's MLP encoder, folded into plain vectors on save. Trainable parameters "
+        "count what trains (an MLP's too); the stored prompt is the folded one. "
+        f"LoRA: PEFT, r={c['lora_r']}, alpha={c['lora_alpha']}, "
         f"PEFT's default target modules, AdamW LR {c['lora_lr']}. Full fine-tuning: every weight, AdamW LR "
         f"{c['full_lr']}. LoRA and full fine-tuning warm up linearly over {int(c['steps'] * c['warmup_fraction'])} "
         "steps, then decay linearly; all clip gradients at 1.0; all train on the label-word cross-entropy.",

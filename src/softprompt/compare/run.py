@@ -21,7 +21,7 @@ from ..models import BaseModel, load_base_model
 from ..train import encode_examples
 from . import forgetting
 from .baselines import run_hard_prompt
-from .config import CompareConfig
+from .config import PROMPT_METHODS, CompareConfig
 from .finetune import run_finetune
 from .measure import parameter_counts
 from .prompt_tuning import run_prompt_tuning
@@ -114,9 +114,9 @@ def run_compare(
         if method in ("zero-shot", "few-shot"):
             result, _ = run_hard_prompt(method, base, data, config, log=log)
         else:
-            if method == "prompt-tuning":
+            if method in PROMPT_METHODS:
                 result, _ = run_prompt_tuning(
-                    base, data, test_rows, config, folder, show_progress=show_progress, log=log
+                    base, data, test_rows, config, folder, method=method, show_progress=show_progress, log=log
                 )
             else:
                 if train_rows is None:
