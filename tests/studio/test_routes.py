@@ -104,6 +104,25 @@ def test_inspect_plot_and_download(trained, tmp_path, base):
         assert c.get(f"/studio/api/prompts/{bad}/download").status_code == 404
 
 
+def test_a_deep_prompt_is_chosen_in_the_form_trained_listed_and_inspected_by_layer(trained):
+    _, c, upload, _ = trained
+    info = c.get("/studio/api/info").json()
+    assert info["methods"] == ["prompt", "prefix"] and info["reparams"] == ["none", "mlp", "residual"]
+    assert (info["defaults"]["method"], info["defaults"]["reparam"]) == ("prompt", "none")
+    job = c.post("/studio/api/jobs", json=small_job(upload["id"], "deep", method="prefix", reparam="residual"))
+    assert job.status_code == 200, job.text
+    wait_until(lambda: c.get(f"/studio/api/jobs/{job.json()['id']}").json()["state"] == "finished", 120, 0.2)
+    wait_until(lambda: any(p["name"] == "deep" for p in c.get("/studio/api/prompts").json()["data"]), 10)
+    listed = {p["name"]: p for p in c.get("/studio/api/prompts").json()["data"]}
+    assert listed["deep"]["method"] == "prefix" and listed["reviews"]["method"] == "prompt"
+    assert listed["deep"]["training"]["reparam"] == "residual"
+    table = c.get("/studio/api/prompts/deep/inspect").json()
+    assert table["method"] == "prefix" and len(table["layers"]) == 2 and "moved most" in table["summary"]
+    assert c.get("/studio/api/prompts/deep/plot.png").content[:4] == b"\x89PNG"
+    bad = c.post("/studio/api/jobs", json=small_job(upload["id"], "deep2", method="lora"))
+    assert bad.status_code == 422 and "Method must be one of prompt, prefix" in bad.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     "name, content, status, message",
     [

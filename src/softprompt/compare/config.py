@@ -1,7 +1,8 @@
 """What a comparison runs: methods, budget and the fixed subset sizes that keep it fast.
 
-The defaults are sized so that all five methods finish in about 20 minutes on a
-2-core CPU with smollm2-135m on rotten-tomatoes: every trained method gets the
+The defaults are sized so that the five original methods finished in about 20 minutes
+on a 2-core CPU with smollm2-135m on rotten-tomatoes (prefix tuning and P-tuning add
+two prompt-tuning-sized runs): every trained method gets the
 same number of optimiser steps on the same batches; accuracy is measured on the
 first `test_size` examples of the fixed test split; forgetting on a fixed
 number of tokens of general English and the first `second_task_size` test
