@@ -66,12 +66,17 @@ def save_checkpoint(folder: str | Path, checkpoint: Checkpoint) -> None:
     write_dir_atomic(folder, fill)
 
 
+def read_values(folder: str | Path) -> dict:
+    """The checkpoint's numbers only (no tensors): cheap, e.g. to say which step it holds."""
+    return json.loads((Path(folder) / JSON_FILE).read_text(encoding="utf-8"))
+
+
 def load_checkpoint(folder: str | Path) -> Checkpoint:
     folder = Path(folder)
     if not (folder / JSON_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
         raise SoftPromptError(f"no checkpoint in {folder} to resume from (expected {JSON_FILE} and {TENSORS_FILE})")
     try:
-        values = json.loads((folder / JSON_FILE).read_text(encoding="utf-8"))
+        values = read_values(folder)
         tensors = load_file(str(folder / TENSORS_FILE))
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as e:
         raise SoftPromptError(f"{folder}: the checkpoint is corrupt ({e}); start again without --resume") from e

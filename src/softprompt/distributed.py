@@ -40,7 +40,7 @@ from typing import TypeVar
 
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, read_values
 from .errors import SoftPromptError
 from .families import transformer_blocks
 
@@ -357,7 +357,7 @@ def _ignore_sigterm() -> None:
 def _kept(checkpoint_dir: Path) -> str:
     """Where the run can be resumed from (rank 0 wrote the checkpoint atomically, so it is whole)."""
     try:
-        step = json.loads((checkpoint_dir / "state.json").read_text(encoding="utf-8"))["state"]["step"]
+        step = read_values(checkpoint_dir)["state"]["step"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"No checkpoint was found in {checkpoint_dir} on this node; the run must start again"
     return (
