@@ -24,7 +24,6 @@ from softprompt.tasks import (
     Encoded,
     Task,
     describe_kinds,
-    encode_template,
     kind_has_labels,
     register_task,
     task_class,
@@ -74,9 +73,8 @@ class YesNoTask(Task):
     def init_words(self):
         return list(YES_NO.values())
 
-    def encode(self, base, text, target=None, *, max_tokens=None, truncate="left", where=""):
-        ids, cut = encode_template(base, self.template, text, max_tokens=max_tokens, truncate=truncate)
-        return Encoded(tuple(ids), None if target is None else int(target == "yes"), cut, where)
+    def encode_target(self, base, target, where):
+        return int(target == "yes")
 
     def collate(self, base, rows: Sequence[Encoded], *, side="left"):
         batch = pad_batch([r.ids for r in rows], base.pad_token_id, side=side, device=base.device)

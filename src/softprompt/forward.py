@@ -83,14 +83,51 @@ def real_rows(batch: TokenBatch) -> list[list[int]]:
 # -- prompt states ----------------------------------------------------------------------
 
 
+class _PromptRows:
+    """What both prompt states share: per-row tensors whose batch dimension is B, or 1 for one shared prompt.
+
+    `mask` [B, P] marks real prompt slots (shorter prompts are left-padded).
+    Subclasses say how to map a function over their tensors (`_map`) and which
+    of them hold the prompt's values (`_values`).
+    """
+
+    mask: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._values())
+
+    def expand(self, batch_size: int):
+        """The same prompt for every row (a view: no copy, gradients sum back)."""
+        return self if self.batch_size == batch_size else self._map(lambda t: t.expand(batch_size, *t.shape[1:]))
+
+    def repeat_rows(self, repeats: int):
+        """Each row `repeats` times in place (for a batch whose rows were repeated so)."""
+        return self if self.batch_size == 1 else self._map(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def detach(self):
+        return self._map(lambda t: t.detach())
+
+    def _map(self, fn):
+        raise NotImplementedError
+
+    def _values(self) -> Sequence[torch.Tensor]:
+        raise NotImplementedError
+
+
 @dataclass
-class PrefixKV:
+class PrefixKV(_PromptRows):
     """Per-layer keys/values of prompts, served as a past cache in front of the input.
 
-    keys[i], values[i]: [B, kv_heads, P, head_dim]; mask: [B, P] (1 = real prompt
-    token; shorter prompts are left-padded); lengths: [B] real prompt tokens, which
-    is also where each row's input positions start. B is 1 for one prompt shared
-    by the whole batch (expanded as a view, so gradients sum back).
+    keys[i], values[i]: [B, kv_heads, P, head_dim]; mask: [B, P]; lengths: [B]
+    real prompt tokens, which is also where each row's input positions start.
     """
 
     keys: list[torch.Tensor]
@@ -105,36 +142,16 @@ class PrefixKV:
         mask = torch.ones(b, p, dtype=torch.long, device=keys[0].device)
         return cls(list(keys), list(values), mask, torch.full((b,), p, device=keys[0].device))
 
-    @property
-    def batch_size(self) -> int:
-        return self.mask.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.mask.shape[1]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
-
-    def expand(self, batch_size: int) -> PrefixKV:
-        if self.batch_size == batch_size:
-            return self
-        return self._map(lambda t: t.expand(batch_size, *t.shape[1:]))
-
-    def repeat_rows(self, repeats: int) -> PrefixKV:
-        """Each row `repeats` times in place (for a batch whose rows were repeated so)."""
-        return self if self.batch_size == 1 else self._map(lambda t: t.repeat_interleave(repeats, dim=0))
-
-    def detach(self) -> PrefixKV:
-        return PrefixKV([k.detach() for k in self.keys], [v.detach() for v in self.values], self.mask, self.lengths)
-
     def _map(self, fn) -> PrefixKV:
         return PrefixKV([fn(k) for k in self.keys], [fn(v) for v in self.values], fn(self.mask), fn(self.lengths))
 
+    def _values(self) -> Sequence[torch.Tensor]:
+        return (*self.keys, *self.values)
+
 
 @dataclass
-class InlinePrompt:
-    """Prompt embeddings run in front of each row's input: embeddings [B, P, d], mask [B, P] (left-padded)."""
+class InlinePrompt(_PromptRows):
+    """Prompt embeddings run in front of each row's input: embeddings [B, P, d], mask [B, P]."""
 
     embeddings: torch.Tensor
     mask: torch.Tensor
@@ -144,29 +161,11 @@ class InlinePrompt:
         mask = torch.ones(1, prompt.shape[0], dtype=torch.long, device=prompt.device)
         return cls(prompt.unsqueeze(0), mask)
 
-    @property
-    def batch_size(self) -> int:
-        return self.mask.shape[0]
+    def _map(self, fn) -> InlinePrompt:
+        return InlinePrompt(fn(self.embeddings), fn(self.mask))
 
-    @property
-    def width(self) -> int:
-        return self.mask.shape[1]
-
-    def nbytes(self) -> int:
-        return self.embeddings.numel() * self.embeddings.element_size()
-
-    def expand(self, batch_size: int) -> InlinePrompt:
-        if self.batch_size == batch_size:
-            return self
-        return InlinePrompt(self.embeddings.expand(batch_size, -1, -1), self.mask.expand(batch_size, -1))
-
-    def repeat_rows(self, repeats: int) -> InlinePrompt:
-        if self.batch_size == 1:
-            return self
-        return InlinePrompt(self.embeddings.repeat_interleave(repeats, 0), self.mask.repeat_interleave(repeats, 0))
-
-    def detach(self) -> InlinePrompt:
-        return InlinePrompt(self.embeddings.detach(), self.mask)
+    def _values(self) -> Sequence[torch.Tensor]:
+        return (self.embeddings,)
 
 
 PromptState = PrefixKV | InlinePrompt | None

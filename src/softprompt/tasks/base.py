@@ -80,7 +80,6 @@ class Task(ABC):
 
     # -- data -----------------------------------------------------------------------
 
-    @abstractmethod
     def encode(
         self,
         base: BaseModel,
@@ -91,7 +90,14 @@ class Task(ABC):
         truncate: str = "left",
         where: str = "",
     ) -> Encoded:
-        """One example (its target too when given); only the text is cut to fit `max_tokens`."""
+        """One example: the templated text (only the text is cut to fit `max_tokens`), and its target if given."""
+        encoded = None if target is None else self.encode_target(base, target, where)
+        ids, cut = encode_template(base, self.template, text, max_tokens=max_tokens, truncate=truncate)
+        return Encoded(tuple(ids), encoded, cut, where)
+
+    @abstractmethod
+    def encode_target(self, base: BaseModel, target: str, where: str) -> int | tuple[int, ...]:
+        """What the model learns for one example's gold answer (a label's index, target token ids, ...)."""
 
     @abstractmethod
     def collate(self, base: BaseModel, rows: Sequence[Encoded], *, side: str = "left") -> tuple[TokenBatch, object]:

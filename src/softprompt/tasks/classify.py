@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import SoftPromptError
-from .base import Encoded, Task, encode_template, split_template
+from .base import Encoded, Task, split_template
 from .registry import register_task
 
 if TYPE_CHECKING:
@@ -92,21 +92,11 @@ class ClassifyTask(Task):
             seen[tuple(toks)] = label
         return ids
 
-    def encode(
-        self,
-        base: BaseModel,
-        text: str,
-        target: str | None = None,
-        *,
-        max_tokens: int | None = None,
-        truncate: str = "left",
-        where: str = "",
-    ) -> Encoded:
-        """Input ids ending at the answer position; the target is the label's index."""
-        if target is not None and target not in self.verbalizer:
+    def encode_target(self, base: BaseModel, target: str, where: str) -> int:
+        """The label's index (the input ends at the answer position)."""
+        if target not in self.verbalizer:
             raise SoftPromptError(f"{where or 'example'}: label {target!r} is not one of {list(self.labels)}")
-        ids, cut = encode_template(base, self.template, text, max_tokens=max_tokens, truncate=truncate)
-        return Encoded(tuple(ids), None if target is None else self.labels.index(target), cut, where)
+        return self.labels.index(target)
 
     def collate(self, base: BaseModel, rows: Sequence[Encoded], *, side: str = "left"):
         import torch

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import SoftPromptError
-from .base import Encoded, Task, encode_template, split_template
+from .base import Encoded, Task, split_template
 from .registry import register_task
 
 if TYPE_CHECKING:
@@ -47,25 +47,13 @@ class GenerateTask(Task):
     def meta_fields(self) -> dict[str, object]:
         return {"task": self.kind, "template": self.template, "verbalizer": None, "target_column": self.target_column}
 
-    def encode(
-        self,
-        base: BaseModel,
-        text: str,
-        target: str | None = None,
-        *,
-        max_tokens: int | None = None,
-        truncate: str = "left",
-        where: str = "",
-    ) -> Encoded:
-        """Input ids; the target is its token ids + EOS (empty without a target)."""
-        ids, cut = encode_template(base, self.template, text, max_tokens=max_tokens, truncate=truncate)
-        if target is None:
-            return Encoded(tuple(ids), (), cut, where)
+    def encode_target(self, base: BaseModel, target: str, where: str) -> tuple[int, ...]:
+        """The target's token ids + EOS."""
         eos = base.tokenizer.eos_token_id
         target_ids = base.encode(target) + ([] if eos is None else [eos])
         if not target_ids:
             raise SoftPromptError(f"{where or 'example'}: the target is empty")
-        return Encoded(tuple(ids), tuple(target_ids), cut, where)
+        return tuple(target_ids)
 
     def collate(self, base: BaseModel, rows: Sequence[Encoded], *, side: str = "left"):
         """(inputs, targets): the target token ids right-padded, one row per input."""
