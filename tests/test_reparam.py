@@ -58,37 +58,35 @@ def copy_linears(ours: torch.nn.Sequential, theirs: torch.nn.Sequential) -> list
     return pairs
 
 
-@pytest.mark.parametrize("kind", CAUSAL)
-def test_p_tuning_mlp_equals_pefts_prompt_encoder(kind):
-    base = tiny_base(kind)
-    trainable = TrainablePrompt(SoftPrompt.initialize(base, 4, "vocab"), "mlp", hidden=16, seed=1)
-    peft_model = get_peft_model(
-        base.model, PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4, encoder_hidden_size=16)
-    )
-    encoder = peft_model.prompt_encoder.default
-    with torch.no_grad():
-        encoder.embedding.weight.copy_(trainable.encoder.inputs)
-    pairs = copy_linears(trainable.encoder.mlp, encoder.mlp_head)
-    our_and_peft_loss(base, trainable, peft_model, right_padded(base), 4)
-    pairs.append((trainable.encoder.inputs, encoder.embedding.weight))
-    for mine, theirs in pairs:
-        torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("kind", CAUSAL)
-def test_prefix_mlp_equals_pefts_prefix_projection(kind):
-    base = tiny_base(kind)
-    trainable = TrainablePrompt(PrefixPrompt.initialize(base, 3, "vocab"), "mlp", hidden=12, seed=2)
-    peft_model = get_peft_model(
-        base.model,
-        PrefixTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=12
+# Our MLP reparameterisation and PEFT's for each method: (prompt class, PEFT config, PEFT's MLP attribute).
+PEFT_MLPS = {
+    "p-tuning": (
+        SoftPrompt,
+        lambda t, h: PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=t, encoder_hidden_size=h),
+        "mlp_head",
+    ),
+    "prefix-projection": (
+        PrefixPrompt,
+        lambda t, h: PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=t, prefix_projection=True, encoder_hidden_size=h
         ),
-    )
+        "transform",
+    ),
+}
+
+
+@pytest.mark.parametrize("peft_kind", list(PEFT_MLPS))
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_mlp_reparam_equals_pefts_encoder(kind, peft_kind):
+    """P-tuning's MLP (plain prompts) and prefix tuning's projection (deep): PEFT's logits, loss and gradients."""
+    method, peft_config, head = PEFT_MLPS[peft_kind]
+    base = tiny_base(kind)
+    trainable = TrainablePrompt(method.initialize(base, 3, "vocab"), "mlp", hidden=12, seed=1)
+    peft_model = get_peft_model(base.model, peft_config(3, 12))
     encoder = peft_model.prompt_encoder.default
     with torch.no_grad():
         encoder.embedding.weight.copy_(trainable.encoder.inputs)
-    pairs = copy_linears(trainable.encoder.mlp, encoder.transform)
+    pairs = copy_linears(trainable.encoder.mlp, getattr(encoder, head))
     our_and_peft_loss(base, trainable, peft_model, right_padded(base), 3)
     pairs.append((trainable.encoder.inputs, encoder.embedding.weight))
     for mine, theirs in pairs:

@@ -19,7 +19,7 @@ Decoder-only models only: an encoder-decoder takes a plain prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,9 @@ from .models import BaseModel
 from .prompt import (
     BasePrompt,
     PromptMeta,
+    check_length,
     initial_embeddings,
+    new_meta,
     peft_common,
     peft_type_of,
     tile_rows,
@@ -148,8 +150,7 @@ class PrefixPrompt(BasePrompt):
         a deep prompt folder as it is, or runs a plain prompt folder through the model.
         """
         shape = PrefixShape.of(base)
-        if num_virtual_tokens < 1:
-            raise SoftPromptError(f"--num-virtual-tokens must be at least 1, got {num_virtual_tokens}")
+        check_length(num_virtual_tokens)
         path = init[len("file:") :] if init.startswith("file:") else None
         if path is not None and peft_type_of(Path(path)) == cls.PEFT_TYPE:
             source = cls.load(path, base, allow_mismatch=allow_mismatch).prefix.detach()
@@ -158,9 +159,7 @@ class PrefixPrompt(BasePrompt):
             gen = torch.Generator().manual_seed(seed)
             emb = initial_embeddings(base, num_virtual_tokens, init, label_words, gen, allow_mismatch=allow_mismatch)
             weights = prefix_of_embeddings(base, emb, shape)
-        meta = meta or PromptMeta()
-        meta = replace(meta, init=init, base_model=meta.base_model or base.name, base_fingerprint=base.fingerprint)
-        return cls(weights, shape, meta, initial=weights)
+        return cls(weights, shape, new_meta(base, meta, init), initial=weights)
 
     @classmethod
     def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PrefixKV:

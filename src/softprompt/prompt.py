@@ -277,13 +277,10 @@ class SoftPrompt(BasePrompt):
 
         `allow_mismatch`: a file: prompt made for another model of the same hidden size is taken anyway.
         """
-        if num_virtual_tokens < 1:
-            raise SoftPromptError(f"--num-virtual-tokens must be at least 1, got {num_virtual_tokens}")
+        check_length(num_virtual_tokens)
         gen = torch.Generator().manual_seed(seed)
         emb = initial_embeddings(base, num_virtual_tokens, init, label_words, gen, allow_mismatch=allow_mismatch)
-        meta = meta or PromptMeta()
-        meta = replace(meta, init=init, base_model=meta.base_model or base.name, base_fingerprint=base.fingerprint)
-        return cls(emb, meta, initial=emb)
+        return cls(emb, new_meta(base, meta, init), initial=emb)
 
     def forward(self) -> torch.Tensor:
         return self.embeddings
@@ -314,6 +311,17 @@ class SoftPrompt(BasePrompt):
         if self.dim != base.hidden_size:
             return f"the prompt has dimension {self.dim} but model '{base.name}' has hidden size {base.hidden_size}"
         return None
+
+
+def check_length(num_virtual_tokens: int) -> None:
+    if num_virtual_tokens < 1:
+        raise SoftPromptError(f"--num-virtual-tokens must be at least 1, got {num_virtual_tokens}")
+
+
+def new_meta(base: BaseModel, meta: PromptMeta | None, init: str) -> PromptMeta:
+    """A new prompt's metadata: `meta` with the init and the base model it is made for."""
+    meta = meta or PromptMeta()
+    return replace(meta, init=init, base_model=meta.base_model or base.name, base_fingerprint=base.fingerprint)
 
 
 def check_compatible(prompt: BasePrompt, base: BaseModel, *, where: str, allow_mismatch: bool = False) -> None:
