@@ -133,8 +133,9 @@ def summary_line(inspection: PrefixInspection) -> str:
     )
     if not inspection.moved_most:
         return head + "; no initial value in the file: drift unknown"
-    most = inspection.moved_most[:SHOWN_LAYERS]
-    least = inspection.moved_most[::-1][:SHOWN_LAYERS]
+    shown = max(1, min(SHOWN_LAYERS, len(layers) // 2))  # most and least never name the same layer
+    most = inspection.moved_most[:shown]
+    least = inspection.moved_most[::-1][:shown]
     describe = lambda ids: ", ".join(f"{i} ({layers[i].moved:.0%})" for i in ids)  # noqa: E731
     return f"{head}; moved most in layers {describe(most)}, least in {describe(least)}"
 

@@ -181,6 +181,8 @@ def plot_prefix_inspection(inspection: PrefixInspection, path: str | Path) -> Pa
         moved.text(0.5, 0.5, "no initial value in the file", ha="center", va="center", transform=moved.transAxes)
     moved.set_xlabel("layer")
     moved.set_title("How far each layer moved in training", fontsize=10)
+    for ax in (norms, moved):
+        ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(textwrap.fill(inspection.summary, width=150), fontsize=10)
     return _save(fig, path)
 
