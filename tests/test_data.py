@@ -141,6 +141,38 @@ def test_compressed_text_files(tmp_path):
         list(read_rows(fake))
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".csv.gz"])
+def test_a_line_longer_than_the_limit_is_refused_while_it_is_read(tmp_path, suffix):
+    """A file without line breaks costs MAX_LINE_BYTES of memory, not its size (a 1 GiB line took 2.4 GB)."""
+    import tracemalloc
+
+    path = tmp_path / f"big{suffix}"
+    opener = gzip.open if suffix.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(b'{"text": "ok", "label": "a"}\n' if suffix == ".jsonl" else b"text,label\nok,a\n")
+        chunk = b"x" * 2**20
+        for _ in range(data.MAX_LINE_BYTES // len(chunk) + 4):  # one line a few MiB over the limit
+            f.write(chunk)
+    line = 2 if suffix == ".jsonl" else 3
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=rf"{path.name}:{line}: the line is longer than 16 MiB"):
+            list(read_rows(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * data.MAX_LINE_BYTES
+
+
+def test_bounded_lines_keeps_lines_up_to_the_limit():
+    import io
+
+    lines = list(data.bounded_lines(io.BytesIO(b"abc\n12345\nlast"), "f", limit=6))
+    assert lines == [b"abc\n", b"12345\n", b"last"]
+    with pytest.raises(DataError, match="f:2: the line is longer"):
+        list(data.bounded_lines(io.BytesIO(b"abc\n1234567\n"), "f", limit=6))
+
+
 def test_parquet_round_trip(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

@@ -60,6 +60,51 @@ def test_encode_keeps_template_and_truncates_only_the_text(tiny_models):
         SINGLE.encode(base, "abc", max_tokens=5)
 
 
+def bpe_base(tiny_models):
+    """The tiny model with a BPE tokenizer that has merges (tokens of several characters, like real ones)."""
+    import dataclasses
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    corpus = ["the movie was great fun and the actors were good " * 20, "an utterly forgettable film, sadly " * 20]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    core.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    return dataclasses.replace(tiny_models("llama"), tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_long_text_is_cut_before_the_tokenizer_sees_it(tiny_models, monkeypatch, side):
+    """Same ids as tokenizing the whole text then truncating, but the tokenizer sees a bounded piece of it."""
+    import random
+
+    from softprompt.tasks import base as tasks
+
+    base = bpe_base(tiny_models)
+    words = ["the", "movie", "great", "fun", "forgettable", "film,", "sadly", "xqzj", "  ", "\n", "aaaaaaaaaaaa"]
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(words) for _ in range(5_000)), "a" * 20_000, "the movie " * 3_000]
+    seen = []
+    encode = base.encode
+    monkeypatch.setattr(base, "encode", lambda text: seen.append(len(text)) or encode(text))
+    for text in texts:
+        for budget in (20, 64, 300):
+            seen.clear()
+            cut = SINGLE.encode(base, text, max_tokens=budget, truncate=side)
+            assert max(seen) < 64 * budget  # not the whole text
+            with monkeypatch.context() as whole:
+                whole.setattr(tasks, "_CHARS_PER_TOKEN", 10**9)  # no cut: tokenize everything, then truncate
+                assert cut == SINGLE.encode(base, text, max_tokens=budget, truncate=side)
+    short = "the movie was great fun"
+    assert SINGLE.encode(base, short, max_tokens=300) == SINGLE.encode(base, short)
+
+
 def test_bad_tasks_are_refused():
     with pytest.raises(SoftPromptError, match="exactly once"):
         ClassifyTask("no slot", {"a": "x", "b": "y"})

@@ -4,7 +4,8 @@ A checkpoint folder holds `state.safetensors` (every tensor: the prompt, the
 best prompt so far, the optimiser's per-parameter tensors) and `state.json`
 (every number: step, data position, optimiser scalars and hyper-parameters,
 schedule state, early-stopping state, the run's config). Written atomically,
-so a crash mid-save leaves the previous checkpoint intact.
+so a crash mid-save leaves the previous checkpoint intact; the next save or
+load cleans up after such a crash (fileio.recover_dir).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import SoftPromptError
-from .fileio import write_dir_atomic
+from .errors import SoftPromptError, describe_os_error
+from .fileio import recover_dir, write_dir_atomic
 
 TENSORS_FILE = "state.safetensors"
 JSON_FILE = "state.json"
@@ -63,6 +64,7 @@ def save_checkpoint(folder: str | Path, checkpoint: Checkpoint) -> None:
         save_file(tensors, str(tmp / TENSORS_FILE))
         (tmp / JSON_FILE).write_text(text, encoding="utf-8")
 
+    recover_dir(folder)  # a crash during an earlier save left temporary folders beside it
     write_dir_atomic(folder, fill)
 
 
@@ -73,6 +75,7 @@ def read_values(folder: str | Path) -> dict:
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:
     folder = Path(folder)
+    recover_dir(folder)  # a crash between the renames of a save left the checkpoint in a temporary folder
     if not (folder / JSON_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
         raise SoftPromptError(f"no checkpoint in {folder} to resume from (expected {JSON_FILE} and {TENSORS_FILE})")
     try:
@@ -80,4 +83,6 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         tensors = load_file(str(folder / TENSORS_FILE))
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as e:
         raise SoftPromptError(f"{folder}: the checkpoint is corrupt ({e}); start again without --resume") from e
+    except OSError as e:
+        raise SoftPromptError(f"cannot read the checkpoint: {describe_os_error(e)}") from e
     return Checkpoint(tensors, values)

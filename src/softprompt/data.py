@@ -19,11 +19,15 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import BinaryIO
 
 from softprompt.errors import DataError, SoftPromptError
 
 FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 COMPRESSIONS = (".gz", ".bz2")
+# A line (one row of JSON Lines or CSV, one input of predict) longer than this is refused while it is read,
+# so a file without line breaks cannot take the memory it would to hold and parse it (a 1 GiB line: 2.4 GB).
+MAX_LINE_BYTES = 16 * 2**20
 
 # Which CLI flag picks each column, for the hint in "missing column" messages.
 DEFAULT_COLUMN_FLAGS: Mapping[str, str] = MappingProxyType({"input": "--text-column", "output": "--label-column"})
@@ -100,9 +104,22 @@ def _binary_lines(path: Path, name: str, compression: str | None) -> Iterator[by
     opener = {".gz": gzip.open, ".bz2": bz2.open}.get(compression or "", open)
     try:
         with opener(path, "rb") as f:
-            yield from f
+            yield from bounded_lines(f, name)
     except (OSError, EOFError) as e:  # permissions, truncated or not-really-gzip files
         raise DataError(f"{name}: cannot read the file ({e})") from None
+
+
+def bounded_lines(f: BinaryIO, name: str, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of a binary file, each read with at most `limit` bytes in memory; a longer one is refused."""
+    number = 0
+    while line := f.readline(limit + 1):
+        number += 1
+        if len(line) > limit:
+            raise DataError(
+                f"{name}:{number}: the line is longer than {limit / 2**20:.0f} MiB; give one example per line "
+                "(is this a data file?)"
+            )
+        yield line
 
 
 def _decoded_lines(raw_lines: Iterable[bytes], name: str) -> Iterator[str]:
@@ -170,7 +187,7 @@ def _parquet_rows(path: Path, name: str) -> Iterator[tuple[int, dict[str, object
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise DataError(f"{name}: reading Parquet needs pyarrow: pip install pyarrow") from None
+        raise DataError(f"{name}: reading Parquet needs pyarrow: pip install 'softprompt[parquet]'") from None
     try:
         parquet = pyarrow.parquet.ParquetFile(path)
     except (pyarrow.ArrowException, OSError) as e:

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import SoftPromptError, describe_os_error
+
+# check_output_path refuses a disk with less free space than this: it could not hold a prompt folder and a
+# checkpoint, and saying so before the model loads spares a run that would fail when it writes.
+MIN_FREE_BYTES = 2**20
 
 
 @contextmanager
@@ -89,3 +96,67 @@ def _normal_permissions(folder: Path) -> None:
             os.chmod(os.path.join(root, name), dir_mode)
         for name in files:
             os.chmod(os.path.join(root, name), dir_mode & 0o666)
+
+
+# -- after a crash, and before a long run ------------------------------------------------------------
+
+
+def _leftover_name(name: str) -> re.Pattern:
+    # What write_dir_atomic and atomic_path call their siblings: ".<name>.<8 random characters>.tmp" or ".old".
+    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.(tmp|old)")
+
+
+def recover_dir(path: str | Path) -> list[Path]:
+    """Undo what a crash inside `write_dir_atomic(path, ...)` left behind; return the leftovers removed.
+
+    A crash between its two renames leaves no folder at `path` and the previous
+    one inside a `.old` sibling: that one is put back. Temporary siblings are
+    removed. Only the single writer of `path` may call this (a trainer for its
+    checkpoint): another writer's temporary folder would be in use.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _leftover_name(path.name)
+    leftovers = sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+    if not path.exists():
+        kept = [p / "previous" for p in leftovers if p.name.endswith(".old") and (p / "previous").is_dir()]
+        if kept:
+            os.rename(max(kept, key=lambda p: p.stat().st_mtime), path)
+    for leftover in leftovers:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return leftovers
+
+
+def check_output_path(path: str | Path, *, flag: str, folder: bool) -> Path:
+    """Refuse an output path that cannot be written, before any slow work: SoftPromptError naming `flag`.
+
+    `folder`: the command writes a folder at `path` (else a file). The nearest
+    existing ancestor must be a folder we can create files in (probed by creating
+    one: permission bits do not tell about read-only mounts or ACLs) on a disk
+    with space left.
+    """
+    path = Path(path)
+    if path.exists() and folder and not path.is_dir():
+        raise SoftPromptError(f"{flag} {path}: is a file, and the output is a folder; choose another {flag}")
+    if path.is_dir() and not folder:
+        raise SoftPromptError(f"{flag} {path}: is a folder; give the path of a file to write")
+    existing = path if path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SoftPromptError(f"{flag} {path}: {existing} is a file, so nothing can be created under it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".softprompt-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SoftPromptError(f"{flag} {path}: cannot write in {existing}: {describe_os_error(e)}") from None
+    if shutil.disk_usage(existing).free < MIN_FREE_BYTES:
+        raise SoftPromptError(
+            f"{flag} {path}: the disk holding {existing} is full; free some space or choose a path on another disk"
+        )
+    return path

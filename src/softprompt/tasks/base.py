@@ -220,16 +220,34 @@ def encode_template(
         trail = []  # a decoder-only input ends at the answer position
     head = lead + (base.encode(before) if before else [])
     tail = (base.encode(after) if after else []) + trail
-    body = base.encode(text)
+    room = None if max_tokens is None else max_tokens - len(head) - len(tail)
+    if room is not None and room < 1:
+        raise SoftPromptError(
+            f"--max-input-tokens {max_tokens} leaves no room for the text: the template alone "
+            f"takes {len(head) + len(tail)} tokens"
+        )
+    body = _encode_within(base, text, room, truncate)
     truncated = False
-    if max_tokens is not None:
-        room = max_tokens - len(head) - len(tail)
-        if room < 1:
-            raise SoftPromptError(
-                f"--max-input-tokens {max_tokens} leaves no room for the text: the template alone "
-                f"takes {len(head) + len(tail)} tokens"
-            )
-        if len(body) > room:
-            body = body[-room:] if truncate == "left" else body[:room]
-            truncated = True
+    if room is not None and len(body) > room:
+        body = body[-room:] if truncate == "left" else body[:room]
+        truncated = True
     return head + body + tail, truncated
+
+
+# A text far longer than its token budget is cut in characters before the tokenizer sees it (a 20 MB input
+# with --max-input-tokens 64 took 3.3 GB when tokenized whole). The cut keeps the side truncation keeps and
+# stands only if it still gives more than room + _CUT_MARGIN tokens: the cut disturbs only the tokens at the
+# end that truncation throws away, so the kept tokens are the whole text's. Otherwise the cut doubles.
+_CHARS_PER_TOKEN = 8
+_CUT_MARGIN = 16
+
+
+def _encode_within(base: BaseModel, text: str, room: int | None, truncate: str) -> list[int]:
+    """base.encode(text), or a token list whose `room` tokens on the kept side equal those of the whole text."""
+    chars = (room + _CUT_MARGIN) * _CHARS_PER_TOKEN if room is not None else len(text)
+    while chars < len(text):
+        ids = base.encode(text[-chars:] if truncate == "left" else text[:chars])
+        if len(ids) > room + _CUT_MARGIN:
+            return ids
+        chars *= 2
+    return base.encode(text)
