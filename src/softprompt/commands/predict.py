@@ -6,12 +6,15 @@ JSON Lines). A row may name its prompt folder in --prompt-column; otherwise
 every --prompt answers every input (one line per prompt), or with --ensemble
 the prompts vote (or average) into one line. Classification prompts give the
 label and each label's probability; generation prompts give the text. A bad
-input gets an "error" line; the others are still answered.
+input (or one naming a prompt folder that does not load) gets an "error" line,
+the others are still answered, and the exit code is 1. A --prompt folder that
+does not load or fit the model stops the command before the model loads (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -42,29 +45,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import SoftPromptError
-    from ..fileio import atomic_path
+    from ..errors import EXIT_OK, EXIT_SOME_FAILED, SoftPromptError
+    from ..fileio import atomic_path, check_output_path
     from ..methods import load_prompt
 
+    if args.output != "-":
+        check_output_path(args.output, flag="--output", folder=False)
     inputs = read_inputs(args.input, args.text_column, args.prompt_column)
     if not args.prompt and not any(i.prompt for i in inputs):
         raise SoftPromptError("give at least one --prompt (or a prompt column in the input)")
-    predictor, failed = load_predictor(args)
-    for name in {i.prompt for i in inputs if i.prompt} - set(args.prompt):  # rows may name other folders
+    config = generation_config(args)
+    predictor = load_predictor(args)
+    failed: dict[str, str] = {}  # a prompt folder named by some rows that does not load fails those rows only
+    for name in {i.prompt for i in inputs if i.prompt} - set(args.prompt):
         try:
             predictor.add_prompt(name, load_prompt(name), allow_mismatch=args.allow_model_mismatch)
         except SoftPromptError as e:
             failed[name] = str(e)
-    if args.ensemble and failed:
-        raise SoftPromptError(f"--ensemble needs every prompt: {next(iter(failed.values()))}")
-    config = generation_config(args)
     if args.output == "-":
         failures = _answer(predictor, failed, inputs, args, config, sys.stdout)
     else:
         with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as sink:
             failures = _answer(predictor, failed, inputs, args, config, sink)
     print(f"softprompt predict: {len(inputs)} inputs, {failures} failed", file=sys.stderr)
-    return 0
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
 def _answer(predictor, failed, inputs, args, config, sink) -> int:
@@ -133,7 +137,9 @@ def read_inputs(spec: str, text_column: str, prompt_column: str) -> list[Input]:
     from ..errors import DataError
 
     if spec == "-":
-        lines, name = sys.stdin.read().splitlines(), "<stdin>"
+        # The test suite swaps in a text stream without a binary buffer.
+        stdin = getattr(sys.stdin, "buffer", None) or io.BytesIO(sys.stdin.read().encode("utf-8"))
+        lines, name = _plain_lines(stdin, "<stdin>"), "<stdin>"
     else:
         path = Path(spec)
         suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSIONS]
@@ -141,8 +147,9 @@ def read_inputs(spec: str, text_column: str, prompt_column: str) -> list[Input]:
             rows = [(f"{spec}:{n}", row) for n, row in read_rows(path)]
             return _from_rows(rows, text_column, prompt_column, spec)
         if not path.is_file():
-            raise DataError(f"{spec}: no such file")
-        lines, name = path.read_text(encoding="utf-8", errors="replace").splitlines(), spec
+            raise DataError(f"{spec}: no such file" if not path.exists() else f"{spec}: a folder, not an input file")
+        with open(path, "rb") as f:
+            lines, name = _plain_lines(f, spec), spec
     numbered = [(f"{name}:{n}", line) for n, line in enumerate(lines, start=1) if line.strip()]
     if numbered and numbered[0][1].lstrip().startswith("{"):
         rows = []
@@ -154,6 +161,13 @@ def read_inputs(spec: str, text_column: str, prompt_column: str) -> list[Input]:
             rows.append((where, row if isinstance(row, dict) else {}))
         return _from_rows(rows, text_column, prompt_column, name)
     return [Input(line, None, where) for where, line in numbered]
+
+
+def _plain_lines(f, name: str) -> list[str]:
+    """Every line of a binary stream as text, each line bounded in length while it is read."""
+    from ..data import bounded_lines
+
+    return [raw.decode("utf-8", errors="replace").rstrip("\r\n") for raw in bounded_lines(f, name)]
 
 
 def _from_rows(rows, text_column: str, prompt_column: str, name: str) -> list[Input]:

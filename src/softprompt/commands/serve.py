@@ -15,7 +15,7 @@ API_KEY_ENV = "SOFTPROMPT_API_KEY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..models import DEFAULT_MODEL
+    from ..model_names import DEFAULT_MODEL
     from ..serve.config import ServeSettings
 
     d = ServeSettings()
@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..extras import require
+
+    require("serve", "softprompt serve")
     from ..errors import SoftPromptError
     from ..infer import Predictor
     from ..models import load_base_model

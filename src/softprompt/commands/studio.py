@@ -16,7 +16,7 @@ HELP = "open the web studio: upload data, train prompts in the background, try, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..models import DEFAULT_MODEL
+    from ..model_names import DEFAULT_MODEL
     from ..studio.settings import MIB, StudioSettings
 
     d = StudioSettings()
@@ -94,6 +94,9 @@ def studio_settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..extras import require
+
+    require("studio", "softprompt studio")
     from ..infer import Predictor
     from ..models import load_base_model
     from ..serve.config import ServeSettings
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         sock.bind((args.host, args.port))
     except OSError as e:
         raise SoftPromptError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); try another --port") from None
+    sock.listen(128)  # before the address is printed: a browser opened at once queues instead of being refused
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     print(
