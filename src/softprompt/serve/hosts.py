@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 
-from .errors import error_response
-
 ANY_HOST = "*"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _NAME = re.compile(r"[a-z0-9_.\-]+|[0-9a-f:.]+")  # a DNS name, an IPv4 or an IPv6 address (no brackets)
@@ -44,6 +42,10 @@ class HostCheck:
         if scope["type"] == "http" and ANY_HOST not in self.allowed:
             header = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
             if host_name(header) not in self.allowed:
+                # Imported here: serve/config.py (and so `softprompt serve --help`) reads this module's names,
+                # and the --help must not import fastapi (tests/test_cli.py).
+                from .errors import error_response
+
                 shown = header[:100] or "none"
                 response = error_response(
                     421,
