@@ -198,3 +198,46 @@ def test_predict_exit_code_counts_failed_inputs(tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
     assert main(["predict", "--model", model, "--prompt", str(broken), "--input", str(good)]) == EXIT_USAGE
+
+
+def test_outputs_are_checked_before_the_model_loads(monkeypatch, tmp_path, capsys):
+    """Every command that writes refuses an unwritable output first: no model load, no training step."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load before the output is checked")
+
+    monkeypatch.setattr("softprompt.models.load_base_model", no_model)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps({"text": "good", "label": "a"}) + "\n" + json.dumps({"text": "bad", "label": "b"}) + "\n"
+    )
+    (tmp_path / "in.txt").write_text("hello\n")
+    cases = [
+        (["train", "--data", "d.jsonl", "--out", "a-file"], "--out a-file: is a file"),
+        (["quickstart", "--out", "a-file"], "--out a-file: is a file"),
+        (
+            ["compare", "--data", "d.jsonl", "--template", "{text}", "--labels", "a,b", "--out", "a-file/x"],
+            "a-file is a file",
+        ),
+        (["studio", "--data-dir", "a-file"], "--data-dir a-file: is a file"),
+        (["predict", "--prompt", "p", "--input", "in.txt", "--output", "a-folder"], "--output a-folder: is a folder"),
+        (["inspect", "p", "--plot", "a-folder"], "--plot a-folder: is a folder"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == EXIT_USAGE, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, (argv, err)
+
+
+def test_a_read_only_place_is_refused_with_the_flag_and_what_to_do(monkeypatch, tmp_path, capsys):
+    from softprompt import fileio
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".softprompt-probe-x"))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
+    monkeypatch.chdir(tmp_path)
+    assert main(["quickstart", "--out", "q"]) == EXIT_USAGE
+    assert "--out q: cannot write in .: " in capsys.readouterr().err

@@ -151,3 +151,22 @@ def test_quickstart_prints_the_table(model_dir, tmp_path, capsys):
     ):
         assert row in table
     assert SoftPrompt.load(out).meta.training["steps"] == 1
+
+
+def test_train_and_eval_on_a_saved_dataset_dict(model_dir, tmp_path, capsys):
+    """A `datasets` DatasetDict folder: its train split trains, validation is the dev set, eval picks a split."""
+    from pathlib import Path
+
+    saved = Path(__file__).parent / "fixtures" / "datasets" / "reviews_dict"
+    out = tmp_path / "prompt"
+    args = ["train", "--model", model_dir, "--data", str(saved), "--num-virtual-tokens", "2", "--steps", "2"]
+    assert main([*args, "--batch-size", "2", "--eval-every", "1", "--out", str(out), "--quiet"]) == 0
+    meta = SoftPrompt.load(out).meta
+    assert meta.verbalizer == {"neg": " neg", "pos": " pos"}  # the labels found in the train split
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["dev_n"] for r in records if "dev_n" in r][0] == 1  # the validation split
+    capsys.readouterr()
+    assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(saved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 1  # the test split
+    assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(saved), "--split", "train"]) == 0
+    assert "n            4" in capsys.readouterr().out

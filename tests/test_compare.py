@@ -338,3 +338,15 @@ def test_several_models_chart_each_method_against_model_size(setup, capsys):
             assert row["test"][m["method"]]["accuracy"] == m["test"]["accuracy"]
     assert (folder / "scale" / "scale.png").read_bytes()[:4] == b"\x89PNG"
     assert "| parameters |" in (folder / "scale" / "scale.md").read_text()
+
+
+def test_a_saved_dataset_dict_brings_its_own_train_and_test_splits():
+    from pathlib import Path
+
+    from softprompt.compare.task_data import load_task_data
+
+    saved = Path(__file__).parent / "fixtures" / "datasets" / "reviews_dict"
+    config = CompareConfig(data=str(saved), template="R: {text}\nS:", labels={"pos": " yes", "neg": " no"})
+    data = load_task_data(config)
+    assert len(data.train) == 4 and [ex.input for ex in data.test] == ["a mess"]
+    assert data.test[0].where == "reviews_dict[test]:1" and "its own test split" in data.description

@@ -239,3 +239,128 @@ def test_an_unreadable_config_is_a_prompt_file_error(tmp_path, tiny_models):
     (tmp_path / "p" / "adapter_config.json").mkdir()
     with pytest.raises(PromptFileError, match="cannot be read"):
         SoftPrompt.load(tmp_path / "p", base)
+
+
+# -- Hugging Face conventions ---------------------------------------------------------------
+
+
+def test_weights_that_are_a_folder_or_integers_are_prompt_file_errors(tmp_path, tiny_models):
+    from safetensors.torch import save_file
+
+    base = tiny_models("llama")
+    folder = SoftPrompt.initialize(base, 3, "random").save(tmp_path / "p", base)
+    (folder / WEIGHTS_FILE).unlink()
+    (folder / WEIGHTS_FILE).mkdir()
+    with pytest.raises(PromptFileError, match="a folder, not a safetensors file"):
+        SoftPrompt.load(folder)
+    (folder / WEIGHTS_FILE).rmdir()
+    save_file({"prompt_embeddings": torch.zeros(3, 32, dtype=torch.int64)}, str(folder / WEIGHTS_FILE))
+    with pytest.raises(PromptFileError, match="holds int64 values, but a prompt is floating point"):
+        SoftPrompt.load(folder)
+
+
+def test_peft_fields_of_the_wrong_type_are_ignored(tmp_path, tiny_models):
+    base = tiny_models("llama")
+    folder = SoftPrompt.initialize(base, 3, "random").save(tmp_path / "p", base)
+    from safetensors.torch import save_file
+
+    save_file({"prompt_embeddings": torch.zeros(3, 32)}, str(folder / WEIGHTS_FILE))  # a PEFT file: no metadata
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config.update(base_model_name_or_path=7, prompt_tuning_init=["TEXT"])
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    meta = SoftPrompt.load(folder).meta
+    assert meta.base_model is None and meta.init is None
+
+
+def test_a_builtin_alias_is_written_as_its_hub_id_and_kept_in_our_metadata(tmp_path):
+    meta = PromptMeta(task="classify", template="R: {text}\nS:", verbalizer={"a": " x"}, base_model="smollm2-135m")
+    SoftPrompt(torch.zeros(2, 32), meta).save_pretrained(tmp_path / "p")
+    config = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert SoftPrompt.from_pretrained(tmp_path / "p").meta.base_model == "smollm2-135m"
+
+
+def test_the_hub_id_of_a_builtin_loads_the_builtin(monkeypatch, tmp_path):
+    """So a folder's own base_model_name_or_path works offline and gives the model it was trained on."""
+    from softprompt import models
+    from softprompt.model_names import BUILTIN_MODELS, builtin_alias, resolvable_name
+
+    monkeypatch.setattr(models, "_builtin_gguf_path", lambda builtin: f"gguf of {builtin.filename}")
+    monkeypatch.setattr(models, "_convert_gguf_cached", lambda path: f"converted {path}")
+    want = f"converted gguf of {BUILTIN_MODELS['smollm2-135m'].filename}"
+    assert models._resolve_to_folder("HuggingFaceTB/SmolLM2-135M-Instruct") == want
+    assert models._resolve_to_folder("smollm2-135m") == want
+    assert builtin_alias("HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm2-135m"
+    assert resolvable_name("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert resolvable_name("/models/mine") == "/models/mine" and resolvable_name(None) is None
+    assert models._resolve_to_folder("someone/other-model") == "someone/other-model"
+
+
+def test_auto_peft_model_loads_our_folder_by_the_hub_id_it_records(tmp_path):
+    """PEFT's AutoPeftModelForCausalLM, offline, with the hub id resolved from a local Hugging Face cache."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from softprompt.testing import save_tiny
+
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    snapshot = tmp_path / "hub" / f"models--{hub_id.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    save_tiny("llama", snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    meta = PromptMeta(task="classify", template="R: {text}\nS:", verbalizer={"a": " x"}, base_model="smollm2-135m")
+    prompt = SoftPrompt(torch.rand(4, 32), meta)
+    prompt.save_pretrained(tmp_path / "prompt")
+    code = f"""
+        import torch
+        from peft import AutoPeftModelForCausalLM
+        model = AutoPeftModelForCausalLM.from_pretrained({str(tmp_path / "prompt")!r})
+        table = model.prompt_encoder["default"].embedding.weight
+        print(model.peft_config["default"].base_model_name_or_path, tuple(table.shape))
+        torch.save(table.detach(), {str(tmp_path / "table.pt")!r})
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [hub_id, "(4,", "32)"]
+    torch.testing.assert_close(torch.load(tmp_path / "table.pt"), prompt.embeddings.detach())
+
+
+def test_from_pretrained_fetches_a_hub_repository(monkeypatch, tmp_path, tiny_models):
+    import huggingface_hub
+
+    base = tiny_models("llama")
+    SoftPrompt.initialize(base, 3, "random").save_pretrained(tmp_path / "cache" / "someone" / "sentiment", base)
+    asked = []
+
+    def snapshot_download(repo_id, **kwargs):
+        asked.append((repo_id, kwargs))
+        return str(tmp_path / "cache" / repo_id)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    prompt = SoftPrompt.from_pretrained("someone/sentiment", base, revision="v1")
+    assert prompt.num_virtual_tokens == 3
+    assert asked == [
+        (
+            "someone/sentiment",
+            {"revision": "v1", "allow_patterns": ["adapter_config.json", WEIGHTS_FILE, INITIAL_FILE]},
+        )
+    ]
+
+
+def test_from_pretrained_offline_names_the_repository_and_what_to_do(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    def offline(repo_id, **kwargs):
+        raise huggingface_hub.errors.OfflineModeIsEnabled("Cannot reach the Hub: offline mode is enabled.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(
+        PromptFileError, match=r"'someone/sentiment' is no prompt folder here, and fetching it .*Offline"
+    ):
+        SoftPrompt.from_pretrained("someone/sentiment")
+    with pytest.raises(PromptFileError, match="does not exist"):  # a path, not a repository id: no download
+        SoftPrompt.from_pretrained(tmp_path / "missing")

@@ -8,6 +8,8 @@ Formats: JSON Lines (`.jsonl`, or `.json` holding JSON Lines), CSV, TSV and Parq
 text formats may also be gzip- or bzip2-compressed (`reviews.csv.gz`, `train.jsonl.bz2`).
 """
 
+from __future__ import annotations
+
 import bz2
 import codecs
 import csv
@@ -15,6 +17,7 @@ import gzip
 import importlib.util
 import json
 import random
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,13 +66,17 @@ def read_rows(path: str | Path, *, name: str | None = None) -> Iterator[tuple[in
     """Yield (line number, row) from a data file; the number is 1-based.
 
     For CSV/TSV it is the physical line where the row starts (the header is line 1); for
-    JSON Lines the line of the object; for Parquet the row's position (first row = 1).
+    JSON Lines the line of the object; for Parquet and data set folders (saved with
+    `datasets`' save_to_disk, or of Parquet files) the row's position (first row = 1).
     Messages name the file `name` (e.g. the name a user uploaded it under), else its path.
     """
     path = Path(path)
     name = name or str(path)
     if not path.exists():
         raise DataError(f"{name}: no such file")
+    if path.is_dir():
+        yield from _folder_rows(path, name)
+        return
     if not path.is_file():
         raise DataError(f"{name}: not a file")
     kind, compression = _file_kind(path)
@@ -183,17 +190,9 @@ def _csv_rows(lines: Iterable[str], name: str, delimiter: str) -> Iterator[tuple
 
 
 def _parquet_rows(path: Path, name: str) -> Iterator[tuple[int, dict[str, object]]]:
-    try:  # lazily: only Parquet users need pyarrow
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise DataError(f"{name}: reading Parquet needs pyarrow: pip install 'softprompt[parquet]'") from None
-    try:
-        parquet = pyarrow.parquet.ParquetFile(path)
-    except (pyarrow.ArrowException, OSError) as e:
-        raise DataError(f"{name}: not a readable Parquet file ({e})") from None
+    pyarrow = _pyarrow(name, "Parquet")
     number = 0
-    for batch in parquet.iter_batches(batch_size=4096):  # bounded memory on big files
+    for batch in _parquet_batches(pyarrow, path, name):  # bounded memory on big files
         for row in batch.to_pylist():
             number += 1
             yield number, row
@@ -712,17 +711,33 @@ def builtin_dataset(name: str) -> BuiltinDataset:
         raise SoftPromptError(f"no built-in dataset '{name}' (built-in: {known})") from None
 
 
-def resolve_data(spec: str) -> Path | BuiltinDataset:
-    """What a `--data` value names: an existing file (wins over a name), or a built-in."""
+def resolve_data(spec: str) -> Path | BuiltinDataset | SplitDataset:
+    """What a `--data` value names: an existing file or data set folder (wins over a name), hf:NAME, or a built-in.
+
+    A folder saved with `datasets`' save_to_disk is a Path (one Dataset: read like a file) or a
+    SplitDataset (a DatasetDict); `hf:NAME[:CONFIG]` is a SplitDataset from the Hub (needs a network).
+    """
+    if spec.startswith(HUB_PREFIX):
+        return hub_dataset(spec)
     path = Path(spec)
     if path.exists():
-        if not path.is_file():
-            raise SoftPromptError(f"{spec}: is a folder; pass a data file ({', '.join(FORMATS)})")
-        return path
+        if not path.is_dir():
+            return path
+        if (path / SAVED_SPLITS).is_file():
+            return saved_dataset_dict(path)
+        if _is_saved_dataset(path) or any(path.glob("*.parquet")):
+            return path
+        raise SoftPromptError(
+            f"{spec}: is a folder, but not a data set saved with datasets' save_to_disk (no {SAVED_STATE} or "
+            f"{SAVED_SPLITS}); pass a data file ({', '.join(FORMATS)}) or such a folder"
+        )
     if spec in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[spec]
     known = ", ".join(sorted(BUILTIN_DATASETS))
-    raise SoftPromptError(f"{spec}: no such file, and not the name of a built-in dataset (built-in: {known})")
+    raise SoftPromptError(
+        f"{spec}: no such file or folder, and not the name of a built-in dataset (built-in: {known}; "
+        "a Hugging Face Hub data set is hf:NAME[:CONFIG])"
+    )
 
 
 def general_english_text() -> str:
@@ -730,3 +745,183 @@ def general_english_text() -> str:
     folder = _package_folder("gensim", _GENSIM_PIP, "general English text")
     path = _data_file(folder, "test/test_data/lee_background.cor", _GENSIM_PIP)
     return path.read_text(encoding="latin-1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face data sets: folders saved with `datasets`' save_to_disk, and hf:NAME[:CONFIG] from the Hub.
+# Read with pyarrow only (the `datasets` package is not needed): a saved Dataset is Arrow IPC stream files
+# listed in its state.json; a saved DatasetDict is one such folder per split; a Hub data set is the Hub's
+# own Parquet conversion of it (revision refs/convert/parquet), one folder of Parquet files per split.
+
+HUB_PREFIX = "hf:"
+SAVED_STATE = "state.json"  # a Dataset folder written by save_to_disk
+SAVED_SPLITS = "dataset_dict.json"  # a DatasetDict folder written by save_to_disk
+# The split that plays each role in a run; the first one present is taken.
+SPLIT_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"train": ("train",), "dev": ("validation", "dev", "valid", "val"), "test": ("test",)}
+)
+
+
+@dataclass(frozen=True)
+class SplitDataset:
+    """A data set in named splits (a saved DatasetDict, or a Hub data set); each split is a folder read_rows reads."""
+
+    name: str  # how messages and default output names call it
+    folders: Mapping[str, Path]  # split name -> folder
+
+    def part(self, role: str) -> tuple[str, Path] | None:
+        """(split name, folder) of the split playing `role` (train | dev | test), or None."""
+        return next(((s, self.folders[s]) for s in SPLIT_ROLES[role] if s in self.folders), None)
+
+    def shown(self, split: str) -> str:
+        return f"{self.name}[{split}]"
+
+    @property
+    def slug(self) -> str:
+        """The name as one path component (default output folders): hf:glue:sst2 -> glue-sst2."""
+        return re.sub(r"[^\w.-]+", "-", self.name).strip("-") or "data"
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / SAVED_STATE).is_file()
+
+
+def _folder_rows(path: Path, name: str) -> Iterator[tuple[int, dict[str, object]]]:
+    """Rows of a saved Dataset (its Arrow files in state.json's order) or of a folder of Parquet files."""
+    pyarrow = _pyarrow(name, "a data set folder")
+    if _is_saved_dataset(path):
+        try:
+            state = json.loads((path / SAVED_STATE).read_text(encoding="utf-8"))
+            files = [path / entry["filename"] for entry in state["_data_files"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{name}: {SAVED_STATE} is not the one datasets' save_to_disk writes ({e})") from None
+        batches = (batch for file in files for batch in _arrow_batches(pyarrow, file, f"{name}/{file.name}"))
+    else:
+        files = sorted(path.glob("*.parquet"))
+        if not files:
+            raise DataError(
+                f"{name}: a folder, but neither a data set saved with datasets' save_to_disk nor Parquet files; "
+                f"pass a data file ({', '.join(FORMATS)}) or such a folder"
+            )
+        batches = (batch for file in files for batch in _parquet_batches(pyarrow, file, f"{name}/{file.name}"))
+    number = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+def _pyarrow(name: str, what: str):
+    try:  # lazily: only these formats need pyarrow
+        import pyarrow
+        import pyarrow.ipc
+        import pyarrow.parquet
+    except ImportError:
+        raise DataError(f"{name}: reading {what} needs pyarrow: pip install 'softprompt[parquet]'") from None
+    return pyarrow
+
+
+def _arrow_batches(pyarrow, file: Path, shown: str) -> Iterator:
+    try:
+        reader = pyarrow.ipc.open_stream(pyarrow.memory_map(str(file)))
+    except (pyarrow.ArrowException, OSError) as e:
+        raise DataError(f"{shown}: not a readable Arrow stream file ({e})") from None
+    names = _class_names(reader.schema)
+    try:
+        for batch in reader:  # one record batch at a time: bounded memory
+            yield _with_label_names(pyarrow, batch, names)
+    except pyarrow.ArrowException as e:
+        raise DataError(f"{shown}: the Arrow file is corrupt or truncated ({e})") from None
+
+
+def _parquet_batches(pyarrow, file: Path, shown: str) -> Iterator:
+    try:
+        parquet = pyarrow.parquet.ParquetFile(file)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise DataError(f"{shown}: not a readable Parquet file ({e})") from None
+    names = _class_names(parquet.schema_arrow)
+    try:
+        for batch in parquet.iter_batches(batch_size=4096):
+            yield _with_label_names(pyarrow, batch, names)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise DataError(f"{shown}: the Parquet file is corrupt or truncated ({e})") from None
+
+
+def _class_names(schema) -> dict[str, list[str]]:
+    """ClassLabel columns -> their label names, from the features `datasets` stores in the schema metadata."""
+    try:
+        info = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))
+        features = info.get("info", {}).get("features", {})
+        return {
+            column: list(feature["names"])
+            for column, feature in features.items()
+            if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" and feature.get("names")
+        }
+    except (ValueError, AttributeError, TypeError):
+        return {}  # no (or unknown) features: the values are taken as they are
+
+
+def _with_label_names(pyarrow, batch, names: Mapping[str, list[str]]):
+    """A ClassLabel column holds label numbers; a data set means its names (0 -> "neg")."""
+    for column, labels in names.items():
+        if column in batch.schema.names:
+            index = batch.schema.get_field_index(column)
+            values = [
+                labels[v] if isinstance(v, int) and 0 <= v < len(labels) else v for v in batch.column(index).to_pylist()
+            ]
+            batch = batch.set_column(index, column, pyarrow.array(values, type=pyarrow.string()))
+    return batch
+
+
+def saved_dataset_dict(path: Path) -> SplitDataset:
+    """A DatasetDict folder written by save_to_disk: its splits, in dataset_dict.json's order."""
+    try:
+        splits = json.loads((path / SAVED_SPLITS).read_text(encoding="utf-8"))["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: {SAVED_SPLITS} is not the one datasets' save_to_disk writes ({e})") from None
+    missing = [s for s in splits if not _is_saved_dataset(path / s)]
+    if missing:
+        raise DataError(
+            f"{path}: split '{missing[0]}' is listed in {SAVED_SPLITS} but its folder is missing or incomplete"
+        )
+    return SplitDataset(path.name, MappingProxyType({s: path / s for s in splits}))
+
+
+def hub_dataset(spec: str) -> SplitDataset:
+    """hf:NAME[:CONFIG]: the Hub's Parquet conversion of a data set, downloaded (and cached) by huggingface_hub."""
+    repo, _, config = spec[len(HUB_PREFIX) :].partition(":")
+    if not repo:
+        raise DataError(f"{spec}: give the data set's Hub name, e.g. hf:stanfordnlp/imdb or hf:glue:sst2")
+    try:
+        from huggingface_hub import HfApi, snapshot_download
+    except ImportError:
+        raise DataError(f"{spec}: reading Hub data sets needs huggingface_hub: pip install huggingface_hub") from None
+    revision = "refs/convert/parquet"
+    try:
+        files = HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
+    except Exception as e:  # offline, unknown name, gated: huggingface_hub raises many kinds
+        raise DataError(
+            f"{spec}: cannot list it on the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "without a network, save it where you have one (datasets' save_to_disk) and pass that folder"
+        ) from None
+    configs = sorted({f.split("/")[0] for f in files if f.endswith(".parquet") and "/" in f})
+    if not configs:
+        raise DataError(f"{spec}: the Hub has no Parquet conversion of this data set")
+    if not config:
+        if len(configs) > 1 and "default" not in configs:
+            raise DataError(f"{spec}: choose a configuration: {', '.join(f'{spec}:{c}' for c in configs)}")
+        config = "default" if "default" in configs else configs[0]
+    elif config not in configs:
+        raise DataError(f"{spec}: no configuration '{config}' (there are: {', '.join(configs)})")
+    try:
+        root = Path(snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=[f"{config}/**"]))
+    except Exception as e:
+        raise DataError(f"{spec}: downloading it failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    folders = {
+        p.name.removeprefix("partial-"): p
+        for p in sorted((root / config).iterdir())
+        if p.is_dir() and any(p.glob("*.parquet"))
+    }
+    if not folders:
+        raise DataError(f"{spec}: the download holds no Parquet files for configuration '{config}'")
+    return SplitDataset(f"{repo}:{config}" if config != "default" else repo, MappingProxyType(folders))

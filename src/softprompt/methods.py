@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import SoftPromptError
 from .models import BaseModel
 from .prefix import PrefixPrompt
-from .prompt import BasePrompt, SoftPrompt, read_peft_config
+from .prompt import BasePrompt, SoftPrompt, prompt_folder, read_peft_config
 
 Prompt = SoftPrompt | PrefixPrompt
 # Keyed by the names in train_config.METHODS (a torch-free module, for --help and the studio); a test checks they agree.
@@ -37,6 +37,8 @@ def prompt_class(method: str) -> type[BasePrompt]:
 
 
 def load_prompt(folder: str | Path, base: BaseModel | None = None, *, allow_mismatch: bool = False) -> BasePrompt:
-    """Any prompt folder (ours or PEFT's, plain or deep); with `base`, refuse one made for another model."""
-    config = read_peft_config(Path(folder), accept=tuple(BY_PEFT_TYPE))
+    """Any prompt folder (ours or PEFT's, plain or deep), or a Hub repository holding one (`user/name`);
+    with `base`, refuse one made for another model."""
+    folder = prompt_folder(folder)
+    config = read_peft_config(folder, accept=tuple(BY_PEFT_TYPE))
     return BY_PEFT_TYPE[config["peft_type"]].load(folder, base, allow_mismatch=allow_mismatch)

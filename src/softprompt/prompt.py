@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
@@ -31,11 +32,13 @@ from . import __version__
 from .errors import PromptFileError, SoftPromptError
 from .fileio import write_dir_atomic
 from .forward import PromptState, prompt_state
+from .model_names import resolvable_name
 from .models import BaseModel
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 INITIAL_FILE = "initial_embeddings.safetensors"
+HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, INITIAL_FILE)  # what from_pretrained fetches of a Hub repository
 TENSOR_NAME = "prompt_embeddings"
 METADATA_KEY = "softprompt"
 
@@ -222,6 +225,22 @@ class BasePrompt(nn.Module):
                 f"or pass --allow-model-mismatch to use it anyway"
             )
 
+    def save_pretrained(self, save_directory: str | Path, base: BaseModel | None = None) -> Path:
+        """`save` under Hugging Face's name: the folder `from_pretrained` and PEFT read."""
+        return self.save(save_directory, base)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        base: BaseModel | None = None,
+        *,
+        allow_mismatch: bool = False,
+        revision: str | None = None,
+    ) -> BasePrompt:
+        """`load` a prompt folder, or a Hugging Face Hub repository holding one (`user/name`, fetched once)."""
+        return cls.load(prompt_folder(name_or_path, revision=revision), base, allow_mismatch=allow_mismatch)
+
     def file_size(self, folder: str | Path) -> int:
         return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
@@ -343,7 +362,7 @@ def peft_config(prompt: SoftPrompt, base: BaseModel | None) -> dict:
         "prompt_tuning_init_text": prompt.meta.init[len("text:") :] if text_init else None,
         "token_dim": prompt.dim,
         "tokenizer_kwargs": None,
-        "tokenizer_name_or_path": prompt.meta.base_model if text_init else None,
+        "tokenizer_name_or_path": resolvable_name(prompt.meta.base_model) if text_init else None,
     }
 
 
@@ -351,7 +370,9 @@ def peft_common(prompt: BasePrompt, base: BaseModel | None, peft_type: str) -> d
     """The config fields every PEFT prompt-learning adapter has."""
     return {
         "auto_mapping": None,
-        "base_model_name_or_path": prompt.meta.base_model,
+        # PEFT's loaders (AutoPeftModelForCausalLM) load this name: a built-in alias becomes its hub id,
+        # while our metadata keeps the alias (model_names.py).
+        "base_model_name_or_path": resolvable_name(prompt.meta.base_model),
         "inference_mode": True,
         "modules_to_save": None,
         "num_virtual_tokens": prompt.num_virtual_tokens,
@@ -359,6 +380,32 @@ def peft_common(prompt: BasePrompt, base: BaseModel | None, peft_type: str) -> d
         "revision": None,
         "task_type": "SEQ_2_SEQ_LM" if base is not None and base.is_seq2seq else "CAUSAL_LM",
     }
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def prompt_folder(name_or_path: str | Path, *, revision: str | None = None) -> Path:
+    """A local prompt folder as given; a Hub repository id (`user/name`, not a local path) downloaded.
+
+    Only a prompt folder's own files are fetched (huggingface_hub caches them, and
+    answers from its cache when HF_HUB_OFFLINE=1). A name that is neither raises
+    PromptFileError saying both.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists() or not _REPO_ID.fullmatch(str(name_or_path)):
+        return path  # load() says what is wrong with a missing or broken folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path), revision=revision, allow_patterns=list(HUB_FILES)))
+    except Exception as e:  # offline, unknown repository, no access: huggingface_hub raises many kinds
+        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        raise PromptFileError(
+            f"'{name_or_path}' is no prompt folder here, and fetching it from the Hugging Face Hub failed "
+            f"({type(e).__name__}{': ' + reason if reason else ''}); check the name, or download it where there is "
+            "a network and pass the folder"
+        ) from None
 
 
 def read_peft_config(folder: Path, accept: tuple[str, ...]) -> dict:
@@ -400,6 +447,8 @@ def _read_config(folder: Path) -> dict:
 
 
 def _read_tensor(path: Path, *, want_metadata: bool) -> tuple[torch.Tensor, str | None]:
+    if path.is_dir():
+        raise PromptFileError(f"{path}: a folder, not a safetensors file; the prompt folder is damaged: save it again")
     if not path.is_file():
         raise PromptFileError(f"{path} is missing")
     try:
@@ -414,16 +463,23 @@ def _read_tensor(path: Path, *, want_metadata: bool) -> tuple[torch.Tensor, str 
         raise PromptFileError(f"{path}: not a readable safetensors file ({e}); it is corrupt or truncated") from e
     except OSError as e:
         raise PromptFileError(f"{path}: cannot be read ({e.strerror or e})") from e
+    if not tensor.is_floating_point():
+        raise PromptFileError(
+            f"{path}: '{TENSOR_NAME}' holds {str(tensor.dtype).removeprefix('torch.')} values, but a prompt is "
+            "floating point; the file is corrupt or not a prompt"
+        )
     if not torch.isfinite(tensor).all():
         raise PromptFileError(f"{path}: the prompt holds NaN or infinite values")
     return tensor.to(torch.float32), meta
 
 
 def _meta_from_peft(config: dict) -> PromptMeta:
-    init = config.get("prompt_tuning_init")
+    # A field of another type than PEFT writes is ignored (None), not carried into messages and new files.
+    text = lambda key: config.get(key) if isinstance(config.get(key), str) else None  # noqa: E731
+    init = text("prompt_tuning_init")
     if init == "TEXT":
-        init = f"text:{config.get('prompt_tuning_init_text')}"
-    return PromptMeta(base_model=config.get("base_model_name_or_path"), init=(init or "").lower() or None)
+        init = f"text:{text('prompt_tuning_init_text') or ''}"
+    return PromptMeta(base_model=text("base_model_name_or_path"), init=(init or "").lower() or None)
 
 
 # -- initialisation -----------------------------------------------------------

@@ -156,7 +156,7 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
     `meta` (a prompt's) supplies the task when the spec does not (eval); without `need_train` a data file
     is all test data. `name` words settings in data messages ("choose another with --text-column").
     """
-    from .data import BuiltinDataset, load_examples, resolve_data, split_examples
+    from .data import BuiltinDataset, SplitDataset, load_examples, resolve_data, split_examples
 
     source = resolve_data(spec.data)
     builtin = source if isinstance(source, BuiltinDataset) else None
@@ -200,11 +200,19 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
     if builtin is not None:
         splits = builtin.load()
         train, dev, test = splits.train, splits.dev, splits.test
+    elif isinstance(source, SplitDataset):  # a saved DatasetDict or hf:NAME: its own train/validation/test
+        # Train first: without --labels its labels are the task's, and the other splits are checked against them.
+        train = _read_split(source, "train", read, required=need_train)
+        if verbalizer is None and kind_class.has_labels and train:
+            verbalizer = _found_labels(train, template)
+        test = _read_split(source, "test", read)
+        if verbalizer is None and kind_class.has_labels:
+            verbalizer = _found_labels(test, template)
+        dev = read(spec.dev_data, None) if spec.dev_data else _read_split(source, "dev", read)
     else:
         examples = read(source, spec.data_name)
         if verbalizer is None and kind_class.has_labels:
-            space = "" if template[-1:].isspace() else " "
-            verbalizer = {label: space + label for label in sorted({ex.output for ex in examples})}
+            verbalizer = _found_labels(examples, template)
         if spec.dev_data or not need_train:
             train, dev, test = (examples if need_train else ()), (), examples
             if spec.dev_data:
@@ -215,9 +223,29 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
     if need_train and not train:
         raise SoftPromptError(f"{spec.data_name or spec.data}: no training examples left after the dev split; add rows")
     task = kind_class.build(template, labels=verbalizer, output_column=out_col)
-    data_name = builtin.name if builtin else Path(spec.data_name or spec.data).stem
+    if builtin is not None:
+        data_name = builtin.name
+    else:
+        data_name = source.slug if isinstance(source, SplitDataset) else Path(spec.data_name or spec.data).stem
     hint = builtin.max_input_tokens if builtin else None
     return RunData(task, tuple(train), tuple(dev), tuple(test), data_name, hint, skipped)
+
+
+def _found_labels(examples, template: str) -> dict[str, str]:
+    """Without --labels: every label in the data, answered by itself (after a space unless the template ends in one)."""
+    space = "" if template[-1:].isspace() else " "
+    return {label: space + label for label in sorted({ex.output for ex in examples})}
+
+
+def _read_split(source, role: str, read: Callable, *, required: bool = False) -> tuple:
+    """The examples of the split of a SplitDataset playing `role` (train | dev | test); () if it has none."""
+    part = source.part(role)
+    if part is None:
+        if required:
+            raise SoftPromptError(f"{source.name}: no {role} split (it has: {', '.join(source.folders)})")
+        return ()
+    split, folder = part
+    return read(folder, source.shown(split))
 
 
 def build_config(spec: RunSpec, data: RunData, saved: Mapping | None = None) -> TrainConfig:

@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from ..compare.run import run_compare, stderr_logger
     from ..compare.scale import SCALE_MD, markdown, run_scale
     from ..extras import require
+    from ..fileio import check_output_path
 
     with worded(flag):
         config = config_from_args(args)
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         print(markdown(scale))
         print(f"\nscale report: {args.out}/{SCALE_MD}; each model's report in its folder", file=sys.stderr)
         return 0
+    check_output_path(args.out, flag="--out", folder=True)
     report = run_compare(config, args.out, resume=args.resume, show_progress=not args.quiet)
     print(comparison_table(report))
     print(f"\nfull report: {args.out}/{REPORT_MD}", file=sys.stderr)

@@ -22,7 +22,7 @@ HELP = "evaluate a prompt on labelled data (accuracy/macro-F1 or exact match/tok
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--prompt", default=None, help="prompt folder (omit to score the bare model)")
-    parser.add_argument("--split", choices=("train", "dev", "test"), default="test", help="built-in dataset split (default: test); a data file is scored whole")  # fmt: skip
+    parser.add_argument("--split", choices=("train", "dev", "test"), default="test", help="split of a built-in dataset, a saved DatasetDict or an hf: data set (default: test); a data file is scored whole")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--allow-model-mismatch", action="store_true", help="use a prompt trained on another model")
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..data import BuiltinDataset, resolve_data
+    from ..data import BuiltinDataset, SplitDataset, resolve_data
+    from ..errors import SoftPromptError
     from ..evaluate import encode_eval_set, evaluate
     from ..methods import load_prompt
     from ..models import DEFAULT_MODEL, load_base_model
@@ -46,8 +47,10 @@ def _run(args: argparse.Namespace) -> int:
     base = load_base_model(args.model)
     prompt = None if args.prompt is None else load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     data = prepare(spec, need_train=False, meta=None if prompt is None else prompt.meta, name=flag)
-    builtin = isinstance(resolve_data(args.data), BuiltinDataset)
-    examples = getattr(data, args.split) if builtin else data.test
+    has_splits = isinstance(resolve_data(args.data), BuiltinDataset | SplitDataset)
+    examples = getattr(data, args.split) if has_splits else data.test
+    if not examples:
+        raise SoftPromptError(f"{args.data}: no {args.split} examples to score; choose another --split")
     examples = examples[: args.limit] if args.limit else examples
     truncate = args.truncate or "left"
     max_tokens = args.max_input_tokens or data.max_input_tokens

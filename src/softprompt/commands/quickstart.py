@@ -39,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..evaluate import encode_eval_set, evaluate
+    from ..fileio import check_output_path
     from ..models import DEFAULT_MODEL, load_base_model
     from ..prompt import CONFIG_FILE, WEIGHTS_FILE
     from ..recipe import RunSpec, prepare, run_training, set_threads
 
     start = time.perf_counter()
+    check_output_path(args.out, flag="--out", folder=True)
     spec = RunSpec(data=DATASET, max_dev_examples=0, settings={"steps": args.steps})
     set_threads(args.threads)
     model = args.model or DEFAULT_MODEL

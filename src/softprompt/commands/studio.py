@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from ..extras import require
 
     require("studio", "softprompt studio")
+    from ..fileio import check_output_path
     from ..infer import Predictor
     from ..models import load_base_model
     from ..serve.config import ServeSettings
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_output_path(args.data_dir, flag="--data-dir", folder=True)
     folders = DataFolder(args.data_dir)
     print(f"softprompt studio: loading {args.model} ...", file=sys.stderr)
     base = load_base_model(args.model, device=args.device)

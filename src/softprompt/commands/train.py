@@ -241,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, dist) -> int:
     from .. import distributed
+    from ..fileio import check_output_path
     from ..models import load_base_model
     from ..recipe import prepare, run_training, set_threads
     from ..train import CHECKPOINT_DIR
@@ -250,6 +251,8 @@ def _run(args: argparse.Namespace, dist) -> int:
     spec = spec_from_args(args)
     data = prepare(spec, name=flag)  # data problems show up before the model loads
     out = Path(args.out or f"prompt-{data.name}")
+    if dist.is_main:  # only rank 0 writes
+        check_output_path(out, flag="--out", folder=True)
     say = (lambda *a: None) if args.quiet or not dist.is_main else (lambda *a: print(*a, file=sys.stderr))
 
     set_threads(args.threads)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import BuiltinDataset, Example, builtin_dataset, load_examples, resolve_data, split_examples
+from ..data import (
+    BuiltinDataset,
+    Example,
+    SplitDataset,
+    builtin_dataset,
+    load_examples,
+    resolve_data,
+    split_examples,
+)
 from ..errors import SoftPromptError
 from ..tasks import ClassifyTask
 from .config import CompareConfig
@@ -33,7 +41,9 @@ def load_task_data(config: CompareConfig) -> TaskData:
         train, test, hint, about = splits.train, splits.test, source.max_input_tokens, source.description
     else:
         task, train, test = _from_file(source, config)
-        hint, about = None, f"{source}: {len(train) + len(test)} labelled examples, split 90/10 with seed {config.seed}"
+        cut = "its own test split" if isinstance(source, SplitDataset) and source.part("test") else "split 90/10"
+        name = source.name if isinstance(source, SplitDataset) else source
+        hint, about = None, f"{name}: {len(train) + len(test)} labelled examples, {cut} (seed {config.seed})"
     return TaskData(
         name=config.data,
         task=task,
@@ -60,12 +70,21 @@ def second_task_data(name: str, size: int) -> TaskData:
     )
 
 
-def _from_file(path: Path, config: CompareConfig):
+def _from_file(source: Path | SplitDataset, config: CompareConfig):
+    """A data file (or data set folder) split 90/10; a SplitDataset's own train and test splits when it has both."""
+    name = source.name if isinstance(source, SplitDataset) else source
     if not config.template or not config.labels:
         raise SoftPromptError(
-            f"{path}: a data file needs --template (with {{text}}) and --labels (e.g. 'pos=positive,neg=negative')"
+            f"{name}: a data file needs --template (with {{text}}) and --labels (e.g. 'pos=positive,neg=negative')"
         )
     task = ClassifyTask(config.template, dict(config.labels))
-    loaded = load_examples(path, label_set=task.labels)
-    splits = split_examples(loaded.examples, dev_fraction=0.0, test_fraction=0.1, seed=config.seed)
+    parts = {role: source.part(role) for role in ("train", "test")} if isinstance(source, SplitDataset) else {}
+    if isinstance(source, SplitDataset) and parts["train"] is None:
+        raise SoftPromptError(f"{source.name}: no train split (it has: {', '.join(source.folders)})")
+    load = lambda split, path: load_examples(path, label_set=task.labels, name=split).examples  # noqa: E731
+    if parts.get("test"):
+        (train_split, train_path), (test_split, test_path) = parts["train"], parts["test"]
+        return task, load(source.shown(train_split), train_path), load(source.shown(test_split), test_path)
+    examples = load(source.shown(parts["train"][0]), parts["train"][1]) if parts else load(None, source)
+    splits = split_examples(examples, dev_fraction=0.0, test_fraction=0.1, seed=config.seed)
     return task, splits.train, splits.test
