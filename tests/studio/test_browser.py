@@ -62,7 +62,18 @@ def shot(driver, name: str) -> None:
 
 
 def text(driver, css: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    # One step in the page: the studio re-renders its tables and messages while it polls, so an element found
+    # first and read after can be gone (StaleElementReferenceException).
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", css)
+
+
+def click(driver, css: str) -> bool:
+    """Click the element `css` names as it is now, if there is one (one step in the page, as `text`).
+
+    The click runs just after the script returns: a click that opens a confirm() dialog would block it.
+    """
+    script = "const e = document.querySelector(arguments[0]); if (e) setTimeout(() => e.click(), 0); return !!e;"
+    return driver.execute_script(script, css)
 
 
 def test_upload_train_try_inspect_download_in_a_browser(browser, base, tmp_path):
@@ -155,7 +166,7 @@ def test_upload_train_try_inspect_download_in_a_browser(browser, base, tmp_path)
 
         # Delete buttons: the finished job, the uploaded file, then the prompt (each asks to confirm).
         def confirm_delete(css: str) -> None:
-            b.find_element(By.CSS_SELECTOR, css).click()
+            wait_until(lambda: click(b, css), 20)
             wait_until(lambda: _alert(b), 10).accept()
 
         wait_until(lambda: b.find_elements(By.CSS_SELECTOR, "#upload-table tbody tr"), 20)
