@@ -15,8 +15,8 @@ its position. From those:
 
 `attention_masks` takes the positions as arguments and assumes nothing about
 how the cache is laid out, so a per-row cache (rows joining and leaving a batch
-at different steps) can call it with `slots_in_order=False` and get exact 4D
-masks for every layer.
+at different steps, engine/slots.py) can call it with `slots_in_order=False`
+and each query's own slot (`query_slots`) and get exact 4D masks for every layer.
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ def attention_masks(
     *,
     dtype: torch.dtype,
     slots_in_order: bool = True,
+    query_slots: torch.Tensor | None = None,
 ):
-    """The mask(s) for queries at `query_pos` [B, Q] over keys [B, K] (`key_mask` 1 = real; the queries are the last Q keys).
+    """The mask(s) for queries at `query_pos` [B, Q] over keys [B, K] (`key_mask` 1 = real).
+
+    The queries' own keys are the last Q keys, or at `query_slots` [B, Q] (a per-row cache
+    writes each row's new keys at its own offsets).
 
     Returns the 2D `key_mask` where transformers' own mask is exact (no sliding
     layers and every row's keys in position order: the fast SDPA path), else 4D
@@ -57,14 +61,19 @@ def attention_masks(
     before it. A query always sees its own slot, so a pad query never has an
     all-masked row (NaN in sdpa).
     """
+    if query_slots is not None:
+        slots_in_order = False
     explicit = family.attn_implementation in EXPLICIT_MASKS  # other kernels (flash, flex) take 2D masks only
     window = family.sliding_window
     if not explicit or (window is None and slots_in_order):
         return key_mask
     q, k = query_pos.shape[1], key_pos.shape[1]
     kp, qp = key_pos[:, None, None, :], query_pos[:, None, :, None]
-    own = torch.zeros(q, k, dtype=torch.bool, device=key_mask.device)
-    own[torch.arange(q), torch.arange(k - q, k)] = True
+    if query_slots is None:
+        own = torch.zeros(q, k, dtype=torch.bool, device=key_mask.device)
+        own[torch.arange(q), torch.arange(k - q, k)] = True
+    else:
+        own = torch.arange(k, device=key_mask.device) == query_slots[:, None, :, None]
     full = (key_mask.bool()[:, None, None, :] & (kp <= qp)) | own
     masks = {FULL: full, SLIDING: full if window is None else full & ((qp - kp < window) | own)}
     if family.attn_implementation == "eager":  # eager adds the mask to the scores

@@ -139,18 +139,20 @@ class RowText:
         self.text = ""  # the final text so far (stop string cut off once found)
         self.emitted = 0  # characters of `text` already returned by push
         self.done = limit <= 0
+        # Why the row ended: "stop" (EOS or a stop string) or "length" (its token limit, or the context is full).
+        self.reason: str | None = "length" if self.done else None
 
     def push(self, token: int) -> str:
         if self.done:
             return ""
         if token in self.eos_ids:
-            self.done = True
-            return self._flush()
+            return self._end("stop")
         self.ids.append(token)
         self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if self._cut_at_stop() or len(self.ids) >= self.limit:
-            self.done = True
-            return self._flush()
+        if self._cut_at_stop():
+            return self._end("stop")
+        if len(self.ids) >= self.limit:
+            return self._end("length")
         safe = len(self.text) - self._held_back()
         piece = self.text[self.emitted : max(safe, self.emitted)]
         self.emitted += len(piece)
@@ -158,7 +160,10 @@ class RowText:
 
     def finish(self) -> str:
         """End the row now (e.g. its context is full) and return what was held back."""
-        self.done = True
+        return self._end("length")
+
+    def _end(self, reason: str) -> str:
+        self.done, self.reason = True, reason
         return self._flush()
 
     def _flush(self) -> str:
