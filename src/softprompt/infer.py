@@ -46,7 +46,7 @@ from .tasks import Task, task_from_meta
 
 __all__ = ["ClassifyResult", "GenerationConfig", "InputError", "Predictor", "combine_votes"]
 
-Request = tuple[str | None, str]  # (prompt name or None = no prompt, text)
+Request = tuple[str | None, str]  # (prompt name or None = no prompt, text; or token ids to take verbatim)
 ENSEMBLE_METHODS = ("vote", "mean")
 
 
@@ -55,6 +55,7 @@ class InputError:
     """Why one request could not be answered (the others still are)."""
 
     message: str
+    status: int = 422  # the HTTP status a server answers it with (413: too big for the server's limits)
 
 
 @dataclass(frozen=True)
@@ -233,15 +234,18 @@ class Predictor:
             ]
         return texts
 
-    def stream(self, requests: Sequence[Request], config: GenerationConfig) -> Iterator[list[str | InputError]]:
+    def stream(
+        self, requests: Sequence[Request], config: GenerationConfig, *, template: bool = True
+    ) -> Iterator[list[str | InputError]]:
         """Per decoding step, the new text piece of every row ("" when it has none or is done).
 
         A request that cannot be answered gets its InputError in the first list
         yielded (then ""). Rows run in length-sorted batches of max_batch_size;
-        rows of later batches yield "" until their batch runs.
+        rows of later batches yield "" until their batch runs. Texts go into their
+        prompt's template (`template=False`: verbatim).
         """
         errors: list[InputError | None] = [None] * len(requests)
-        rows = self._prepare(requests, errors, classify=False)
+        rows = self._prepare(requests, errors, classify=False, template=template)
         pending = [e or "" for e in errors]  # errors go out with the first step
         for chunk in self._chunks(rows):
             limits = [min(config.max_new_tokens, r.room) for r in chunk]
@@ -257,30 +261,43 @@ class Predictor:
 
     # -- shared --------------------------------------------------------------------
 
-    def _prepare(self, requests: Sequence[Request], results: list, *, classify: bool) -> list[_Row]:
-        """Encode every valid request; put an InputError in `results` for the others."""
+    def _prepare(self, requests: Sequence[Request], results: list, *, classify: bool, template: bool = True):
+        """Encode every valid request (a list of _Row); put an InputError in `results` for the others."""
         rows = []
         for i, request in enumerate(requests):
             try:
-                rows.append(self._encode(i, request, classify=classify))
+                rows.append(self._encode(i, request, classify=classify, template=template))
             except SoftPromptError as e:
                 results[i] = InputError(str(e))
         return rows
 
-    def _encode(self, index: int, request: Request, *, classify: bool) -> _Row:
+    def generation_input(
+        self, name: str | None, text: str | Sequence[int], *, template: bool = True
+    ) -> tuple[PromptState, list[int], int]:
+        """For one generation request: the prompt's state (batch 1; None without a prompt), the input token ids
+        and how many tokens the context leaves for generating. `text` goes into the prompt's template
+        (`template=False`: verbatim); token ids are always taken verbatim. Raises SoftPromptError."""
+        row = self._encode(0, (name, text), classify=False, template=template)
+        return (None if name is None else self.state(name)), row.ids, row.room
+
+    def _encode(self, index: int, request: Request, *, classify: bool, template: bool = True) -> _Row:
         name, text = request
-        if not isinstance(text, str):
-            raise SoftPromptError(f"the text must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise SoftPromptError("empty text")
         task = None if name is None else self._loaded(name).task
-        if classify and not self.classifies(name):
-            what = "no prompt" if name is None else f"prompt '{name}'"
-            raise SoftPromptError(
-                f"{what} has no classification task (template and labels); "
-                f"{'generate with it instead' if name is not None else 'name a classification prompt'}"
-            )
-        ids = list(task.encode(self.base, text).ids) if task is not None else self.base.encode(text)
+        if isinstance(text, list | tuple):
+            ids = self._check_ids(text)
+        else:
+            if not isinstance(text, str):
+                raise SoftPromptError(f"the text must be a string, got {type(text).__name__}")
+            if not text.strip():
+                raise SoftPromptError("empty text")
+            if classify and not self.classifies(name):
+                what = "no prompt" if name is None else f"prompt '{name}'"
+                raise SoftPromptError(
+                    f"{what} has no classification task (template and labels); "
+                    f"{'generate with it instead' if name is not None else 'name a classification prompt'}"
+                )
+            templated = task is not None and (template or classify)
+            ids = list(task.encode(self.base, text).ids) if templated else self.base.encode(text)
         t = 0 if name is None else self._prompts[name].prompt.num_virtual_tokens
         room = self.context - t - len(ids)
         # Generation needs room for at least one new token.
@@ -291,6 +308,15 @@ class Predictor:
                 f"{self.context} tokens; shorten it"
             )
         return _Row(index, name, ids, room)
+
+    def _check_ids(self, ids: Sequence[int]) -> list[int]:
+        vocab = self.base.input_embeddings.weight.shape[0]
+        if not ids:
+            raise SoftPromptError("empty list of token ids")
+        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab]
+        if bad:
+            raise SoftPromptError(f"token ids must be whole numbers in 0..{vocab - 1}, got {bad[0]!r}")
+        return list(ids)
 
     def _chunks(self, rows: list[_Row]) -> Iterator[list[_Row]]:
         """Length-sorted batches of at most max_batch_size rows (little padding to compute)."""

@@ -44,11 +44,13 @@ def test_health_prompts_models_and_schema(client):
     assert listed["sent"]["task"] == "classify" and listed["sent"]["labels"] == ["pos", "neg"]
     assert listed["sent"]["T"] == 4 and listed["sent"]["bytes"] > 0
     assert client.get("/v1/prompts/gen").json()["T"] == 3
-    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["gen", "sent", "sent-multi"]
+    # The base model (no prompt) first, then the prompts, each naming the base as its parent.
+    models = client.get("/v1/models").json()["data"]
+    assert [m["id"] for m in models] == ["tiny-llama", "gen", "sent", "sent-multi"]
+    assert models[0]["parent"] is None and {m["parent"] for m in models[1:]} == {"tiny-llama"}
     schema = client.get("/openapi.json").json()
-    assert {"/v1/classify", "/v1/completions", "/v1/prompts", "/v1/prompts/{name}", "/health", "/metrics"} <= set(
-        schema["paths"]
-    )
+    paths = {"/v1/classify", "/v1/completions", "/v1/chat/completions", "/v1/prompts", "/v1/prompts/{name}"}
+    assert paths | {"/v1/models/{model_id}", "/health", "/metrics"} <= set(schema["paths"])
 
 
 def test_classify_matches_the_predictor_and_mixed_concurrent_requests_agree(server, client):
@@ -162,7 +164,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "max_tokens": 10**6}, 422, "max_tokens must be"),
     ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "temperature": -1}, 422, "temperature"),
     ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "top_p": 0}, 422, "top_p"),
-    ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "n": 2}, 422, "only n=1"),
+    ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "n": 17}, 422, "n: Input should be less than"),
     ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "stop": [""]}, 422, "stop takes"),
     ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "stop": list("abcde")}, 422, "stop takes"),
     ("POST", "/v1/completions", {"model": "gen", "prompt": "x", "stream": "yes please"}, 422, "stream"),

@@ -243,7 +243,10 @@ class Engine:
 
     def _advance(self, seq: Sequence, logits: torch.Tensor, *, first: bool = False) -> Delta:
         """Pick `seq`'s next token from its logits [V]; what it adds."""
-        delta = Delta(prompt=list(seq.scored) if first and seq.prompt_logprobs else None)
+        delta = Delta()
+        if first:
+            delta.input_ids, delta.virtual_tokens = seq.ids, seq.prompt_length
+            delta.prompt = list(seq.scored) if seq.prompt_logprobs else None
         if not seq.text.done:  # max_new_tokens 0: the input was only scored
             token = int(next_tokens(logits[None], seq.config, None if seq.generator is None else [seq.generator]))
             if seq.logprobs is not None:

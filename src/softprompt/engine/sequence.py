@@ -37,6 +37,9 @@ class Delta:
     tokens: list[TokenLogprob] = field(default_factory=list)  # tokens generated this step (not EOS)
     prompt: list[TokenLogprob] | None = None  # with prompt_logprobs: every input token, in the first delta
     finish: str | None = None  # "stop" (EOS or a stop string), "length" (token limit or context), or CANCELLED
+    # In the first delta: what the model saw before generating (the input's ids, the prompt's virtual tokens).
+    input_ids: list[int] | None = None
+    virtual_tokens: int = 0
 
 
 @dataclass(eq=False)

@@ -26,6 +26,7 @@ from fastapi import Depends, FastAPI
 from fastapi.security import HTTPBearer
 
 from .. import __version__
+from ..engine import Engine, engine_problem
 from .batcher import Batcher
 from .config import ServeSettings
 from .errors import APIError, add_error_handlers
@@ -53,6 +54,8 @@ def create_app(predictor, registry: PromptRegistry, settings: ServeSettings | No
         timeout_s=settings.timeout_s,
         batch_wait_s=settings.batch_wait_s,
         on_batch=metrics.observe_batch,
+        stepper=_engine(registry.base or getattr(predictor, "base", None), settings),
+        scheduler=settings.scheduler,
     )
     state = ServeState(predictor, registry, settings, batcher, metrics)
 
@@ -100,3 +103,18 @@ def create_app(predictor, registry: PromptRegistry, settings: ServeSettings | No
     for router in PUBLIC:
         app.include_router(router)
     return app
+
+
+def _engine(base, settings: ServeSettings) -> Engine | None:
+    """The generation engine, or None for a model it cannot run (completions then decode as one fixed batch)."""
+    problem = None if base is None else engine_problem(base)
+    if base is None or problem:
+        if problem:
+            log.info("completions without continuous batching: %s", problem)
+        return None
+    return Engine(
+        base,
+        max_rows=settings.max_batch_size,
+        max_kv_bytes=settings.kv_cache_bytes,
+        step_tokens=settings.step_tokens,
+    )

@@ -20,9 +20,19 @@ client left), and the operation stops at its next batch or decoding step. A
 call that raises is rerun one request at a time so one bad request cannot
 fail the others.
 
-Streaming jobs (`stream`) run alone; their chunks cross from the worker
-thread to the event loop through an asyncio queue; a consumer that stops
-(the client left) stops the generation.
+Generation can instead run on a *stepper* (`engine.Engine`, given as
+`stepper=`): continuous batching. An operation with `join` hands its items to
+the stepper as rows; the collector then alternates between one stepper step
+(every running row advances one token; rows join and leave at each step) and
+at most one call of other work (a classification batch), so neither starves
+the other. Each step's chunks go to their requests, streamed or not. With
+`scheduler="static"` the stepper is handed requests as the old batcher did
+(reproduced for comparison): only when it is idle, streams alone, others only
+with an equal operation, so a batch runs to its end while new requests wait.
+
+Streaming jobs of operations without `join` run alone; their chunks cross
+from the worker thread to the event loop through an asyncio queue; a
+consumer that stops (the client left) stops the generation.
 
 `close()` refuses new requests and waits until everything queued or running
 has been answered: graceful shutdown.
@@ -39,6 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .config import SCHEDULERS
+
 Cancelled = Callable[[], bool]
 
 
@@ -51,6 +63,33 @@ class Operation(Hashable, Protocol):
 
     def stream(self, model: Any, items: list[Any], cancelled: Cancelled) -> Iterator[Any]:
         """Chunks as they are computed; needed only by operations that are streamed (`Batcher.stream`)."""
+        ...
+
+
+class Stepped(Operation, Protocol):
+    """An operation whose items become rows of a running stepper (continuous batching)."""
+
+    def join(self, model: Any, stepper: Stepper, items: list[Any], cancelled: Cancelled) -> tuple[list, list]:
+        """Add a row per item to `stepper`: (the rows, None for an item without one; the chunk to send at once)."""
+        ...
+
+    def collect(self, chunks: list[Any], items: int) -> list[Any]:
+        """The results of a request that was not streamed, from all its chunks."""
+        ...
+
+
+class Stepper(Protocol):
+    """A loop of model steps that rows join and leave (engine.Engine)."""
+
+    busy: bool  # rows running or waiting
+    free_rows: int  # rows it would take now
+
+    def step(self) -> list[tuple[Any, Any]]:
+        """(row, chunk) for each row with news; a chunk whose `finish` is set ends its row."""
+        ...
+
+    def abort(self) -> list[Any]:
+        """Drop every row (after a failed step)."""
         ...
 
 
@@ -78,6 +117,8 @@ class _Job:
     sink: asyncio.Queue | None = None  # set for streaming jobs
     cancelled: bool = False  # timed out or abandoned: nobody wants the answer any more
     started: bool = False
+    open_rows: int = 0  # stepped jobs: rows still running on the stepper
+    chunks: list | None = None  # stepped jobs not streamed: every chunk, for the result
 
 
 class Batcher:
@@ -90,8 +131,14 @@ class Batcher:
         timeout_s: float = 30.0,
         batch_wait_s: float = 0.002,
         on_batch: Callable[[int, int, float], None] | None = None,
+        stepper: Stepper | None = None,
+        scheduler: str = "continuous",
     ):
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         self.model = model  # what operations run on (the predictor)
+        self.stepper, self.scheduler = stepper, scheduler
+        self._owners: dict[int, tuple[_Job, int]] = {}  # id(row) -> (its job, its item's index)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.timeout_s = timeout_s
@@ -143,7 +190,7 @@ class Batcher:
             raise
 
     def stream(self, operation: Operation, items: Sequence[Any]) -> AsyncIterator[Any]:
-        """Chunks of `operation.stream(model, items, ...)` as the worker produces them.
+        """Chunks of `operation` for `items` as the worker produces them (`operation.stream`, or the stepper's steps).
 
         Queues the job at once (raising QueueFull or ShuttingDown here); the
         timeout covers the wait for the first chunk, after which the stream
@@ -187,49 +234,143 @@ class Batcher:
         where = "running" if job.started else "waiting in the queue"
         return f"the request timed out after {self.timeout_s:g} s (still {where}; --timeout); retry later"
 
+    def _stepped(self, job: _Job) -> bool:
+        return self.stepper is not None and hasattr(job.operation, "join")
+
     # -- the collector --------------------------------------------------------------
 
     async def _collect(self) -> None:
         while True:
-            while not self._live_pending():
+            while not self._live_pending() and not self._stepping():
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.batch_wait_s and not self._closing:
+            if self.batch_wait_s and not self._closing and not self._stepping():
                 await asyncio.sleep(self.batch_wait_s)  # let requests that arrive together join
+            for job in self._take_joining():
+                await self._join(job)
             batch = self._take_batch()
-            if not batch:
-                continue
-            if batch[0].sink is not None:
+            if batch and batch[0].sink is not None:
                 await self._run_stream(batch[0])
-            else:
+            elif batch:
                 await self._run_batch(batch)
+            if self._stepping():
+                await self._step()
+
+    def _stepping(self) -> bool:
+        return self.stepper is not None and bool(self._owners or self.stepper.busy)
 
     def _live_pending(self) -> bool:
         while self._pending and self._pending[0].cancelled:
             self._pending.popleft()
         return bool(self._pending)
 
-    def _take_batch(self) -> list[_Job]:
-        """The oldest live job plus every queued job with an equal operation that fits in max_batch_size rows."""
-        if not self._live_pending():
+    def _take(self, stepped: bool, limit: int) -> list[_Job]:
+        """The oldest live job of that kind, plus (unless it is streamed: streams run alone) every queued job
+        of that kind with an equal operation, not streamed, within `limit` rows."""
+        kind = [job for job in self._pending if not job.cancelled and self._stepped(job) == stepped]
+        if not kind:
             return []
-        first = self._pending.popleft()
-        if first.sink is not None:
-            return [first]
-        batch, rows, keep = [first], len(first.items), collections.deque()
-        while self._pending:
-            job = self._pending.popleft()
-            if job.cancelled:
-                continue
-            if job.sink is None and job.operation == first.operation and rows + len(job.items) <= self.max_batch_size:
+        first, rows = kind[0], len(kind[0].items)
+        batch = [first]
+        for job in kind[1:] if first.sink is None else ():
+            if job.sink is None and job.operation == first.operation and rows + len(job.items) <= limit:
                 batch.append(job)
                 rows += len(job.items)
-            else:
-                keep.append(job)
-        self._pending = keep
+        taken = set(map(id, batch))
+        self._pending = collections.deque(job for job in self._pending if id(job) not in taken and not job.cancelled)
         return batch
+
+    def _take_batch(self) -> list[_Job]:
+        return self._take(stepped=False, limit=self.max_batch_size)
+
+    def _take_joining(self) -> list[_Job]:
+        """Jobs whose rows join the stepper now: continuous, whatever fits in its free rows; static, one batch
+        as the old batcher made them, only when the stepper is idle."""
+        if self.stepper is None:
+            return []
+        if self.scheduler == "static":
+            return [] if self._stepping() else self._take(stepped=True, limit=self.max_batch_size)
+        joining, free = [], self.stepper.free_rows
+        for job in self._pending:
+            if free <= 0:
+                break
+            if not job.cancelled and self._stepped(job):
+                joining.append(job)
+                free -= len(job.items)
+        taken = set(map(id, joining))
+        self._pending = collections.deque(job for job in self._pending if id(job) not in taken)
+        return joining
+
+    async def _join(self, job: _Job) -> None:
+        job.started = True
+        try:
+            rows, first = await self.call(
+                lambda: job.operation.join(self.model, self.stepper, job.items, lambda: job.cancelled)
+            )
+        except Exception as e:
+            self._deliver(job, e)
+            self._end(job)
+            return
+        job.chunks = None if job.sink is not None else []
+        for index, row in enumerate(rows):
+            if row is not None:
+                self._owners[id(row)] = (job, index)
+                job.open_rows += 1
+        if any(chunk is not None for chunk in first):
+            self._deliver(job, first)
+        if not job.open_rows:
+            self._end(job)
+
+    async def _step(self) -> None:
+        start = time.perf_counter()
+        try:
+            events = await self.call(self.stepper.step)
+        except Exception as e:  # a failed step fails every request on the stepper
+            dropped = await self.call(self.stepper.abort)
+            jobs = {
+                id(job): job for job, _ in (self._owners.pop(id(row)) for row in dropped if id(row) in self._owners)
+            }
+            for job in jobs.values():
+                self._deliver(job, e)
+                self._end(job)
+            return
+        news: dict[int, tuple[_Job, list]] = {}
+        ended = []
+        for row, chunk in events:
+            job, index = self._owners[id(row)]
+            step = news.setdefault(id(job), (job, [None] * len(job.items)))[1]
+            step[index] = chunk
+            if chunk.finish:
+                del self._owners[id(row)]
+                job.open_rows -= 1
+                if not job.open_rows:
+                    ended.append(job)
+        for job, step in news.values():
+            self._deliver(job, step)
+        for job in ended:
+            self._end(job)
+        if self.on_batch is not None and news:
+            self.on_batch(len(events), len(news), time.perf_counter() - start)
+
+    def _deliver(self, job: _Job, chunk: Any) -> None:
+        if job.sink is not None:
+            job.sink.put_nowait(chunk)
+        elif isinstance(chunk, BaseException):
+            _settle(job.future, error=chunk)
+        else:
+            job.chunks.append(chunk)
+
+    def _end(self, job: _Job) -> None:
+        if job.sink is not None:
+            job.sink.put_nowait(_END)
+            _settle(job.future, result=None)
+        elif not job.future.done():
+            try:
+                _settle(job.future, result=job.operation.collect(job.chunks, len(job.items)))
+            except Exception as e:  # a bug in the operation fails its request, not the batcher
+                _settle(job.future, error=e)
 
     async def _run_batch(self, batch: list[_Job]) -> None:
         for job in batch:

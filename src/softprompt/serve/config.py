@@ -7,10 +7,17 @@ from dataclasses import dataclass
 from ..errors import SoftPromptError
 from .hosts import ANY_HOST, LOOPBACK_HOSTS, host_problem
 
+SCHEDULERS = ("continuous", "static")  # batcher.SCHEDULERS, without importing the batcher (serve --help stays light)
+
 
 @dataclass(frozen=True)
 class ServeSettings:
-    max_batch_size: int = 32  # rows per model call; requests for different prompts share it
+    max_batch_size: int = 32  # rows per model call, and rows generating at once; prompts mix freely
+    # continuous: completions join and leave the running batch at every decoding step (engine/);
+    # static: as before the engine, a batch of equal requests runs to its end while new ones wait.
+    scheduler: str = "continuous"
+    kv_cache_bytes: int = 1 << 30  # key/value cache of the generating rows; requests that do not fit wait
+    step_tokens: int = 256  # tokens one decoding step may run: a token per generating row, the rest prefill chunks
     max_queue: int = 256  # requests waiting for the model; one more gets 429
     timeout_s: float = 30.0  # a request not answered within this gets 503, and its work is dropped
     max_inputs: int = 64  # texts in one request; more gets 413
@@ -35,7 +42,7 @@ class ServeSettings:
     def __post_init__(self) -> None:
         positive = (
             "max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_input_tokens",
-            "max_request_tokens", "max_tokens", "max_body_bytes", "max_connections",
+            "max_request_tokens", "max_tokens", "max_body_bytes", "max_connections", "kv_cache_bytes",
         )  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
@@ -44,6 +51,13 @@ class ServeSettings:
             if not getattr(self, name) > 0:
                 flag = name.removesuffix("_s").replace("_", "-")
                 raise SoftPromptError(f"--{flag} must be positive (seconds), got {getattr(self, name)}")
+        if self.scheduler not in SCHEDULERS:
+            raise SoftPromptError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.step_tokens < self.max_batch_size:
+            raise SoftPromptError(
+                f"--step-tokens ({self.step_tokens}) must be at least --max-batch-size ({self.max_batch_size}): "
+                "every generating row runs one token per step"
+            )
         if self.batch_wait_s < 0 or self.poll_interval_s <= 0:
             raise SoftPromptError("batch_wait_s must be >= 0 and poll_interval_s > 0")
         if self.api_key is not None and not self.api_key.strip():

@@ -8,6 +8,7 @@ module needs nothing but this and the request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -32,6 +33,12 @@ class ServeState:
     def base(self) -> BaseModel | None:
         """The base model whose tokenizer counts tokens (None: a look-alike predictor without one)."""
         return self.registry.base or getattr(self.predictor, "base", None)
+
+    @property
+    def base_id(self) -> str:
+        """The base model's id in the API (`model` for no prompt): its name, or a local folder's last part."""
+        name = getattr(self.base, "name", None) or "base"
+        return Path(name).name if Path(name).exists() else name
 
     def count_tokens(self, text: str) -> int | None:
         return None if self.base is None else len(self.base.encode(text))

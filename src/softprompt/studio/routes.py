@@ -56,7 +56,7 @@ from ..infer import GenerationConfig, InputError
 from ..models import BaseModel as LanguageModel
 from ..serve.app import APIError, create_app
 from ..serve.config import ServeSettings
-from ..serve.operations import Generate
+from ..serve.operations import Generate, Prompted
 from ..serve.registry import PromptRegistry, name_problem
 from ..tasks import describe_kinds, kind_has_labels, task_from_meta
 from .guard import TOKEN_HEADER, RequestGuard, require_json
@@ -253,10 +253,10 @@ def _router(
                 raise APIError(422, str(e)) from None
             return {"template": template, "label": max(probs, key=probs.get), "probs": probs}
         config = GenerationConfig(max_new_tokens=body.max_tokens)
-        (out,) = await batcher.submit(Generate(config), [(None, template.replace("{text}", body.text))])
+        (out,) = await batcher.submit(Generate(config), [Prompted(None, template.replace("{text}", body.text))])
         if isinstance(out, InputError):
             raise APIError(422, out.message)
-        return {"template": template, "text": out}
+        return {"template": template, "text": out.text}
 
     @router.get("/api/prompts/{name}/inspect")
     async def inspect(name: str, top_k: int = 5) -> dict:

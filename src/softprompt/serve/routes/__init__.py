@@ -8,7 +8,7 @@ needs the API key, `PUBLIC` if not (and add its path to guards.PUBLIC_PATHS).
 
 from __future__ import annotations
 
-from . import classify, completions, health, prompts
+from . import chat, classify, completions, health, prompts
 
-API = (classify.router, completions.router, prompts.router)
+API = (classify.router, completions.router, chat.router, prompts.router)
 PUBLIC = (health.router,)

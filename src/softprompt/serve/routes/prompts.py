@@ -1,4 +1,9 @@
-"""GET /v1/prompts, /v1/prompts/{name}, /v1/models: what is being served."""
+"""GET /v1/prompts, /v1/prompts/{name}, /v1/models, /v1/models/{id}: what is being served.
+
+As OpenAI "models", every prompt is listed, and the base model itself under its id
+(`model` = that id runs no prompt at all: the bare model, for comparison); a
+prompt's card names the base model as its `parent`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from .. import schemas
 from ..checks import require_prompt
 from ..errors import ERROR_RESPONSES
 from ..registry import PromptInfo
-from ..state import State
+from ..sampling import require_model
+from ..state import ServeState, State
 
 router = APIRouter()
 
@@ -27,8 +33,22 @@ async def get_prompt(name: str, state: State) -> schemas.PromptDescription:
 
 @router.get("/v1/models", response_model=schemas.ModelList, responses=ERROR_RESPONSES)
 async def list_models(state: State) -> schemas.ModelList:
-    """The prompts as OpenAI 'models', for clients that list models first."""
-    return schemas.ModelList(data=[schemas.ModelCard(id=name) for name in sorted(state.registry.infos)])
+    """The base model and the prompts as OpenAI 'models', for clients that list models first."""
+    names = sorted(state.registry.infos)
+    base = [] if state.base_id in state.registry.infos else [_card(state, None)]
+    return schemas.ModelList(data=base + [_card(state, name) for name in names])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=schemas.ModelCard, responses=ERROR_RESPONSES)
+async def get_model(model_id: str, state: State) -> schemas.ModelCard:
+    """One model: a prompt, or the base model."""
+    return _card(state, require_model(state, model_id))
+
+
+def _card(state: ServeState, name: str | None) -> schemas.ModelCard:
+    if name is None:
+        return schemas.ModelCard(id=state.base_id, root=state.base_id)
+    return schemas.ModelCard(id=name, root=state.base_id, parent=state.base_id)
 
 
 def _describe(info: PromptInfo) -> schemas.PromptDescription:

@@ -1,0 +1,104 @@
+"""POST /v1/chat/completions: OpenAI's chat completions, whole or streamed.
+
+How a chat meets a soft prompt: the messages are rendered with the base model's
+own chat template (422 if it has none), and the named prompt's virtual tokens go
+in front of that text, exactly where they go in completions. The prompt's own
+text template is not applied: the chat template takes its place. So a prompt
+trained on chat-formatted text (its template the chat template around {text})
+behaves in chat as it was trained; one trained on plain text behaves as it would
+in front of any other text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+
+from ...infer import InputError
+from .. import schemas
+from ..checks import check_texts, input_errors
+from ..dispatch import answer, open_stream
+from ..errors import ERROR_RESPONSES, APIError
+from ..operations import Generate
+from ..replies import ChatReply, EventStream
+from ..sampling import check_max_tokens, choices, generation_config, refuse_unsupported, require_model
+from ..state import ServeState, State
+
+router = APIRouter()
+
+DEFAULT_MAX_TOKENS = 16  # as /v1/completions
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=schemas.ChatResponse,
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+)
+async def chat(body: schemas.ChatRequest, state: State, request: Request):
+    """OpenAI-style chat; `model` names the prompt (or the base model). `stream: true` sends server-sent events."""
+    name = require_model(state, body.model)
+    refuse_unsupported(state, body, logprobs=body.logprobs)
+    if body.tools or body.tool_choice not in (None, "none"):
+        raise APIError(422, "tools are not supported: leave tools and tool_choice out", param="tools")
+    if body.response_format is not None and body.response_format.get("type") != "text":
+        raise APIError(422, 'response_format: only {"type": "text"} is supported', param="response_format")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(422, "top_logprobs needs logprobs: true", param="top_logprobs")
+    max_tokens = next((m for m in (body.max_completion_tokens, body.max_tokens) if m is not None), DEFAULT_MAX_TOKENS)
+    check_max_tokens(state, max_tokens)
+    text = await asyncio.to_thread(render, state, body.messages)
+    texts = await check_texts(state, [text], "messages", new_tokens=max_tokens * body.n)
+    operation = Generate(
+        generation_config(body, max_tokens),
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        template=False,
+    )
+    items = choices(name, texts, body.n, body.seed)
+    reply = ChatReply(
+        body.model,
+        getattr(state.base, "tokenizer", None),
+        n=body.n,
+        max_tokens=max_tokens,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        count_tokens=state.count_tokens,
+        logprobs=body.logprobs,
+    )
+    state.metrics.observe_inputs("/v1/chat/completions", 1)
+    if not body.stream:
+        results = await answer(state, request, operation, items)
+        input_errors(results[:1], "messages")
+        return reply.body(results)
+    first, chunks = await open_stream(state, request, operation, items)
+    if first is not None and any(isinstance(news, InputError) for news in first):
+        await chunks.aclose()
+        input_errors(first[:1], "messages")
+    return EventStream(reply.events(first, chunks, len(items)), on_close=chunks.aclose)
+
+
+def render(state: ServeState, messages: list[schemas.ChatMessage]) -> str:
+    """The conversation as text, by the base model's chat template, ending where the assistant's reply starts."""
+    tokenizer = getattr(state.base, "tokenizer", None)
+    if not messages:
+        raise APIError(422, "'messages' is empty: send at least one message", param="messages")
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise APIError(
+            422,
+            f"model '{state.base_id}' has no chat template; use /v1/completions with your own formatting",
+            param="model",
+        )
+    turns = [{"role": _role(m.role), "content": _content(m.content)} for m in messages]
+    try:
+        return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+    except Exception as e:  # noqa: BLE001 -- a template may refuse a conversation (e.g. roles out of order)
+        raise APIError(422, f"the chat template refused these messages: {e}"[:500], param="messages") from None
+
+
+def _role(role: str) -> str:
+    return "system" if role == "developer" else role  # templates know "system"; OpenAI renamed it for o1
+
+
+def _content(content: str | list[schemas.TextPart] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(part.text for part in content)
