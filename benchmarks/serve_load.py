@@ -8,8 +8,10 @@ on 127.0.0.1 in a subprocess, and sends classify requests (random prompt and
 review text each, 32 in flight) until all are answered or --time-limit passes.
 Prints requests/s, p50/p99 latency and errors.
 
-Then the naive baseline in the same run: what a server without batching or a
-prompt cache does per request: load the prompt folder into a PEFT PeftModel
+Then, in the same run, the same requests offline: `Predictor.classify` in this
+process (no HTTP, batches of --max-batch-size), the ceiling the server is
+measured against (goal: the server reaches 80% of it). And the naive baseline:
+what a server without batching or a prompt cache does per request: load the prompt folder into a PEFT PeftModel
 (`load_adapter`), `set_adapter`, run one forward of prompt + text, read the
 label-word logits. It runs the first --naive-requests of the same requests (a
 fraction: it is slow) and its rate is that of those; labels are compared with
@@ -69,16 +71,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, folder: Path, *options: str, threads: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`softprompt serve` on a free loopback port in a subprocess (with `options`); its URL once it answers."""
     import httpx
 
     port = free_port()
     command = [
-        sys.executable, "-m", "softprompt", "serve", "--model", args.model, "--prompts", str(folder),
-        "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(args.max_batch_size),
-        "--max-queue", str(max(4 * args.concurrency, 64)), "--timeout", "300", "--log-level", "warning",
+        sys.executable, "-m", "softprompt", "serve", "--model", model, "--prompts", str(folder),
+        "--host", "127.0.0.1", "--port", str(port), "--timeout", "600", "--log-level", "warning", *options,
     ]  # fmt: skip
     env = {**os.environ, "SOFTPROMPT_API_KEY": ""}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -92,6 +96,11 @@ def start_server(args, folder: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("the server did not start within 300 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
 
 
 async def load(url: str, work: list[tuple[str, str]], concurrency: int, time_limit: float):
@@ -150,6 +159,21 @@ def naive_peft(base, folder: Path, work: list[tuple[str, str]], dataset) -> tupl
     return answers, time.perf_counter() - start, latencies
 
 
+def offline_classify(base, folder: Path, names: list[str], work: list[tuple[str, str]], batch: int) -> float:
+    """Seconds for Predictor.classify to answer `work` in arrival order, `batch` requests per call (mixed prompts)."""
+    from softprompt.infer import Predictor
+    from softprompt.methods import load_prompt
+
+    predictor = Predictor(base, max_batch_size=batch)
+    for name in names:
+        predictor.add_prompt(name, load_prompt(folder / name, base))
+    predictor.classify(work[:1])  # the first prompt state and any lazy set-up, as the server's warm-up
+    start = time.perf_counter()
+    for i in range(0, len(work), batch):
+        predictor.classify(work[i : i + batch])
+    return time.perf_counter() - start
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -171,7 +195,8 @@ def main() -> int:
         work = [(rng.choice(names), rng.choice(texts)) for _ in range(args.requests)]
 
         log("starting softprompt serve ...")
-        proc, url = start_server(args, folder)
+        options = ["--max-batch-size", str(args.max_batch_size), "--max-queue", str(max(4 * args.concurrency, 64))]
+        proc, url = start_server(args.model, folder, *options)
         try:
             log(f"sending {len(work)} classify requests, {args.concurrency} concurrent ...")
             results, elapsed = asyncio.run(load(url, work, args.concurrency, args.time_limit))
@@ -179,8 +204,7 @@ def main() -> int:
 
             metrics = httpx.get(f"{url}/metrics").text
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            stop_server(proc)
         answered = [r for r in results if r is not None]
         ok = [r for r in answered if r[1] == 200]
         errors = len(answered) - len(ok)
@@ -188,6 +212,10 @@ def main() -> int:
         rate = len(ok) / elapsed
         batch_count = _metric(metrics, "softprompt_batch_size_count")
         batch_sum = _metric(metrics, "softprompt_batch_size_sum")
+
+        log(f"offline: the same {len(work)} requests through Predictor.classify in this process ...")
+        offline_elapsed = offline_classify(base, folder, names, work, args.max_batch_size)
+        offline_rate = len(work) / offline_elapsed
 
         n_naive = min(args.naive_requests, len(work))
         log(f"naive PEFT baseline: {n_naive} requests one at a time ...")
@@ -205,6 +233,11 @@ def main() -> int:
         f"naive PEFT (load_adapter + set_adapter + forward per request, one at a time): {n_naive} requests in "
         f"{naive_elapsed:.1f} s -> {naive_rate:.2f} req/s (rate extrapolated to all {len(work)}: "
         f"{len(work) / naive_rate:.0f} s); latency p50 {statistics.median(naive_lat):.3f} s"
+    )
+    print(
+        f"offline Predictor.classify (no HTTP, batches of {args.max_batch_size}): {len(work)} requests in "
+        f"{offline_elapsed:.1f} s -> {offline_rate:.2f} req/s; the server reaches {rate / offline_rate:.0%} of it "
+        f"(goal >= 80%)"
     )
     print(f"labels agree with the server on {sum(agree)}/{len(agree)} of the same requests")
     print(f"speed-up: {rate / naive_rate:.1f}x requests/s (goal >= 10x)")

@@ -18,8 +18,8 @@ from .errors import MissingExtraError
 # extra -> {import name: pip name}
 EXTRAS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
-        "serve": {"fastapi": "fastapi", "uvicorn": "uvicorn"},
-        "studio": {"fastapi": "fastapi", "uvicorn": "uvicorn"},
+        "serve": {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"},
+        "studio": {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"},
         "compare": {"peft": "peft", "matplotlib": "matplotlib"},
         "plots": {"matplotlib": "matplotlib"},
         "parquet": {"pyarrow": "pyarrow"},

@@ -287,3 +287,132 @@ def test_a_stream_closed_by_its_consumer_stops_on_the_worker():
         return count
 
     assert run(main()) == len(steps) < 100_000  # it stopped, and nothing ran after the worker was free
+
+
+# -- a stepper: continuous batching --------------------------------------------------------------
+
+
+@dataclass
+class News:
+    text: str
+    finish: str | None = None
+
+
+class FakeStepper:
+    """Each row is (text, steps): it reports one character per step and finishes after `steps` steps."""
+
+    def __init__(self, fail_at: int | None = None, max_rows: int = 8, hold_at: int | None = None):
+        self.rows: list[list] = []
+        self.steps: list[list[str]] = []  # the rows' texts at each step
+        self.fail_at, self.max_rows = fail_at, max_rows
+        # Step `hold_at` waits for `release` (after setting `held`): the test queues work meanwhile.
+        self.hold_at, self.held, self.release = hold_at, threading.Event(), threading.Event()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.rows)
+
+    @property
+    def free_rows(self) -> int:
+        return self.max_rows - len(self.rows)
+
+    def step(self):
+        if self.fail_at is not None and len(self.steps) == self.fail_at:
+            self.fail_at = None  # once
+            raise RuntimeError("the step broke")
+        if len(self.steps) == self.hold_at:
+            self.held.set()
+            self.release.wait(10)
+        self.steps.append([row[0] for row in self.rows])
+        events = []
+        for row in list(self.rows):
+            row[2] += 1
+            done = row[2] >= row[1] or row[3]()
+            events.append((row, News(row[0][row[2] - 1 : row[2]], "stop" if done else None)))
+            if done:
+                self.rows.remove(row)
+        return events
+
+    def abort(self):
+        dropped, self.rows = self.rows, []
+        return dropped
+
+
+@dataclass(frozen=True)
+class Spell:
+    """A stepped operation: each item (text) becomes a row reporting its characters; "bad" is refused at once."""
+
+    key: str = "spell"
+
+    def join(self, model, stepper, items, cancelled):
+        rows, first = [], []
+        for text in items:
+            row = None if text == "bad" else [text, len(text), 0, cancelled]
+            if row is not None:
+                stepper.rows.append(row)
+            rows.append(row)
+            first.append("refused" if row is None else None)
+        return rows, first
+
+    def collect(self, chunks, items):
+        out = [""] * items
+        for chunk in chunks:
+            for i, news in enumerate(chunk):
+                out[i] += news if isinstance(news, str) else news.text if news else ""
+        return out
+
+
+def test_stepped_requests_join_the_running_batch_and_get_their_own_chunks():
+    model, stepper = FakeModel(), FakeStepper(hold_at=1)
+
+    async def main():
+        b = make(model, stepper=stepper, batch_wait_s=0)
+        b.start()
+        long = asyncio.ensure_future(b.submit(Spell(), ["abcdefgh"]))
+        while not stepper.held.is_set():  # the worker is inside the second step
+            await asyncio.sleep(0.001)
+        chunks = b.stream(Spell(), ["xy", "bad"])  # queued now: joins after this step, while "abcdefgh" runs
+        stepper.release.set()
+        late = [chunk async for chunk in chunks]
+        classified = await b.submit(Echo(("classify",)), [("p", "z")])  # between two steps
+        result = await long
+        await b.close()
+        return result, late, classified
+
+    result, late, classified = run(main())
+    assert result == ["abcdefgh"] and classified == ["p:Z"]
+    assert late[0] == [None, "refused"] and "".join(c[0].text for c in late[1:] if c[0]) == "xy"
+    assert any(set(texts) == {"abcdefgh", "xy"} for texts in stepper.steps)  # one step ran both requests' rows
+
+
+def test_static_scheduling_hands_the_stepper_one_batch_at_a_time():
+    stepper = FakeStepper()
+
+    async def main():
+        b = make(FakeModel(), stepper=stepper, scheduler="static", batch_wait_s=0.05)
+        b.start()
+        jobs = [asyncio.ensure_future(b.submit(Spell(), [text])) for text in ("aaaa", "bb", "cccccc")]
+        jobs.append(asyncio.ensure_future(b.submit(Spell("other"), ["dd"])))  # another operation: another batch
+        results = await asyncio.gather(*jobs)
+        await b.close()
+        return results
+
+    assert run(main()) == [["aaaa"], ["bb"], ["cccccc"], ["dd"]]
+    # The first three (equal operations) ran as one batch to its end; "dd" only then.
+    assert "dd" not in {t for texts in stepper.steps[:6] for t in texts}
+    assert {t for texts in stepper.steps[6:] for t in texts} == {"dd"}
+
+
+def test_a_failing_step_fails_its_requests_and_the_batcher_goes_on():
+    stepper = FakeStepper(fail_at=2)
+
+    async def main():
+        b = make(FakeModel(), stepper=stepper, batch_wait_s=0)
+        b.start()
+        with pytest.raises(RuntimeError, match="the step broke"):
+            await b.submit(Spell(), ["abcdef"])
+        after = await b.submit(Spell(), ["ok"])
+        await b.close()
+        return after
+
+    assert run(main()) == ["ok"]

@@ -1,10 +1,10 @@
-"""Work nobody waits for any more stops: a timed-out request, a client that hung up, a stream left mid-way."""
+"""Work nobody waits for any more stops: a timed-out request, a client that hung up (classification; the
+generation engine's rows: test_continuous.py)."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 
@@ -12,7 +12,7 @@ from .conftest import connect, fill_prompts, serving, wait_until
 
 
 class HeldPredictor:
-    """The real predictor, but each classify call is recorded and waits for `gate`; `stream` never ends."""
+    """The real predictor, but each classify call is recorded and waits for `gate`."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -25,12 +25,6 @@ class HeldPredictor:
         self.entered.set()
         self.gate.wait(60)
         return self.inner.classify(requests)
-
-    def stream(self, requests, config):
-        for _ in range(100_000):  # 1,000 s of "generation" unless stopped
-            self.steps += 1
-            time.sleep(0.01)
-            yield ["x"] * len(requests)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -71,18 +65,3 @@ def test_a_request_whose_client_hangs_up_stops_computing(base, tmp_path):
             assert c.post("/v1/classify", json={"prompt": "sent", "inputs": ["next"]}).status_code == 200
     # ... and the worker dropped its remaining rows.
     assert [[text for _, text in call] for call in held(srv).calls] == [["a"], ["next"]]
-
-
-def test_a_stream_whose_client_leaves_stops_generating(base, tmp_path):
-    fill_prompts(base, tmp_path)
-    with serving(base, tmp_path, wrap=HeldPredictor, timeout_s=60) as srv:
-        held(srv).gate.set()
-        request = {"model": "gen", "prompt": "once", "max_tokens": 8, "stream": True}
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
-            with c.stream("POST", "/v1/completions", json=request) as reply:
-                assert reply.status_code == 200
-                assert next(reply.iter_lines()).startswith("data: ")
-            # The client left after the first event. The worker is single: this is answered only once the
-            # 1,000 s stream has stopped.
-            assert c.post("/v1/classify", json={"prompt": "sent", "inputs": ["next"]}).status_code == 200
-    assert held(srv).steps < 100_000

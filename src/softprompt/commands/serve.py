@@ -16,7 +16,7 @@ API_KEY_ENV = "SOFTPROMPT_API_KEY"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..model_names import DEFAULT_MODEL
-    from ..serve.config import ServeSettings
+    from ..serve.config import SCHEDULERS, ServeSettings
 
     d = ServeSettings()
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"base model (default: {DEFAULT_MODEL})")
@@ -32,7 +32,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"body is read (default: ${API_KEY_ENV} if set, else no key)",
     )
     add_allowed_hosts_argument(parser)
-    parser.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="rows per model call")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=d.max_batch_size, help="rows per model call, and rows generating at once"
+    )
+    generation = parser.add_argument_group("generation (completions and chat)")
+    generation.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=d.scheduler,
+        help="continuous: requests join and leave the running batch at every decoding step; static: the old "
+        "batch-at-a-time policy (a batch of equal requests runs to its end, streams alone), for comparison",
+    )
+    generation.add_argument(
+        "--kv-cache-mb",
+        type=int,
+        default=d.kv_cache_bytes >> 20,
+        help="key/value cache for generating rows, in MiB; a request that does not fit waits, one that never "
+        "could gets 413",
+    )
+    generation.add_argument(
+        "--step-tokens",
+        type=int,
+        default=d.step_tokens,
+        help="tokens one decoding step may run: one per generating row, the rest prefill new inputs in chunks "
+        "(smaller: steadier streams; larger: faster first tokens)",
+    )
     limits = parser.add_argument_group("limits (a request over one gets 413 unless said otherwise)")
     limits.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 429")
     limits.add_argument(
@@ -84,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(
         max_batch_size=args.max_batch_size,
+        scheduler=args.scheduler,
+        kv_cache_bytes=args.kv_cache_mb << 20,
+        step_tokens=args.step_tokens,
         max_queue=args.max_queue,
         timeout_s=args.timeout,
         max_inputs=args.max_inputs,

@@ -58,6 +58,7 @@ def create_app(predictor, registry: PromptRegistry, settings: ServeSettings | No
         scheduler=settings.scheduler,
     )
     state = ServeState(predictor, registry, settings, batcher, metrics)
+    metrics.read(lambda: _scraped(state))
 
     async def poll_prompts() -> None:
         while True:
@@ -103,6 +104,24 @@ def create_app(predictor, registry: PromptRegistry, settings: ServeSettings | No
     for router in PUBLIC:
         app.include_router(router)
     return app
+
+
+def _scraped(state: ServeState) -> dict[str, float]:
+    """What /metrics reads from elsewhere at each scrape (metrics.py names them)."""
+    stats = getattr(state.predictor, "cache_stats", {})
+    stats = stats() if callable(stats) else stats or {}
+    values = {"queue_depth": state.batcher.queue_depth, "prompts_loaded": len(state.registry.infos)}
+    values.update({f"cache_{key}": value for key, value in stats.items()})
+    engine = state.batcher.stepper
+    if isinstance(engine, Engine):
+        values.update(
+            engine_rows_decoding=engine.decoding,
+            engine_rows_prefilling=len(engine.rows) - engine.decoding,
+            engine_rows_waiting=len(engine.waiting),
+            engine_kv_cache_bytes=engine.cache.nbytes,
+            engine_kv_cache_max_bytes=engine.cache.max_bytes,
+        )
+    return values
 
 
 def _engine(base, settings: ServeSettings) -> Engine | None:

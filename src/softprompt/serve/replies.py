@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -124,9 +125,16 @@ class Reply:
     # -- tokens as text -----------------------------------------------------------------------
 
     def piece(self, token: int) -> str:
-        """A token's own text (a byte-level token in the middle of a character shows as U+FFFD)."""
+        """A token's own text; a token that is part of a character only is "bytes:\\xe2\\x80", as OpenAI shows it."""
         if token not in self._pieces:
-            self._pieces[token] = self.tokenizer.decode([token])
+            text = self.tokenizer.decode([token])
+            if "\ufffd" in text:
+                raw = token_bytes(self.tokenizer, token)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+            self._pieces[token] = text
         return self._pieces[token]
 
 
@@ -210,14 +218,26 @@ class ChatReply(Reply):
 
     def _logprobs(self, tokens: list[TokenLogprob]) -> dict:
         def entry(token: int, logprob: float) -> dict:
-            text = self.piece(token)
-            return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+            return {"token": self.piece(token), "logprob": logprob, "bytes": list(token_bytes(self.tokenizer, token))}
 
         return {
             "content": [
                 {**entry(t.token, t.logprob), "top_logprobs": [entry(i, lp) for i, lp in t.top]} for t in tokens
             ]
         }
+
+
+def token_bytes(tokenizer, token: int) -> bytes:
+    """A token's raw bytes: byte-fallback tokens (<0xE2>), byte-level BPE tokens (GPT-2's alphabet), else its text."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    name = tokenizer.convert_ids_to_tokens(token)
+    if isinstance(name, str) and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", name):
+        return bytes([int(name[3:5], 16)])
+    decoder = {char: byte for byte, char in bytes_to_unicode().items()}
+    if isinstance(name, str) and name and all(char in decoder for char in name):
+        return bytes(decoder[char] for char in name)
+    return tokenizer.decode([token]).encode("utf-8")
 
 
 class EventStream(StreamingResponse):

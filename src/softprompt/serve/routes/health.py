@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 
 from .. import schemas
+from ..metrics import CONTENT_TYPE
 from ..state import State
 
 router = APIRouter()
@@ -23,12 +24,7 @@ async def health(state: State) -> schemas.Health:
     )
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def prometheus(state: State) -> PlainTextResponse:
-    """Prometheus text format."""
-    stats = getattr(state.predictor, "cache_stats", {})
-    stats = stats() if callable(stats) else stats
-    text = state.metrics.render(
-        queue_depth=state.batcher.queue_depth, prompts_loaded=len(state.registry.infos), cache_stats=dict(stats or {})
-    )
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+@router.get("/metrics", response_class=Response)
+async def prometheus(state: State) -> Response:
+    """Prometheus text format (prometheus_client)."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)
