@@ -81,6 +81,24 @@ def test_train_a_deep_prompt_then_eval_predict_generate_and_inspect_it(model_dir
     assert "moved most in layers" in capsys.readouterr().out
 
 
+def test_gradient_checkpointing_flag_alone_means_full_and_trains_the_same_prompt(model_dir, data_file, tmp_path):
+    prompts = {}
+    for name, flag in (("full", ["--gradient-checkpointing"]), ("off", ["--gradient-checkpointing", "off"])):
+        out = tmp_path / name
+        assert main(train_args(model_dir, data_file, out, "--steps", "2", *flag)) == 0
+        saved = json.loads((out / "checkpoint" / "state.json").read_text())["config"]
+        assert saved["gradient_checkpointing"] == name
+        prompts[name] = SoftPrompt.load(out).embeddings
+    assert torch.equal(prompts["full"], prompts["off"])
+
+
+def test_a_device_this_machine_lacks_is_refused_in_one_line(model_dir, data_file, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(train_args(model_dir, data_file, tmp_path / "p", "--steps", "1", "--device", "cuda")) == 2
+    assert "device 'cuda'" in capsys.readouterr().err
+
+
 def test_builtin_dataset_needs_no_task_flags(model_dir, tmp_path, capsys):
     out = tmp_path / "rt"
     args = ["train", "--model", model_dir, "--data", "rotten-tomatoes", "--steps", "1", "--max-dev-examples", "8"]

@@ -88,6 +88,21 @@ def test_plain_deep_and_no_prompt_rows_share_batches_and_equal_each_row_alone(ti
     assert served == predict(base, task, predictor.prompts["deep"], rows, batch_size=3)
 
 
+def test_a_bf16_model_classifies_and_generates_as_its_fp32_self():
+    """The GPU set-up on CPU: bf16 weights and fp32 prompt files; results close to fp32 (same labels, text runs)."""
+    base = tiny_base("llama")
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        base.model.to(dtype)
+        predictor = predictor_with_prompts(base)
+        results[dtype] = predictor.classify([(name, text) for name in ("short", "long") for text in TEXTS])
+        texts = predictor.generate([("gen", t) for t in TEXTS], GenerationConfig(max_new_tokens=4))
+        assert all(isinstance(t, str) for t in texts)
+    for full, half in zip(results[torch.float32], results[torch.bfloat16]):
+        for label, p in full.probs.items():
+            assert half.probs[label] == pytest.approx(p, abs=0.05)
+
+
 @pytest.mark.parametrize("verbalizer", [{"pos": "+", "neg": "-"}, {"pos": " good", "neg": " bad", "meh": " so-so"}])
 def test_classify_equals_task_scores_on_the_plain_path(tiny_models, verbalizer):
     base = tiny_models("llama")

@@ -13,12 +13,14 @@ from softprompt.checkpoint import load_checkpoint
 from softprompt.data import Example
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set
+from softprompt.forward import prompt_state
 from softprompt.methods import load_prompt
 from softprompt.optim import lr_factor
 from softprompt.prefix import PrefixPrompt
 from softprompt.prompt import SoftPrompt
 from softprompt.reparam import TrainablePrompt
 from softprompt.tasks import ClassifyTask, GenerateTask
+from softprompt.testing import tiny_base
 from softprompt.train import BatchPlan, TrainConfig, TrainingError, _State, _train_step, encode_examples, train
 
 TASK = ClassifyTask("Review: {text}\nSentiment:", {"pos": "y", "neg": "n"})
@@ -118,6 +120,46 @@ def test_resume_refuses_other_settings(tiny_models, tmp_path):
         run(base, tmp_path, config(steps=2, method="prefix"), rows, dev, resume=True)
     with pytest.raises(SoftPromptError, match="no checkpoint"):
         run(base, tmp_path / "empty", config(steps=2), rows, dev, resume=True)
+
+
+def test_gradient_checkpointing_changes_memory_not_the_prompt_and_may_change_on_resume(tiny_models, tmp_path):
+    base = tiny_models("gemma3")
+    rows, dev = setup(base)
+    whole = run(base, tmp_path / "off", config(steps=4, gradient_checkpointing="off"), rows, dev)
+    for mode in ("selective", "full"):
+        again = run(base, tmp_path / mode, config(steps=4, gradient_checkpointing=mode), rows, dev)
+        assert torch.equal(again.prompt.embeddings, whole.prompt.embeddings), mode
+
+    def ctrl_c_at_2(step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cut = run(base, tmp_path / "cut", config(steps=4, gradient_checkpointing="off"), rows, dev, on_step=ctrl_c_at_2)
+    assert cut.steps == 2
+    resumed = run(base, tmp_path / "cut", config(steps=4, gradient_checkpointing="full"), rows, dev, resume=True)
+    assert torch.equal(resumed.prompt.embeddings, whole.prompt.embeddings)
+
+
+@pytest.mark.parametrize("mode", ["selective", "full"])
+def test_a_bf16_model_trains_an_fp32_prompt(tmp_path, mode):
+    """The GPU set-up on CPU: bf16 weights; the prompt, its gradient and optimiser state stay fp32."""
+    base = tiny_base("llama")
+    base.model.to(torch.bfloat16)
+    rows, dev = setup(base)
+    result = run(base, tmp_path, config(steps=2, gradient_checkpointing=mode), rows, dev)
+    assert result.prompt.embeddings.dtype == torch.float32
+    assert not torch.equal(result.prompt.embeddings, result.prompt.initial)
+    assert {t.dtype for t in load_checkpoint(tmp_path / "checkpoint").tensors.values()} == {torch.float32}
+
+    batch, target = TASK.collate(base, rows[:6])
+    grads = []
+    for dtype in (torch.bfloat16, torch.float32):
+        base.model.to(dtype)
+        prompt = result.prompt.embeddings.detach().clone().requires_grad_(True)
+        TASK.loss(base, prompt_state(base, prompt), batch, target).backward()
+        assert prompt.grad.dtype == torch.float32
+        grads.append(prompt.grad.flatten())
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
 
 
 class NaNAfter(ClassifyTask):
@@ -223,6 +265,8 @@ def test_bad_configs_are_refused():
         TrainConfig(batch_size=0)
     with pytest.raises(SoftPromptError, match="optimizer must be one of"):
         TrainConfig(optimizer="sgd")
+    with pytest.raises(SoftPromptError, match="gradient_checkpointing must be one of off, selective, full"):
+        TrainConfig(gradient_checkpointing="yes")
     with pytest.raises(SoftPromptError, match="seed must be a whole number, got 'abc'"):
         TrainConfig(seed="abc")
     assert TrainConfig(epochs=2, batch_size=10, grad_accum=2).total_steps(100) == 10

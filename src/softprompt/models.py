@@ -131,6 +131,7 @@ def load_base_model(
     `offload_folder` what fits nowhere is kept on disk and streamed in per layer.
     A dict maps module names to devices ("cuda:0", "cpu", "disk").
     """
+    device = _available_device(device)
     if dtype is None:
         # bf16 matmuls are ~250x slower than fp32 on CPUs without native bf16.
         on_gpu = torch.device(device).type != "cpu" or (device_map is not None and torch.cuda.is_available())
@@ -146,6 +147,21 @@ def load_base_model(
         # Padding positions are always masked, so any id will do; EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return BaseModel(model=freeze(model), tokenizer=tokenizer, name=name)
+
+
+def _available_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device, refused with the reason when this machine has no such device."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise SoftPromptError(f"device {str(device)!r} is not a torch device (cpu, cuda, cuda:1, mps, ...): {e}") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "built without CUDA" if torch.version.cuda is None else "sees no GPU"
+            raise SoftPromptError(f"device {str(device)!r}: this torch ({torch.__version__}) {built}; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SoftPromptError(f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) here")
+    return device
 
 
 def _resolve_to_folder(name: str) -> str:

@@ -44,6 +44,7 @@ from .models import BaseModel
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, Progress
 from .prompt import BasePrompt, PromptMeta
+from .recompute import recompute
 from .reparam import TrainablePrompt
 from .tasks import Encoded, Task
 from .train_config import TrainConfig
@@ -332,7 +333,8 @@ def _train_step(
         if not mine:
             continue
         batch, target = task.collate(base, mine, side="left")
-        loss = task.loss(base, dist.loss_prompt(base, prompt), batch, target)
+        with recompute(base, config.gradient_checkpointing):
+            loss = task.loss(base, dist.loss_prompt(base, prompt), batch, target)
         # Weight by rows so accumulated micro-batches give the mean over the whole step.
         (loss * (share * len(batch_rows) / n)).backward()
         total += loss.item() * share * len(batch_rows)

@@ -20,6 +20,10 @@ TRUNCATE_SIDES = ("left", "right")
 METHODS = ("prompt", "prefix")
 # How the prompt is parameterised while it trains (reparam.py); always folded into plain weights on save.
 REPARAMS = ("none", "mlp", "residual")
+# What the backward pass keeps (recompute.py; that module imports torch, so the names are repeated here).
+GRADIENT_CHECKPOINTING = ("off", "selective", "full")
+# Settings that change how a run computes but not what it computes: --resume may change them.
+RESULT_NEUTRAL = ("gradient_checkpointing",)
 
 
 @dataclass
@@ -51,12 +55,15 @@ class TrainConfig:
     truncate: str = "left"  # which side of the text to cut
     seed: int = 0
     bucket_batches: int = 50  # batches per length-sorted bucket (1 = no bucketing)
+    # selective: recompute element-wise work in backward (less memory, same speed); full: rerun each
+    # transformer block in backward (far less memory, a second forward); off. Same gradient either way.
+    gradient_checkpointing: str = "selective"
 
     def __post_init__(self):
         check_field_types(self)
         choices = (
             ("method", METHODS), ("reparam", REPARAMS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-            ("truncate", TRUNCATE_SIDES),
+            ("truncate", TRUNCATE_SIDES), ("gradient_checkpointing", GRADIENT_CHECKPOINTING),
         )  # fmt: skip
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
@@ -93,10 +100,15 @@ class TrainConfig:
         return DEFAULT_STEPS
 
     def differences(self, other: dict) -> list[str]:
-        """Settings that differ from `other` (a saved config; a setting it predates counts as its default)."""
+        """Settings that differ from `other` (a saved config; a setting it predates counts as its default)
+        and would change the result."""
         mine, default = asdict(self), asdict(TrainConfig())
         saved = {k: other.get(k, default[k]) for k in mine}
-        return [f"{k}: checkpoint {saved[k]!r}, now {mine[k]!r}" for k in mine if saved[k] != mine[k]]
+        return [
+            f"{k}: checkpoint {saved[k]!r}, now {mine[k]!r}"
+            for k in mine
+            if saved[k] != mine[k] and k not in RESULT_NEUTRAL
+        ]
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:

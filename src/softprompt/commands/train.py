@@ -21,7 +21,7 @@ from ..errors import SoftPromptError, worded
 from ..optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 from ..recipe import DEFAULT_DEV_EXAMPLES, SETTINGS, RunSpec, defaults
 from ..tasks import DEFAULT_KIND, task_class, task_kinds
-from ..train_config import METHODS, REPARAMS
+from ..train_config import GRADIENT_CHECKPOINTING, METHODS, REPARAMS
 
 NAME = "train"
 HELP = "train a soft prompt on labelled data (the base model stays frozen)"
@@ -153,12 +153,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=None, help="stop after N dev evaluations without improvement")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (default: 50)")
     parser.add_argument("--seed", type=int, default=None, help=f"seed for init and data order (default: {d['seed']})")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        nargs="?",
+        const="full",
+        choices=GRADIENT_CHECKPOINTING,
+        default=None,
+        help="what the backward pass computes again instead of keeping in memory (same gradient): selective "
+        "(default: element-wise work), full (the flag alone: each transformer block, for long inputs; far less "
+        "memory for a second forward's time), off",
+    )
     parser.add_argument("--out", default=None, help="output prompt folder (default: ./prompt-<data>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same flags)")
     parser.add_argument(
         "--allow-model-mismatch", action="store_true", help="allow --init file: with a prompt from another model"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device of a one-process run, e.g. cuda (default: cpu; under torchrun each rank's own); "
+        "on a GPU the weights load in bf16 and the prompt and its optimiser state stay fp32",
+    )
     add_threads_argument(parser)
     add_scale_arguments(parser)
 
@@ -246,8 +262,11 @@ def _run(args: argparse.Namespace, dist) -> int:
     from ..recipe import prepare, run_training, set_threads
     from ..train import CHECKPOINT_DIR
 
-    if dist.enabled and args.device_map:
-        raise SoftPromptError("--device-map is for one process; under torchrun use --fsdp to split the model")
+    if dist.enabled and (args.device_map or args.device):
+        raise SoftPromptError(
+            "--device and --device-map are for one process; under torchrun each rank takes its own device "
+            "(--fsdp splits the model)"
+        )
     spec = spec_from_args(args)
     data = prepare(spec, name=flag)  # data problems show up before the model loads
     out = Path(args.out or f"prompt-{data.name}")
@@ -257,7 +276,10 @@ def _run(args: argparse.Namespace, dist) -> int:
 
     set_threads(args.threads)
     base = load_base_model(
-        args.model, device=dist.device, device_map=parse_device_map(args.device_map), offload_folder=args.offload_folder
+        args.model,
+        device=args.device or dist.device,
+        device_map=parse_device_map(args.device_map),
+        offload_folder=args.offload_folder,
     )
     if dist.fsdp:
         held, whole = distributed.shard_base_model(base, dist)

@@ -74,6 +74,47 @@ class PeakMemory:
         return False
 
 
+class AllocatorPeak:
+    """Context manager: `.peak_increase` = peak bytes of tensors torch allocated, over the level at entry.
+
+    Unlike RSS this does not count memory the C allocator keeps after torch freed
+    it, so it does not depend on what ran before in the process. On CUDA it is
+    the caching allocator's own peak counter; on CPU, where torch keeps no such
+    counter, the allocation and free events of torch's profiler are summed in
+    order (every tensor, including kernels' scratch tensors). The profiler slows
+    the run: take times without it.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.cuda = torch.device(device).type == "cuda"
+        self.peak_increase = 0
+
+    def __enter__(self) -> AllocatorPeak:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+            return self
+        from torch.profiler import ProfilerActivity, profile
+
+        self._profile = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self._profile.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_increase = torch.cuda.max_memory_allocated() - self._start
+            return False
+        self._profile.__exit__(*exc)
+        events = [e for e in self._profile.profiler.kineto_results.events() if e.name() == "[memory]"]
+        level = 0
+        for event in sorted(events, key=lambda e: e.start_ns()):
+            level += event.nbytes()  # negative for a free
+            self.peak_increase = max(self.peak_increase, level)
+        return False
+
+
 class Stopwatch:
     def __enter__(self) -> Stopwatch:
         self.start = time.perf_counter()
