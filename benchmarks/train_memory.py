@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -113,9 +114,10 @@ def prompt_runner(base, task, args, method: str, mode: str):
             result = train(base, task, rows, None, TrainConfig(**settings, steps=steps), out, show_progress=False)
             records = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
         times = [args.batch_size / r["examples_per_s"] for r in records if "loss" in r]
-        trained = getattr(result.prompt, "weights", None)  # a deep prompt's keys/values
-        shape = tuple((trained if trained is not None else result.prompt.embeddings).shape)
-        state = 2 * 4 * shape[0] * shape[1] + optimizer_state_bytes("adamw", shape, 0.01)  # fp32 weights + grads
+        # fp32 weights and gradients of every trained tensor, and AdamW's state for each
+        state = sum(
+            8 * math.prod(shape) + optimizer_state_bytes("adamw", shape, 0.01) for shape in result.training_shapes
+        )
         return sum(times) / len(times), state
 
     return run
@@ -150,11 +152,6 @@ def run_cell(args) -> dict:
     data_name, method, mode = args.cell.split(":")
     base = load(args)
     task, rows, widest = chosen_rows(base, data_name, args.batch_size)
-    if method == "deep-prompt":
-        from softprompt.train import TrainConfig
-
-        if "method" not in TrainConfig.__dataclass_fields__:
-            return {"skipped": "deep prompts are not in this build"}
     if method in ("prompt-tuning", "deep-prompt"):
         runner = prompt_runner(base, task, args, method, mode)
     else:
