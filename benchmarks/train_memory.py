@@ -19,13 +19,13 @@ sets an epoch's peak.
 
 Each (data, method) cell runs in a new Python process (loading the model is
 not counted; LoRA wraps and fine-tuning trains the loaded model, no copy), and
-measures over its 3 steps, in the same run:
-- peak RSS growth: resident memory sampled every 5 ms over its level before
-  training (what the operating system sees; it includes memory the C allocator
-  keeps after torch freed it);
-- peak allocator growth: tensor bytes torch allocated (CPU: summed from its
-  profiler's allocation events; CUDA: the allocator's peak counter). tracemalloc
-  does not apply: it sees Python's heap, not tensor memory;
+runs its 3 steps twice, each time from a fresh optimiser:
+- peak RSS growth (first pass): resident memory sampled every 5 ms over its
+  level before training (what the operating system sees; it includes memory the
+  C allocator keeps after torch freed it);
+- peak allocator growth (second pass): tensor bytes torch allocated (CPU: summed
+  from its profiler's allocation events; CUDA: the allocator's peak counter).
+  tracemalloc does not apply: it sees Python's heap, not tensor memory;
 - training state: trained parameters + gradients + optimiser state, exactly.
 Then `--timed-steps` more steps on the widest batch without the profiler give
 seconds per step (take times on an otherwise idle machine only).
@@ -156,8 +156,12 @@ def run_cell(args) -> dict:
         runner = prompt_runner(base, task, args, method, mode)
     else:
         runner = finetune_runner(base, task, args, method)
-    with PeakMemory() as rss, AllocatorPeak(args.device) as allocated:
+    # Two passes over the same steps, each from a fresh optimiser: RSS without the profiler (its event
+    # buffers would count), then the allocator's peak (the C allocator's leftovers from pass 1 do not count).
+    with PeakMemory() as rss:
         _, state_bytes = runner(rows, STEPS)
+    with AllocatorPeak(args.device) as allocated:
+        runner(rows, STEPS)
     seconds = runner(widest, args.timed_steps)[0] if args.timed_steps else None
     return {
         "rss_growth": rss.peak_increase,
