@@ -13,7 +13,7 @@ from softprompt.compare.baselines import hard_prompt_ids, instruction_for, pick_
 from softprompt.compare.config import METHODS, TRAINED, CompareConfig, parse_methods
 from softprompt.compare.finetune import lora_copy
 from softprompt.compare.forgetting import perplexity, weights_digest
-from softprompt.compare.measure import parameter_counts
+from softprompt.compare.measure import AllocatorPeak, parameter_counts
 from softprompt.compare.run import result_path, run_compare
 from softprompt.data import Example
 from softprompt.errors import SoftPromptError
@@ -350,3 +350,14 @@ def test_a_saved_dataset_dict_brings_its_own_train_and_test_splits():
     data = load_task_data(config)
     assert len(data.train) == 4 and [ex.input for ex in data.test] == ["a mess"]
     assert data.test[0].where == "reviews_dict[test]:1" and "its own test split" in data.description
+
+
+def test_allocator_peak_counts_tensors_made_inside_not_those_freed_or_kept_from_before():
+    kept = torch.ones(2_000_000)  # 8 MB alive before: freeing it inside must not read as negative growth
+    with AllocatorPeak() as peak:
+        a = torch.ones(1_000_000)  # 4 MB
+        b = torch.ones(500_000)  # +2 MB at the peak
+        del a, b, kept
+        c = torch.ones(250_000)
+    assert 6_000_000 <= peak.peak_increase < 6_500_000
+    assert c.numel() == 250_000

@@ -47,10 +47,8 @@ class PeakMemory:
         self._stop = threading.Event()
 
     def __enter__(self) -> PeakMemory:
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._start = torch.cuda.memory_allocated()
+        if self.cuda:  # GPU memory is the allocator's: its own counter
+            self._allocator = AllocatorPeak("cuda").__enter__()
             return self
         self._start = self._peak = rss_bytes()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -64,8 +62,8 @@ class PeakMemory:
 
     def __exit__(self, *exc) -> bool:
         if self.cuda:
-            torch.cuda.synchronize()
-            self.peak_increase = torch.cuda.max_memory_allocated() - self._start
+            self._allocator.__exit__(*exc)
+            self.peak_increase = self._allocator.peak_increase
             return False
         self._stop.set()
         self._thread.join()
