@@ -114,10 +114,9 @@ def prompt_runner(base, task, args, method: str, mode: str):
             result = train(base, task, rows, None, TrainConfig(**settings, steps=steps), out, show_progress=False)
             records = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
         times = [args.batch_size / r["examples_per_s"] for r in records if "loss" in r]
-        # fp32 weights and gradients of every trained tensor, and AdamW's state for each
-        state = sum(
-            8 * math.prod(shape) + optimizer_state_bytes("adamw", shape, 0.01) for shape in result.training_shapes
-        )
+        # fp32 weights and gradients of every trained tensor, and AdamW's state for them
+        shapes = result.training_shapes
+        state = 8 * sum(math.prod(shape) for shape in shapes) + optimizer_state_bytes("adamw", shapes, 0.01)
         return sum(times) / len(times), state
 
     return run

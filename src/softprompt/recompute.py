@@ -12,9 +12,9 @@ chooses, for the forwards run inside it (`TrainConfig.gradient_checkpointing`):
 
 - "selective" (the default): each block keeps the outputs of its matrix
   products and attention and recomputes the cheap element-wise work in the
-  backward pass. About a fifth less memory at the same speed, and what is kept
-  no longer grows with the prompt length (the concatenated, repeated keys and
-  values are recomputed).
+  backward pass. About a fifth less memory for little time (no product is
+  redone), and what is kept no longer grows with the prompt length (the
+  concatenated, repeated keys and values are recomputed).
 - "full": each block keeps only its inputs and runs its forward again in the
   backward pass: the activations of one block at a time, for the cost of a
   second forward. For long inputs.

@@ -55,7 +55,7 @@ class TrainConfig:
     truncate: str = "left"  # which side of the text to cut
     seed: int = 0
     bucket_batches: int = 50  # batches per length-sorted bucket (1 = no bucketing)
-    # selective: recompute element-wise work in backward (less memory, same speed); full: rerun each
+    # selective: recompute element-wise work in backward (less memory, little time); full: rerun each
     # transformer block in backward (far less memory, a second forward); off. Same gradient either way.
     gradient_checkpointing: str = "selective"
 
