@@ -175,19 +175,18 @@ def serving(args, seconds: float) -> None:
     dataset = builtin_dataset("rotten-tomatoes")
     texts = [ex.input for ex in dataset.load().test]
     base = load_base_model(args.model)  # on CPU: only to write the prompt folders
-    load_args = argparse.Namespace(model=args.model, max_batch_size=64, concurrency=32)
     with tempfile.TemporaryDirectory(prefix="gpu-serve-") as tmp:
         names = serve_load.make_prompts(base, Path(tmp), 10, 20, dataset)
         rng = random.Random(0)
         work = [(rng.choice(names), rng.choice(texts)) for _ in range(args.requests)]
-        proc, url = serve_load.start_server(load_args, Path(tmp), ("--device", args.device))
+        options = ("--device", args.device, "--max-batch-size", "64", "--max-queue", "256")
+        proc, url = serve_load.start_server(args.model, Path(tmp), *options)
         try:
             asyncio.run(serve_load.load(url, work[:64], 32, seconds))  # warm-up
             results, elapsed = asyncio.run(serve_load.load(url, work, 32, seconds))
             health = httpx.get(f"{url}/health").json()
         finally:
-            proc.terminate()
-            proc.wait(60)
+            serve_load.stop_server(proc)
     ok = [r[0] for r in results if r is not None and r[1] == 200]
     say(
         f"serve --device {args.device}: {len(ok)}/{len(work)} classify requests OK in {elapsed:.1f} s -> "
