@@ -18,7 +18,10 @@ measured in this same run: so say how loaded the machine was (each cell records
 its load average).
 
 Cells are saved under OUT/cells as they finish; rerunning the same command skips
-them (a run that dies keeps what it finished). OUT/results.json and
+them (a run that dies keeps what it finished). --jobs N runs N worker processes
+over the cells (each claims a cell with a file lock before measuring it, so two
+commands started separately on the same --out also share the work); on a
+2-core machine `--jobs 2 --threads 1`. OUT/results.json and
 OUT/results.md hold mean ± standard deviation over seeds and steps to plateau.
 """
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from softprompt.accuracy.sweep import SweepConfig, all_cells, run_sweep
+from softprompt.accuracy.sweep import SweepConfig, all_cells, run_sweep, run_sweep_parallel
 from softprompt.accuracy.table import markdown, summarize
 from softprompt.errors import SoftPromptError
 from softprompt.fileio import write_json_atomic, write_text_atomic
@@ -52,6 +55,9 @@ def main() -> int:
         "--table-only", action="store_true", help="write the tables from the saved cells; train nothing"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes sharing the cells (each loads the model; use --threads 1)"
+    )
     args = parser.parse_args()
     try:
         config = SweepConfig(
@@ -65,7 +71,13 @@ def main() -> int:
             dev_examples=args.dev_examples,
             test_examples=args.test_examples,
         )
-        if not args.table_only:
+        if args.jobs < 1:
+            raise SoftPromptError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.table_only:
+            pass  # the tables below, from the saved cells
+        elif args.jobs > 1:
+            run_sweep_parallel(config, args.out, args.jobs, threads=args.threads)
+        else:
             set_threads(args.threads)
             run_sweep(config, args.out, load_base_model(config.model))
     except SoftPromptError as e:

