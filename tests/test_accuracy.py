@@ -66,6 +66,7 @@ def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path):
         assert set(cell["test"]["per_label"]) <= {"ham", "spam"}
         assert set(cell["test_rules"]) == {"prior", "dev_bias"}
         assert len(cell["test_scores"]) == 10 and len(cell["test_scores"][0]) == 2
+        assert len(cell["dev_scores"]) == 6
         assert cell["examples_seen"] == 8 and cell["train_seconds"] > 0
         assert json.loads(cell_path(tmp_path, "sms-spam", cell["method"], "2", 0).read_text()) == cell
     # The reference method's wall-clock budget is its own step budget; the cell is reused, not retrained.

@@ -185,6 +185,7 @@ def run_cell(
         cell["test"] = rules.pop("argmax")
         cell["test_rules"] = rules
         cell["test_scores"] = [[round(x, 4) for x in row] for row in test_scores.tolist()]
+        cell["dev_scores"] = [[round(x, 4) for x in row] for row in dev_scores.tolist()]  # to study decision rules
     else:
         cell["test"] = evaluate(
             trained.model, data.task, trained.prompt, data.test.rows, batch_size=plan.eval_batch_size
