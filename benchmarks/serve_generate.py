@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--t-min", type=int, default=10)
     p.add_argument("--t-max", type=int, default=100)
     p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="the server's rows per model call")
     p.add_argument("--step-tokens", type=int, default=256, help="the server's --step-tokens (continuous)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the server")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
@@ -129,9 +129,9 @@ def main() -> int:
             scheduler, concurrency = MODES[mode]
             log(f"{mode}: starting softprompt serve --scheduler {scheduler} ...")
             options = [
-                "--scheduler", scheduler, "--max-batch-size", str(args.max_batch_size),
-                "--step-tokens", str(max(args.step_tokens, args.max_batch_size)),
-                "--max-tokens", str(args.new_tokens), "--max-queue", str(2 * args.clients),
+                "--scheduler", scheduler, "--batch-size", str(args.batch_size),
+                "--step-tokens", str(max(args.step_tokens, args.batch_size)),
+                "--max-new-tokens", str(args.new_tokens), "--max-queue", str(2 * args.clients),
             ]  # fmt: skip
             proc, url = start_server(args.model, folder, *options, threads=args.threads)
             try:

@@ -9,7 +9,7 @@ review text each, 32 in flight) until all are answered or --time-limit passes.
 Prints requests/s, p50/p99 latency and errors.
 
 Then, in the same run, the same requests offline: `Predictor.classify` in this
-process (no HTTP, batches of --max-batch-size), the ceiling the server is
+process (no HTTP, batches of --batch-size), the ceiling the server is
 measured against (goal: the server reaches 80% of it). And the naive baseline:
 what a server without batching or a prompt cache does per request: load the prompt folder into a PEFT PeftModel
 (`load_adapter`), `set_adapter`, run one forward of prompt + text, read the
@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--prompts", type=int, default=50)
     p.add_argument("--num-virtual-tokens", type=int, default=20)
-    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="the server's rows per model call")
     p.add_argument("--naive-requests", type=int, default=20, help="requests for the naive baseline (extrapolated)")
     p.add_argument("--time-limit", type=float, default=900, help="seconds for the server load phase")
     p.add_argument("--seed", type=int, default=0)
@@ -195,7 +195,7 @@ def main() -> int:
         work = [(rng.choice(names), rng.choice(texts)) for _ in range(args.requests)]
 
         log("starting softprompt serve ...")
-        options = ["--max-batch-size", str(args.max_batch_size), "--max-queue", str(max(4 * args.concurrency, 64))]
+        options = ["--batch-size", str(args.batch_size), "--max-queue", str(max(4 * args.concurrency, 64))]
         proc, url = start_server(args.model, folder, *options)
         try:
             log(f"sending {len(work)} classify requests, {args.concurrency} concurrent ...")
@@ -214,7 +214,7 @@ def main() -> int:
         batch_sum = _metric(metrics, "softprompt_batch_size_sum")
 
         log(f"offline: the same {len(work)} requests through Predictor.classify in this process ...")
-        offline_elapsed = offline_classify(base, folder, names, work, args.max_batch_size)
+        offline_elapsed = offline_classify(base, folder, names, work, args.batch_size)
         offline_rate = len(work) / offline_elapsed
 
         n_naive = min(args.naive_requests, len(work))
@@ -235,7 +235,7 @@ def main() -> int:
         f"{len(work) / naive_rate:.0f} s); latency p50 {statistics.median(naive_lat):.3f} s"
     )
     print(
-        f"offline Predictor.classify (no HTTP, batches of {args.max_batch_size}): {len(work)} requests in "
+        f"offline Predictor.classify (no HTTP, batches of {args.batch_size}): {len(work)} requests in "
         f"{offline_elapsed:.1f} s -> {offline_rate:.2f} req/s; the server reaches {rate / offline_rate:.0%} of it "
         f"(goal >= 80%)"
     )

@@ -1,5 +1,6 @@
 """The command line's contract: --help without torch, one line per failure, the exit codes, missing extras."""
 
+import argparse
 import errno
 import json
 import os
@@ -241,3 +242,94 @@ def test_a_read_only_place_is_refused_with_the_flag_and_what_to_do(monkeypatch, 
     monkeypatch.chdir(tmp_path)
     assert main(["quickstart", "--out", "q"]) == EXIT_USAGE
     assert "--out q: cannot write in .: " in capsys.readouterr().err
+
+
+# -- one name per concept, --device everywhere, an example in every --help -------------------------------
+
+MODEL_COMMANDS = ("quickstart", "train", "eval", "predict", "generate", "inspect", "serve", "compare", "studio")
+
+
+def subparsers():
+    from softprompt.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def option(sub, flag: str):
+    return next((a for a in sub._actions if flag in a.option_strings), None)
+
+
+def test_every_command_that_loads_a_model_takes_device_with_one_default():
+    subs = subparsers()
+    for name in MODEL_COMMANDS:
+        device = option(subs[name], "--device")
+        assert device is not None and device.default is None, name
+        assert "(default: cpu)" in device.help, name
+    assert option(subs["info"], "--device") is None  # info reads files only
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_help_shows_an_example_and_every_default(name, capsys):
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    text = capsys.readouterr().out
+    assert f"\n    softprompt {name}" in text  # an example line, indented as in the module's docstring
+    from softprompt.cli import _HelpFormatter
+
+    formatter = _HelpFormatter(f"softprompt {name}")
+    for action in subparsers()[name]._actions:
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and action.help != argparse.SUPPRESS
+        if shown and action.option_strings:
+            assert "default" in formatter._get_help_string(action), (name, action.option_strings)
+
+
+def test_former_flag_spellings_still_work_but_are_not_shown(capsys):
+    from softprompt.cli import build_parser
+
+    parser = build_parser()
+    serve = parser.parse_args(["serve", "--prompts", "p", "--max-batch-size", "4", "--max-tokens", "7"])
+    assert (serve.batch_size, serve.max_new_tokens) == (4, 7)
+    assert parser.parse_args(["serve", "--prompts", "p"]).batch_size == 32  # the default, when neither is given
+    compare = parser.parse_args(["compare", "--prompt-optimizer", "adafactor", "--prompt-lr", "0.3"])
+    assert (compare.optimizer, compare.lr) == ("adafactor", 0.3)
+    for name in ("serve", "compare"):
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        for old in ("--max-batch-size", "--max-tokens", "--prompt-optimizer", "--prompt-lr"):
+            assert old not in text, (name, old)
+
+
+def test_one_name_per_concept_across_commands():
+    """The same concept has the same flag wherever it appears (the names issue 15 found split)."""
+    subs = subparsers()
+    visible = {
+        name: {s for a in sub._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+        for name, sub in subs.items()
+    }
+    assert all(
+        "--batch-size" in visible[n] for n in ("eval", "predict", "generate", "serve", "inspect", "train", "compare")
+    )
+    assert all("--max-new-tokens" in visible[n] for n in ("predict", "generate", "serve"))
+    assert "--optimizer" in visible["train"] and "--optimizer" in visible["compare"]
+    assert not any({"--max-tokens", "--prompt-optimizer", "--prompt-lr"} & flags for flags in visible.values())
+    assert "--max-batch-size" not in visible["serve"]
+
+
+def test_device_auto_and_train_under_a_launcher(monkeypatch):
+    import torch
+
+    from softprompt.commands.options import device
+
+    assert device(argparse.Namespace(device=None)) == "cpu"
+    assert device(argparse.Namespace(device="cuda:1")) == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device(argparse.Namespace(device="auto")) == "cuda"
+
+
+def test_compare_words_its_settings_as_its_flags(capsys):
+    assert main(["compare", "--lr", "-1"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--lr" in err and "prompt_lr" not in err and "--prompt-lr" not in err

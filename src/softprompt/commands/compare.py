@@ -1,6 +1,10 @@
 """`softprompt compare`: softprompt's prompt methods against hard prompts, LoRA and full fine-tuning on one task.
 
 Several `--model` values run the comparison once per model and chart each method against model size.
+
+Example:
+
+    softprompt compare --data rotten-tomatoes --methods zero-shot,prompt-tuning,lora --steps 50
 """
 
 from __future__ import annotations
@@ -10,7 +14,17 @@ import sys
 import time
 
 from ..errors import FieldError, worded
-from .train import flag
+from .options import add_device_argument, add_hidden_alias, device
+from .train import flag as train_flag
+
+# CompareConfig fields whose flag is train's name for the same setting (the old names stay as hidden aliases).
+_FLAGS = {"prompt_optimizer": "--optimizer", "prompt_lr": "--lr"}
+
+
+def flag(field: str) -> str:
+    """A CompareConfig field's name on the command line."""
+    return _FLAGS.get(field, train_flag(field))
+
 
 NAME = "compare"
 HELP = (
@@ -52,9 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", help="the hard prompts' instruction (default: names the answer words)")
     parser.add_argument("--num-virtual-tokens", type=int, default=d.num_virtual_tokens, help="default: %(default)s")
     parser.add_argument(
-        "--prompt-optimizer", default=d.prompt_optimizer, choices=("adamw", "adafactor"), help="default: %(default)s"
+        "--optimizer",
+        default=d.prompt_optimizer,
+        choices=("adamw", "adafactor"),
+        help="the prompt methods' optimizer, as train's (default: %(default)s)",
     )
-    parser.add_argument("--prompt-lr", type=float, help="default: the trainer's for the optimizer")
+    add_hidden_alias(parser, "--prompt-optimizer", "--optimizer", choices=("adamw", "adafactor"))
+    parser.add_argument("--lr", type=float, help="the prompt methods' LR (default: train's for the optimizer)")
+    add_hidden_alias(parser, "--prompt-lr", "--lr", type=float)
     parser.add_argument("--lora-r", type=int, default=d.lora_r, help="default: %(default)s")
     parser.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="default: %(default)s")
     parser.add_argument("--lora-lr", type=float, default=d.lora_lr, help="AdamW LR (default: %(default)s)")
@@ -69,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--second-task", default=d.second_task, help="built-in dataset for forgetting, or 'none' (default: %(default)s)"
     )
     parser.add_argument("--second-task-size", type=int, default=d.second_task_size, help="default: %(default)s")
-    parser.add_argument("--device", default=d.device, help="default: %(default)s")
+    add_device_argument(parser)
     parser.add_argument("--keep-weights", action="store_true", help="keep the fully fine-tuned weights in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (stage messages still go to stderr)")
 
@@ -96,8 +115,8 @@ def config_from_args(args: argparse.Namespace):
         few_shot_k=args.few_shot_k,
         instruction=args.instruction,
         num_virtual_tokens=args.num_virtual_tokens,
-        prompt_optimizer=args.prompt_optimizer,
-        prompt_lr=args.prompt_lr,
+        prompt_optimizer=args.optimizer,
+        prompt_lr=args.lr,
         lora_r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_lr=args.lora_lr,
@@ -105,7 +124,7 @@ def config_from_args(args: argparse.Namespace):
         perplexity_tokens=args.perplexity_tokens,
         second_task=second,
         second_task_size=args.second_task_size,
-        device=args.device,
+        device=device(args),
         keep_weights=args.keep_weights,
     )
 

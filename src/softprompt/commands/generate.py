@@ -1,5 +1,9 @@
 """`softprompt generate --model M [--prompt P ...] "text" ...`: generate text, optionally streamed.
 
+Example:
+
+    softprompt generate --prompt prompt-word-analogies "Athens is to Greece as Paris is to" --max-new-tokens 4
+
 Every (prompt, text) pair is one row of one mixed batch stream. Without
 --prompt the base model answers the raw text. A text that cannot be answered
 (empty, too long) is reported and the exit code is 1; the others are printed.
@@ -10,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from .options import add_device_argument, device
 
 NAME = "generate"
 HELP = "generate text with a soft prompt (greedy or sampled, batched, --stream)"
@@ -47,6 +53,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, prompt_required: boo
     )
     parser.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32)")
     parser.add_argument("--cache-mb", type=int, default=256, help="prompt key/value cache budget in MiB")
+    add_device_argument(parser)
     parser.add_argument(
         "--allow-model-mismatch", action="store_true", help="use a prompt even if it was trained on another model"
     )
@@ -64,7 +71,7 @@ def load_predictor(args: argparse.Namespace):
     from ..models import load_base_model
 
     prompts = {folder: load_prompt(folder) for folder in args.prompt}
-    base = load_base_model(args.model)
+    base = load_base_model(args.model, device=device(args))
     predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.batch_size)
     for folder, prompt in prompts.items():
         predictor.add_prompt(folder, prompt, allow_mismatch=args.allow_model_mismatch)

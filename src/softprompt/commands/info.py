@@ -1,4 +1,9 @@
-"""`softprompt info PROMPT`: what a prompt folder holds, without loading a model."""
+"""`softprompt info PROMPT`: what a prompt folder holds, without loading a model.
+
+Example:
+
+    softprompt info prompt-rotten-tomatoes --json
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """`softprompt inspect PROMPT`: nearest vocabulary tokens, norms, drift and label clustering of a prompt.
 
+Example:
+
+    softprompt inspect prompt-rotten-tomatoes --plot prompt.png
+
 With `--data`, also how the prompt's nearest-token projection scores as a hard prompt (projection.py).
 """
 
@@ -8,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from .options import add_device_argument, device
 
 NAME = "inspect"
 HELP = "show what each virtual token of a prompt is close to in the model's vocabulary (a deep prompt: its layers)"
@@ -35,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     parser.add_argument("--batch-size", type=int, default=32, help="examples per scoring batch (default: 32)")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = load_prompt(args.prompt)
     model = args.model or prompt.meta.base_model or DEFAULT_MODEL
     print(f"loading {model} ...", file=sys.stderr)
-    base = load_base_model(model)
+    base = load_base_model(model, device=device(args))
     prompt = load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     inspection = inspect_prompt(prompt, base, top_k=args.top_k)
     if args.data and isinstance(inspection, PrefixInspection):

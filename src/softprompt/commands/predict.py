@@ -1,5 +1,9 @@
 """`softprompt predict --model M --prompt P [--prompt P2 ...] --input FILE|-`: one JSON line per input.
 
+Example:
+
+    softprompt predict --prompt prompt-rotten-tomatoes --input reviews.txt --output answers.jsonl
+
 Inputs: JSON Lines / CSV / TSV / Parquet files (column --text-column), any
 other file or stdin as plain lines (stdin holding JSON objects is read as
 JSON Lines). A row may name its prompt folder in --prompt-column; otherwise

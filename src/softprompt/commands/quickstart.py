@@ -1,5 +1,9 @@
 """`softprompt quickstart`: train a prompt on rotten-tomatoes with the default model, show what it gained.
 
+Example:
+
+    softprompt quickstart --steps 80 --out quickstart-prompt
+
 Trains with the defaults of `softprompt train` except a shorter run (QUICK_STEPS
 steps, no dev evaluation), then scores the untrained and the trained prompt on a
 fixed subset of the test split (its first TEST_EXAMPLES reviews: the whole
@@ -13,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import worded
+from .options import add_device_argument, device
 from .train import add_threads_argument, flag
 
 NAME = "quickstart"
@@ -30,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="quickstart-prompt", help="prompt folder (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(parser)
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = RunSpec(data=DATASET, max_dev_examples=0, settings={"steps": args.steps})
     set_threads(args.threads)
     model = args.model or DEFAULT_MODEL
-    base = load_base_model(model)
+    base = load_base_model(model, device=device(args))
     data = prepare(spec)
     test_examples = data.test[: args.test_examples] if args.test_examples else data.test
     test = encode_eval_set(base, data.task, test_examples, max_tokens=data.max_input_tokens)

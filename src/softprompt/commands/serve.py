@@ -1,4 +1,8 @@
-"""`softprompt serve --model M --prompts DIR`: one frozen model, every prompt folder under DIR, over HTTP."""
+"""`softprompt serve --model M --prompts DIR`: one frozen model, every prompt folder under DIR, over HTTP.
+
+Example (then POST to http://127.0.0.1:8000/v1/classify or /v1/completions):
+
+    softprompt serve --model smollm2-135m --prompts prompts/"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import ipaddress
 import logging
 import os
 import sys
+
+from .options import add_device_argument, add_hidden_alias, device
 
 NAME = "serve"
 HELP = "serve every prompt folder under DIR over HTTP (classify, OpenAI-style completions) with one base model"
@@ -33,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_allowed_hosts_argument(parser)
     parser.add_argument(
-        "--max-batch-size", type=int, default=d.max_batch_size, help="rows per model call, and rows generating at once"
+        "--batch-size", type=int, default=d.max_batch_size, help="rows per model call, and rows generating at once"
     )
+    add_hidden_alias(parser, "--max-batch-size", "--batch-size", type=int)
     generation = parser.add_argument_group("generation (completions and chat)")
     generation.add_argument(
         "--scheduler",
@@ -71,7 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.max_request_tokens,
         help="tokens per request: its texts, plus max_tokens per text of a completion",
     )
-    limits.add_argument("--max-tokens", type=int, default=d.max_tokens, help="largest max_tokens a completion may ask")
+    limits.add_argument(
+        "--max-new-tokens", type=int, default=d.max_tokens, help="largest max_tokens (new tokens) a completion may ask"
+    )
+    add_hidden_alias(limits, "--max-tokens", "--max-new-tokens", type=int)
     limits.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="request body size")
     limits.add_argument(
         "--header-timeout",
@@ -89,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-interval", type=float, default=d.poll_interval_s, help="seconds between scans of the prompts folder"
     )
     parser.add_argument("--cache-mb", type=int, default=256, help="prompt key/value cache size in MiB")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_device_argument(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -107,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(
-        max_batch_size=args.max_batch_size,
+        max_batch_size=args.batch_size,
         scheduler=args.scheduler,
         kv_cache_bytes=args.kv_cache_mb << 20,
         step_tokens=args.step_tokens,
@@ -117,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         max_input_chars=args.max_input_chars,
         max_input_tokens=args.max_input_tokens,
         max_request_tokens=args.max_request_tokens,
-        max_tokens=args.max_tokens,
+        max_tokens=args.max_new_tokens,
         max_body_bytes=args.max_body_bytes,
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
@@ -135,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"softprompt serve: loading {args.model} ...", file=sys.stderr)
-    base = load_base_model(args.model, device=args.device)
-    predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.max_batch_size)
+    base = load_base_model(args.model, device=device(args))
+    predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.batch_size)
     registry = PromptRegistry(args.prompts, predictor, base)
     changes = registry.refresh()
     print(

@@ -1,4 +1,8 @@
-"""`softprompt studio --model M --data-dir DIR`: the web studio (train, try, inspect, download) on loopback."""
+"""`softprompt studio --model M --data-dir DIR`: the web studio (train, try, inspect, download) on loopback.
+
+Example (then open the address it prints):
+
+    softprompt studio --data-dir studio-data"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import socket
 import sys
 
 from ..errors import SoftPromptError, worded
+from .options import add_device_argument, device
 from .serve import add_allowed_hosts_argument
 from .train import flag
 
@@ -68,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.max_cache_bytes / MIB,
         help="cached inspect plots; the oldest go first (MiB; default: %(default)g)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_device_argument(parser)
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.data_dir, flag="--data-dir", folder=True)
     folders = DataFolder(args.data_dir)
     print(f"softprompt studio: loading {args.model} ...", file=sys.stderr)
-    base = load_base_model(args.model, device=args.device)
+    base = load_base_model(args.model, device=device(args))
     predictor = Predictor(base)
     registry = PromptRegistry(folders.prompts, predictor, base)
     app = create_studio_app(predictor, registry, base, folders.root, settings, studio=limits)

@@ -22,6 +22,7 @@ from ..optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 from ..recipe import DEFAULT_DEV_EXAMPLES, SETTINGS, RunSpec, defaults
 from ..tasks import DEFAULT_KIND, task_class, task_kinds
 from ..train_config import GRADIENT_CHECKPOINTING, METHODS, REPARAMS
+from .options import add_device_argument, device
 
 NAME = "train"
 HELP = "train a soft prompt on labelled data (the base model stays frozen)"
@@ -169,12 +170,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-model-mismatch", action="store_true", help="allow --init file: with a prompt from another model"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="torch device of a one-process run, e.g. cuda (default: cpu; under torchrun each rank's own); "
-        "on a GPU the weights load in bf16 and the prompt and its optimiser state stay fp32",
-    )
     add_threads_argument(parser)
     add_scale_arguments(parser)
 
@@ -186,6 +181,11 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    add_device_argument(
+        parser,
+        note="one process; under torchrun each rank takes its own. On a GPU the weights load in bf16, "
+        "the prompt and its optimiser state stay fp32",
+    )
     """Large models and many processes (docs/distributed.md); no-ops in a plain single-process run."""
     parser.add_argument(
         "--device-map",
@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     set_threads(args.threads)
     base = load_base_model(
         args.model,
-        device=args.device or dist.device,
+        device=dist.device if dist.enabled else device(args),
         device_map=parse_device_map(args.device_map),
         offload_folder=args.offload_folder,
     )

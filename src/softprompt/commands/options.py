@@ -1,0 +1,34 @@
+"""Flags several commands share, so each concept has one name, one default and one help text everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_DEVICE = "cpu"
+
+
+def add_device_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """--device for every command that loads a model (default: the CPU, whatever the machine has)."""
+    parser.add_argument(
+        "--device",
+        default=None,
+        help=f"torch device for the model: cpu, cuda, cuda:1, mps, or auto (the first GPU if there is one)"
+        f"{'; ' + note if note else ''} (default: {DEFAULT_DEVICE})",
+    )
+
+
+def device(args: argparse.Namespace) -> str:
+    """The --device asked for, 'auto' resolved (torch is imported only here, when the model is about to load)."""
+    chosen = args.device or DEFAULT_DEVICE
+    if chosen != "auto":
+        return chosen
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def add_hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, **kwargs) -> None:
+    """Accept `old` (a flag's former spelling) for `new`, without showing it in --help."""
+    parser.add_argument(
+        old, dest=new.lstrip("-").replace("-", "_"), default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs
+    )
