@@ -364,3 +364,25 @@ def test_from_pretrained_offline_names_the_repository_and_what_to_do(monkeypatch
         SoftPrompt.from_pretrained("someone/sentiment")
     with pytest.raises(PromptFileError, match="does not exist"):  # a path, not a repository id: no download
         SoftPrompt.from_pretrained(tmp_path / "missing")
+
+
+def test_a_prompt_file_that_may_not_be_read_says_so(tmp_path, tiny_models, monkeypatch):
+    """safetensors calls an unreadable file "No such file"; the message must say what it is (as root, simulated)."""
+    import errno
+
+    from softprompt import prompt as prompt_module
+
+    base = tiny_models("llama")
+    folder = SoftPrompt.initialize(base, 3, "random").save(tmp_path / "p", base)
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith(WEIGHTS_FILE):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(prompt_module, "open", refuse, raising=False)
+    with pytest.raises(
+        PromptFileError, match=r"cannot read the prompt: .*adapter_model.safetensors: Permission denied; check"
+    ):
+        SoftPrompt.load(folder)

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
-from .errors import PromptFileError, SoftPromptError
+from .errors import PromptFileError, SoftPromptError, describe_os_error
 from .fileio import write_dir_atomic
 from .forward import PromptState, prompt_state
 from .model_names import resolvable_name
@@ -451,6 +451,10 @@ def _read_tensor(path: Path, *, want_metadata: bool) -> tuple[torch.Tensor, str 
         raise PromptFileError(f"{path}: a folder, not a safetensors file; the prompt folder is damaged: save it again")
     if not path.is_file():
         raise PromptFileError(f"{path} is missing")
+    try:  # safetensors reports a file it may not read as "No such file"; open() says what is wrong
+        open(path, "rb").close()
+    except OSError as e:
+        raise PromptFileError(f"cannot read the prompt: {describe_os_error(e)}") from e
     try:
         with safe_open(str(path), framework="pt") as f:
             if TENSOR_NAME not in f.keys():
