@@ -19,12 +19,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from ..engine import TokenLogprob
 from ..infer import InputError
 from . import schemas
+from .checks import input_errors
+from .dispatch import answer, open_stream
 from .operations import Completion
+from .state import ServeState
 
 log = logging.getLogger("softprompt.serve")
 
@@ -238,6 +242,26 @@ def token_bytes(tokenizer, token: int) -> bytes:
     if isinstance(name, str) and name and all(char in decoder for char in name):
         return bytes(decoder[char] for char in name)
     return tokenizer.decode([token]).encode("utf-8")
+
+
+async def respond(
+    state: ServeState, request: Request, operation, items: list, reply: Reply, *, stream: bool, param: str
+):
+    """Run a Generate `operation` for `items` and answer with `reply`: a JSON body, or a stream of events.
+
+    An item the model cannot take (too long for the context or the key/value cache) fails the whole
+    request (413/422, naming the prompt's index), streamed or not: the stream's status line waits for
+    its first chunk, where such errors come.
+    """
+    if not stream:
+        results = await answer(state, request, operation, items)
+        input_errors(results[:: reply.n], param)
+        return reply.body(results)
+    first, chunks = await open_stream(state, request, operation, items)
+    if first is not None and any(isinstance(news, InputError) for news in first):
+        await chunks.aclose()  # stops the work for this request
+        input_errors(first[:: reply.n], param)
+    return EventStream(reply.events(first, chunks, len(items)), on_close=chunks.aclose)
 
 
 class EventStream(StreamingResponse):

@@ -15,13 +15,11 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from ...infer import InputError
 from .. import schemas
-from ..checks import check_texts, input_errors
-from ..dispatch import answer, open_stream
+from ..checks import check_texts
 from ..errors import ERROR_RESPONSES, APIError
 from ..operations import Generate
-from ..replies import ChatReply, EventStream
+from ..replies import ChatReply, respond
 from ..sampling import check_max_tokens, choices, generation_config, refuse_unsupported, require_model
 from ..state import ServeState, State
 
@@ -65,15 +63,7 @@ async def chat(body: schemas.ChatRequest, state: State, request: Request):
         logprobs=body.logprobs,
     )
     state.metrics.observe_inputs("/v1/chat/completions", 1)
-    if not body.stream:
-        results = await answer(state, request, operation, items)
-        input_errors(results[:1], "messages")
-        return reply.body(results)
-    first, chunks = await open_stream(state, request, operation, items)
-    if first is not None and any(isinstance(news, InputError) for news in first):
-        await chunks.aclose()
-        input_errors(first[:1], "messages")
-    return EventStream(reply.events(first, chunks, len(items)), on_close=chunks.aclose)
+    return await respond(state, request, operation, items, reply, stream=body.stream, param="messages")
 
 
 def render(state: ServeState, messages: list[schemas.ChatMessage]) -> str:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ...infer import InputError
 from .. import schemas
-from ..checks import check_texts, input_errors
-from ..dispatch import answer, open_stream
+from ..checks import check_texts
 from ..errors import ERROR_RESPONSES, APIError
 from ..operations import Generate
-from ..replies import CompletionReply, EventStream
+from ..replies import CompletionReply, respond
 from ..sampling import check_max_tokens, choices, generation_config, refuse_unsupported, require_model
 from ..state import State
 
@@ -64,12 +62,4 @@ async def completions(body: schemas.CompletionRequest, state: State, request: Re
         logprobs=body.logprobs is not None,
     )
     state.metrics.observe_inputs("/v1/completions", len(texts))
-    if not body.stream:
-        results = await answer(state, request, operation, items)
-        input_errors(results[:: body.n], "prompt")
-        return reply.body(results)
-    first, chunks = await open_stream(state, request, operation, items)
-    if first is not None and any(isinstance(news, InputError) for news in first):
-        await chunks.aclose()  # stops the work for this request
-        input_errors(first[:: body.n], "prompt")
-    return EventStream(reply.events(first, chunks, len(items)), on_close=chunks.aclose)
+    return await respond(state, request, operation, items, reply, stream=body.stream, param="prompt")
