@@ -11,6 +11,7 @@ from softprompt.prefix import PrefixPrompt
 from softprompt.prompt import SoftPrompt
 from softprompt.reparam import TrainablePrompt
 from softprompt.testing import tiny_base
+from softprompt.train_config import TrainConfig
 
 CAUSAL = ("gpt2", "llama", "qwen2", "gemma3")
 TEXTS = ("the movie was great fun", "dull", "an utterly forgettable film, sadly")
@@ -86,11 +87,14 @@ def test_mlp_reparam_equals_pefts_encoder(kind, peft_kind):
     encoder = peft_model.prompt_encoder.default
     with torch.no_grad():
         encoder.embedding.weight.copy_(trainable.encoder.inputs)
+        # Ours starts with a zero last weight (at the init's mean): give it values, so every gradient is non-zero.
+        trainable.encoder.mlp[-1].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
     pairs = copy_linears(trainable.encoder.mlp, getattr(encoder, head))
     our_and_peft_loss(base, trainable, peft_model, right_padded(base), 3)
     pairs.append((trainable.encoder.inputs, encoder.embedding.weight))
     for mine, theirs in pairs:
         torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-5, rtol=1e-4)
+        assert mine.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("method", [SoftPrompt, PrefixPrompt])
@@ -141,6 +145,20 @@ def test_the_network_is_a_function_of_the_seed(tiny_models):
     prompt = PrefixPrompt.initialize(base, 3, "vocab")
     a, b, c = (TrainablePrompt(prompt, "mlp", seed=s) for s in (0, 0, 1))
     assert all(torch.equal(a.named_tensors()[n], b.named_tensors()[n]) for n in a.named_tensors())
-    assert not torch.equal(a.fold(), c.fold())
+    assert not torch.equal(a.named_tensors()["mlp.0.weight"], c.named_tensors()["mlp.0.weight"])
     with pytest.raises(SoftPromptError, match="--reparam must be one of none, mlp, residual"):
         TrainablePrompt(prompt, "lstm")
+
+
+@pytest.mark.parametrize("method", [SoftPrompt, PrefixPrompt])
+def test_mlp_starts_at_the_inits_mean_and_trains_at_a_tenth_of_the_lr(tiny_models, method):
+    base = tiny_models("qwen2")
+    prompt = method.initialize(base, 4, "vocab")
+    trainable = TrainablePrompt(prompt, "mlp", seed=0)
+    start = prompt.weights.detach().mean(dim=0)
+    torch.testing.assert_close(trainable.fold(), start.expand(4, -1))
+    trained_a_little(trainable, base, steps=2)
+    assert not torch.allclose(trainable.fold()[0], trainable.fold()[1])  # the slots part ways as it learns
+    assert TrainConfig(reparam="mlp").learning_rate == pytest.approx(0.001)
+    assert TrainConfig(reparam="mlp", optimizer="adafactor").learning_rate == pytest.approx(0.03)
+    assert TrainConfig(reparam="residual").learning_rate == TrainConfig(reparam="mlp", lr=0.01).learning_rate == 0.01

@@ -100,10 +100,24 @@ def build_encoder(prompt: BasePrompt, reparam: str, *, hidden: int | None = None
         mlp = nn.Sequential(
             _linear(dim, hidden, gen), nn.ReLU(), _linear(hidden, hidden, gen), nn.ReLU(), _linear(hidden, dim, gen)
         )
-        return EncodedPrompt(start, mlp)
-    # A deep prompt: prefix tuning's projection, from token_dim-sized inputs (PEFT: an nn.Embedding, N(0, 1)).
-    inputs = torch.randn(start.shape[0], dim, generator=gen)
-    return EncodedPrompt(inputs, nn.Sequential(_linear(dim, hidden, gen), nn.Tanh(), _linear(hidden, width, gen)))
+        inputs = start
+    else:  # a deep prompt: prefix tuning's projection, from token_dim-sized inputs (PEFT: an nn.Embedding, N(0, 1))
+        mlp = nn.Sequential(_linear(dim, hidden, gen), nn.Tanh(), _linear(hidden, width, gen))
+        inputs = torch.randn(start.shape[0], dim, generator=gen)
+    _start_at_mean(mlp[-1], start)
+    return EncodedPrompt(inputs, mlp)
+
+
+def _start_at_mean(last: nn.Linear, start: torch.Tensor) -> None:
+    """The MLP's output starts as the init's mean row in every slot (zero weight, that mean as bias).
+
+    PEFT's default init makes random vectors of another scale (a deep prompt's keys/values far from
+    the model's own), which at compare's 50-step budget left both MLP methods near chance; from the
+    init's mean the weight still gets its gradient (the hidden layer is not zero) and trains.
+    """
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(start.mean(dim=0))
 
 
 class TrainablePrompt:

@@ -24,6 +24,9 @@ REPARAMS = ("none", "mlp", "residual")
 GRADIENT_CHECKPOINTING = ("off", "selective", "full")
 # Settings that change how a run computes but not what it computes: --resume may change them.
 RESULT_NEUTRAL = ("gradient_checkpointing",)
+# The default LR is the optimizer's times this. An MLP's weights move every output at once: on smollm2-135m
+# (rotten-tomatoes, 60 steps) prefix tuning's projection reached 44% dev accuracy at AdamW 0.01 and 81% at 0.001.
+REPARAM_LR_SCALE = {"none": 1.0, "mlp": 0.1, "residual": 1.0}
 
 
 @dataclass
@@ -38,7 +41,7 @@ class TrainConfig:
     # adamw by measurement: on SmolLM2-135M (embedding std 0.136) the paper's Adafactor LR 0.3
     # moves each prompt value by ~0.3 per step and the loss rose; adafactor 0.03 trailed adamw 0.01.
     optimizer: str = "adamw"  # adamw | adafactor (the paper: constant LR 0.3, for T5-scale embeddings)
-    lr: float | None = None  # None = 0.01 for adamw, 0.3 for adafactor
+    lr: float | None = None  # None = 0.01 for adamw, 0.3 for adafactor (a tenth with reparam mlp)
     weight_decay: float = 0.0
     batch_size: int = 16  # examples per micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
@@ -89,7 +92,7 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer] * REPARAM_LR_SCALE[self.reparam]
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:

@@ -125,7 +125,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: " + ", ".join(f"{lr} {name}" for name, lr in DEFAULT_LR.items()) + ")",
+        help="learning rate (default: "
+        + ", ".join(f"{lr} {name}" for name, lr in DEFAULT_LR.items())
+        + "; a tenth of that with --reparam mlp)",
     )
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument(

@@ -172,7 +172,7 @@ def _router(
         from ..data import BUILTIN_DATASETS
         from ..optim import DEFAULT_LR, OPTIMIZERS
         from ..recipe import defaults
-        from ..train_config import METHODS, REPARAMS
+        from ..train_config import METHODS, REPARAM_LR_SCALE, REPARAMS
 
         return {
             "model": base.name,
@@ -183,6 +183,7 @@ def _router(
                 {"name": o, "lr": DEFAULT_LR[o]} for o in sorted(OPTIMIZERS, key=lambda o: o != defaults()["optimizer"])
             ],
             "methods": list(METHODS),
+            "reparam_lr_scale": REPARAM_LR_SCALE,
             "reparams": list(REPARAMS),
             "limits": dataclasses.asdict(studio),
             "token_header": TOKEN_HEADER,

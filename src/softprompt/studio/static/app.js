@@ -507,7 +507,8 @@ async function inspectPrompt() {
 
 function showDefaultLR() {
   const o = state.info.optimizers.find((x) => x.name === $("#optimizer").value);
-  $("#lr").placeholder = o ? `default ${o.lr}` : "default";
+  const scale = state.info.reparam_lr_scale[$("#reparam").value] ?? 1;
+  $("#lr").placeholder = o ? `default ${+(o.lr * scale).toPrecision(3)}` : "default";
 }
 
 async function init() {
@@ -523,6 +524,7 @@ async function init() {
     if (state.upload) $("#template").value = taskKind($("#task").value).default_template;
   });
   $("#optimizer").addEventListener("change", showDefaultLR);
+  $("#reparam").addEventListener("change", showDefaultLR);
   $("#clear-cache").addEventListener("click", clearCache);
   $("#start-button").addEventListener("click", startJob);
   $("#stop-button").addEventListener("click", async () => {
