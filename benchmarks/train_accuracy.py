@@ -13,9 +13,10 @@ WHOLE test split: accuracy, macro-F1, per-class recall (exact match and token F1
 for text to text), and for classification two decision rules fitted without
 retraining (see softprompt/accuracy/scoring.py). A budget is optimiser steps
 (batch --batch-size) or time:<method>:<steps>, the wall-clock time the reference
-method needed for <steps>, converted into each method's steps by its examples/s
-measured in this same run: so say how loaded the machine was (each cell records
-its load average).
+method needed for <steps>, converted into each method's steps by the two
+methods' examples/s, measured interleaved on the task the first time they are
+needed (OUT/rates/, with the load average before and after each round), so
+load that comes and goes slows both alike.
 
 Cells are saved under OUT/cells as they finish; rerunning the same command skips
 them (a run that dies keeps what it finished). --jobs N runs N worker processes

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from softprompt.accuracy.methods import METHODS, PromptMethod, balanced_weights, method_by_name
+from softprompt.accuracy.rates import rates_path
 from softprompt.accuracy.scoring import decide, fit_dev_bias, prior_bias
 from softprompt.accuracy.sweep import (
     SweepConfig,
@@ -124,11 +125,17 @@ def test_parallel_workers_share_the_cells(tmp_path):
     assert cells["prompt-tuning", "time:lora:2"]["steps"] >= 1
 
 
-def test_time_budget_waits_for_the_step_cells(tiny_models, tmp_path):
+def test_time_budget_from_interleaved_rates(tiny_models, tmp_path):
+    config = tiny_sweep(budgets=("time:lora:4",), methods=("prompt-tuning",))
     logged = []
-    config = tiny_sweep(budgets=("time:lora:2",), methods=("prompt-tuning",))
-    assert run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append) == []
-    assert "its 2-step cells are missing" in logged[0]
+    (cell,) = run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)
+    rates = json.loads(rates_path(tmp_path, "sms-spam", "prompt-tuning", "lora").read_text())
+    rate = rates["examples_per_s"]
+    assert cell["steps"] == max(1, round(4 * rate["prompt-tuning"] / rate["lora"]))
+    assert rates["examples"] == {"prompt-tuning": 4 * 8 * 4, "lora": 4 * 8 * 4}  # rounds x chunk x batch
+    assert sum("interleaved" in m for m in logged) == 1
+    run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)
+    assert sum("interleaved" in m for m in logged) == 1  # the saved rates are reused
 
 
 def test_config_and_budget_validation():

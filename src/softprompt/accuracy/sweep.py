@@ -1,11 +1,11 @@
 """Run a sweep: every (task, method, budget, seed) cell, each saved as it finishes, so a rerun resumes.
 
 A budget is a number of optimiser steps ("50"), or a wall-clock budget
-("time:lora:50"): the training time the reference method (lora) took for 50 steps
-on that task, mean over seeds, given to every method as the steps its own
-examples/s (measured in its 50-step cells of the same sweep) fit into that time.
-Fixed-step budgets therefore run first; a wall-clock cell whose steps equal a
-finished fixed-step cell's reuses it.
+("time:lora:50"): the training time the reference method (lora) needs for 50 steps
+on that task, given to every method as the steps it fits into that time at its own
+examples/s, both rates measured interleaved on the task (rates.py). Fixed-step
+budgets run first; a wall-clock cell whose steps equal a finished fixed-step
+cell's reuses it (the reference's always does).
 
 A cell is `OUT/cells/<task>/<method>/<budget>-seed<k>.json`; it is reused only when
 it was measured under the same settings (`SweepConfig.fingerprint`, the method's
@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import re
-import statistics
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from ..models import BaseModel
 from ..tasks import Task, task_class
 from ..train import encode_examples
 from .methods import Budget, method_by_name, scratch_dir
+from .rates import CHUNK_STEPS, ROUNDS, load_rates, measure_rates, rates_path
 from .scoring import classification_scores, label_scores
 
 CELLS_DIR = "cells"
@@ -207,25 +207,27 @@ def load_cell(path: Path, config: SweepConfig, method: str, steps: int) -> dict 
     return cell if same else None
 
 
-def time_budget_steps(out: Path, config: SweepConfig, task: str, method: str, budget: str) -> int | None:
-    """Steps `method` fits into the reference's training time, or None while the 50-step cells are missing."""
+def time_budget_steps(
+    out: Path, config: SweepConfig, task: str, method: str, budget: str, measure: Callable[[list[str]], dict]
+) -> int:
+    """Steps `method` fits into the time the budget's reference needs for its steps (rates.py).
+
+    The two methods' examples/s come from OUT/rates/, measured interleaved by `measure([method, reference])`
+    the first time they are needed (a process that finds another measuring them waits for its figures).
+    """
     kind, ref_steps = parse_budget(budget)
     reference = kind.split(":", 1)[1]
     if method == reference:
         return ref_steps
-
-    def cells(name: str) -> list[dict]:
-        found = [
-            load_cell(cell_path(out, task, name, str(ref_steps), s), config, name, ref_steps) for s in config.seeds
-        ]
-        return [c for c in found if c is not None]
-
-    ref, own = cells(reference), cells(method)
-    if not ref or not own:
-        return None
-    seconds = statistics.mean(c["train_seconds"] for c in ref)
-    rate = statistics.mean(c["examples_per_s"] for c in own)
-    return max(1, round(seconds * rate / config.batch_size))
+    path = rates_path(out, task, method, reference)
+    setting = {"model": config.model, "batch_size": config.batch_size, "rounds": ROUNDS, "chunk_steps": CHUNK_STEPS}
+    with claim(path, wait=True):
+        rates = load_rates(path, setting)
+        if rates is None:
+            rates = {"setting": setting, **measure([method, reference])}
+            write_json_atomic(path, rates)
+    rate = rates["examples_per_s"]
+    return max(1, round(ref_steps * rate[method] / rate[reference]))
 
 
 def run_sweep(
@@ -239,7 +241,8 @@ def run_sweep(
     """Measure every cell not already saved under `out`; returns the cells this call measured or found saved.
 
     Fixed-step cells of every task first, then `between_phases()`, then the wall-clock cells (their steps
-    come from the fixed-step cells). A cell another process is measuring (its claim is locked) is left to it.
+    come from the two methods' examples/s, measured interleaved the first time: rates.py). A cell another
+    process is measuring (its claim is locked) is left to it.
     """
     out = Path(out)
     fixed = [b for b in config.budgets if parse_budget(b)[0] == "steps"]
@@ -252,45 +255,63 @@ def run_sweep(
 def _measure(
     config: SweepConfig, out: Path, base: BaseModel, budgets: Sequence[str], log: Callable[[str], None]
 ) -> list[dict]:
+    return [cell for task_name in config.tasks for cell in _measure_task(config, out, base, task_name, budgets, log)]
+
+
+def _measure_task(
+    config: SweepConfig,
+    out: Path,
+    base: BaseModel,
+    task_name: str,
+    budgets: Sequence[str],
+    log: Callable[[str], None],
+) -> list[dict]:
+    """One task's cells for `budgets`; its data loads only if a cell (or a rate) has to be measured."""
+    data = None
+
+    def task_data() -> TaskData:
+        nonlocal data
+        data = data or load_task(base, task_name, config)
+        return data
+
+    def measure(methods: list[str]) -> dict:
+        log(f"{task_name}: examples/s of {' and '.join(methods)}, interleaved")
+        return measure_rates(
+            base, task_data(), methods, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size
+        )
+
     cells = []
-    for task_name in config.tasks:
-        data = None
-        for budget in budgets:
-            for method in config.methods:
-                for seed in config.seeds:
-                    kind, steps = parse_budget(budget)
-                    if kind != "steps":
-                        steps = time_budget_steps(out, config, task_name, method, budget)
-                        if steps is None:
-                            log(
-                                f"{task_name} {method} {budget}: skipped, its {parse_budget(budget)[1]}-step cells are missing"
-                            )
-                            continue
-                    path = cell_path(out, task_name, method, budget, seed)
-                    with claim(path) as mine:
-                        cell = load_cell(path, config, method, steps) or _reuse_fixed(
-                            out, config, task_name, method, steps, seed
-                        )
-                        if cell is None and not mine:
-                            log(f"{task_name} {method} {budget} seed {seed}: another process is measuring it")
-                            continue
-                        if cell is None:
-                            data = data or load_task(base, task_name, config)
-                            log(f"{task_name} {method} {budget} seed {seed}: {steps} steps")
-                            cell = run_cell(base, data, method, budget, steps, seed, config)
-                        cell["budget"] = budget
-                        write_json_atomic(path, cell)
-                    log(_summary(cell))
-                    cells.append(cell)
+    for budget in budgets:
+        for method in config.methods:
+            for seed in config.seeds:
+                kind, steps = parse_budget(budget)
+                if kind != "steps":
+                    steps = time_budget_steps(out, config, task_name, method, budget, measure)
+                path = cell_path(out, task_name, method, budget, seed)
+                with claim(path) as mine:
+                    cell = load_cell(path, config, method, steps) or _reuse_fixed(
+                        out, config, task_name, method, steps, seed
+                    )
+                    if cell is None and not mine:
+                        log(f"{task_name} {method} {budget} seed {seed}: another process is measuring it")
+                        continue
+                    if cell is None:
+                        log(f"{task_name} {method} {budget} seed {seed}: {steps} steps")
+                        cell = run_cell(base, task_data(), method, budget, steps, seed, config)
+                    cell["budget"] = budget
+                    write_json_atomic(path, cell)
+                log(_summary(cell))
+                cells.append(cell)
     return cells
 
 
 @contextmanager
-def claim(path: Path) -> Iterator[bool]:
-    """Lock `path`'s claim file while the cell is measured: True if this process holds it, False if another does.
+def claim(path: Path, *, wait: bool = False) -> Iterator[bool]:
+    """Lock `path`'s claim file while it is measured: True if this process holds it, False if another does.
 
-    An advisory lock (flock) on OUT/cells/.../<cell>.lock, released when the process ends however it ends,
-    so a killed run leaves no stale claim. Where flock does not exist every claim is granted.
+    An advisory lock (flock) on `path` with the suffix .lock, released when the process ends however it
+    ends, so a killed run leaves no stale claim. `wait`: block until the holder is done instead of
+    answering False. Where flock does not exist every claim is granted.
     """
     try:
         import fcntl
@@ -301,7 +322,7 @@ def claim(path: Path) -> Iterator[bool]:
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
