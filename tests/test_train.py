@@ -333,3 +333,17 @@ def test_a_checkpoint_from_before_methods_resumes_as_a_plain_prompt(tiny_models,
     save_checkpoint(tmp_path / "old" / "checkpoint", Checkpoint(old_tensors, {**ckpt.values, "config": old_config}))
     resumed = run(base, tmp_path / "old", cfg, rows, dev, resume=True)
     assert torch.equal(resumed.prompt.weights, whole.prompt.weights)
+
+
+def test_a_huge_text_is_cut_to_the_context_before_tokenizing_and_a_row_past_it_is_refused(tiny_models, tmp_path):
+    base = tiny_models("gpt2")
+    context = base.family.context_length
+    huge = Example("good " * 2_000_000, "pos", "t.jsonl:7")  # 10 MB: tokenized whole it would take gigabytes
+    (row,), cut = encode_examples(base, TASK, [huge])
+    assert cut == 1 and row.truncated and len(row.ids) == context
+    with pytest.raises(SoftPromptError, match=r"t.jsonl:7: the example is cut to .* past the model's context"):
+        train(base, TASK, [row], None, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path, show_progress=False)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+    limit = context - 4  # room for the virtual tokens (a label is read at the last input position)
+    rows, _ = encode_examples(base, TASK, [huge, *examples(3)], max_tokens=limit)
+    train(base, TASK, rows, None, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path, show_progress=False)

@@ -90,7 +90,15 @@ class Task(ABC):
         truncate: str = "left",
         where: str = "",
     ) -> Encoded:
-        """One example: the templated text (only the text is cut to fit `max_tokens`), and its target if given."""
+        """One example: the templated text (only the text is cut to fit `max_tokens`), and its target if given.
+
+        Without `max_tokens` the input is cut to the model's context: a row longer than that cannot run,
+        and cutting before tokenizing keeps a huge text (a 15 MB line) from taking gigabytes on the way.
+        """
+        from ..families import UNBOUNDED
+
+        if max_tokens is None and base.family.context_length < UNBOUNDED:
+            max_tokens = base.family.context_length
         encoded = None if target is None else self.encode_target(base, target, where)
         ids, cut = encode_template(base, self.template, text, max_tokens=max_tokens, truncate=truncate)
         return Encoded(tuple(ids), encoded, cut, where)
