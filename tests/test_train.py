@@ -341,9 +341,26 @@ def test_a_huge_text_is_cut_to_the_context_before_tokenizing_and_a_row_past_it_i
     huge = Example("good " * 2_000_000, "pos", "t.jsonl:7")  # 10 MB: tokenized whole it would take gigabytes
     (row,), cut = encode_examples(base, TASK, [huge])
     assert cut == 1 and row.truncated and len(row.ids) == context
-    with pytest.raises(SoftPromptError, match=r"t.jsonl:7: the example is cut to .* past the model's context"):
+    with pytest.raises(
+        SoftPromptError,
+        match=rf"t.jsonl:7: the example takes {context} tokens \(input and answer\); with 4 virtual .* --max-input-tokens \(at most {context - 4}\)",
+    ):
         train(base, TASK, [row], None, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path, show_progress=False)
     assert not any(tmp_path.iterdir())  # refused before anything was written
     limit = context - 4  # room for the virtual tokens (a label is read at the last input position)
     rows, _ = encode_examples(base, TASK, [huge, *examples(3)], max_tokens=limit)
     train(base, TASK, rows, None, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path, show_progress=False)
+
+
+def test_a_multi_token_label_needs_its_room_after_the_input(tiny_models, tmp_path):
+    base = tiny_models("gpt2")  # learned positions: one past the context fails inside torch, so it is refused first
+    task = ClassifyTask("R: {text}\nA:", {"pos": " yes", "neg": " no"})
+    answer = task.answer_tokens(base)
+    assert answer == max(len(base.encode(" yes")), len(base.encode(" no"))) - 1 > 0
+    limit = base.family.context_length - 4 - answer
+    huge = [Example("good " * 5000, "pos", "t.jsonl:1"), Example("bad", "neg", "t.jsonl:2")]
+    fits, _ = encode_examples(base, task, huge, max_tokens=limit)
+    train(base, task, fits, None, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path / "a", show_progress=False)
+    over, _ = encode_examples(base, task, huge, max_tokens=limit + 1)
+    with pytest.raises(SoftPromptError, match=rf"t.jsonl:1: .*at most {limit}\)"):
+        train(base, task, over, None, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path / "b", show_progress=False)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import SoftPromptError
+
 FULL = "full_attention"
 SLIDING = "sliding_attention"
 UNBOUNDED = 2**31 - 1  # context length of models without absolute positions (T5's relative buckets)
@@ -55,6 +57,20 @@ class Family:
     output_scale: float | None  # T5 with tied embeddings: hidden * d_model**-0.5 before the head
     attn_implementation: str | None
     decoder_start_token_id: int | None  # encoder-decoders: the token the decoder starts from
+
+    def check_fits(self, tokens: int, virtual_tokens: int, *, where: str = "", answer: int = 0) -> None:
+        """Refuse a row of `tokens` (input and target) that with the prompt runs past the model's positions.
+
+        `answer`: the tokens after the input (a target, or room to generate), which a cut input keeps.
+        """
+        if virtual_tokens + tokens <= self.context_length:
+            return
+        room = max(2, self.context_length - virtual_tokens - answer)
+        raise SoftPromptError(
+            f"{where + ': ' if where else ''}the example takes {tokens} tokens (input and answer); with {virtual_tokens} virtual "
+            f"tokens that is past the model's context of {self.context_length}: set --max-input-tokens "
+            f"(at most {room}) to cut long inputs"
+        )
 
     @classmethod
     def of(cls, config) -> Family:

@@ -159,19 +159,13 @@ class _Interrupt:
         return False
 
 
-def _check_fits_context(base: BaseModel, rows: Sequence[Encoded], num_virtual_tokens: int) -> None:
-    """Refuse, naming the example, a row that with the prompt runs past the model's positions."""
-    context = base.family.context_length
+def _check_fits_context(base: BaseModel, task: Task, rows: Sequence[Encoded], num_virtual_tokens: int) -> None:
+    """Refuse, naming the example, a row that with the prompt (and a label's later tokens) is past the context."""
     longest = max(rows, key=len, default=None)
-    if longest is not None and num_virtual_tokens + len(longest) > context:
-        where = f"{longest.where}: " if longest.where else ""
-        size = "is cut to" if longest.truncated else "takes"
-        target = len(longest) - len(longest.ids)
-        raise SoftPromptError(
-            f"{where}the example {size} {len(longest)} tokens (input and target); with {num_virtual_tokens} "
-            f"virtual tokens that is past the model's context of {context}: set --max-input-tokens "
-            f"(at most {max(2, context - num_virtual_tokens - target)}) to cut long inputs, or shorten the target"
-        )
+    if longest is not None:
+        answer = len(longest) - len(longest.ids) + task.answer_tokens(base)
+        size = len(longest.ids) + answer
+        base.family.check_fits(size, num_virtual_tokens, where=longest.where, answer=answer)
 
 
 def train(
@@ -197,7 +191,7 @@ def train(
     out = Path(out)
     dist = dist or Dist()
     started = time.perf_counter()
-    _check_fits_context(base, train_rows, config.num_virtual_tokens)
+    _check_fits_context(base, task, train_rows, config.num_virtual_tokens)
     total = config.total_steps(len(train_rows))
     plan = BatchPlan(
         [len(r) for r in train_rows], config.batch_size, seed=config.seed, bucket_batches=config.bucket_batches

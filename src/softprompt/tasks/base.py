@@ -119,6 +119,13 @@ class Task(ABC):
         """Words whose embeddings a `labels` initialisation starts from (None: the kind has none)."""
         return None
 
+    def answer_tokens(self, base: BaseModel) -> int:
+        """Positions scoring takes after an input beyond the encoded row (a multi-token label's later tokens).
+
+        Generation needs none here: the decoding loop stops where the context ends.
+        """
+        return 0
+
     # -- the model ------------------------------------------------------------------
 
     @abstractmethod

@@ -78,6 +78,9 @@ class ClassifyTask(Task):
     def init_words(self) -> list[str]:
         return list(self.verbalizer.values())
 
+    def answer_tokens(self, base: BaseModel) -> int:
+        return max(len(ids) for ids in self.label_token_ids(base)) - 1  # a label is scored after the input
+
     def label_token_ids(self, base: BaseModel) -> list[list[int]]:
         """Each label's answer tokens; refuses labels that encode identically."""
         ids = [base.encode(words) for words in self.verbalizer.values()]
