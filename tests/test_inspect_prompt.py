@@ -8,9 +8,10 @@ import torch
 
 from softprompt.cli import main
 from softprompt.errors import SoftPromptError
-from softprompt.inspect_prompt import format_text, inspect_prompt, label_neighbourhood, vocabulary_embeddings
+from softprompt.inspect_prompt import format_text, inspect_prompt, label_neighbourhood
 from softprompt.prompt import PromptMeta, SoftPrompt
 from softprompt.testing import save_tiny
+from softprompt.vocab import vocabulary_embeddings
 
 VERBALIZER = {"good": " yes", "bad": " no"}
 

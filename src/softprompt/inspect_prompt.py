@@ -32,10 +32,10 @@ from .inspect_prefix import format_text as format_prefix_text
 from .models import BaseModel
 from .prefix import PrefixPrompt
 from .prompt import BasePrompt, SoftPrompt, frequent_token_ids
+from .vocab import cosine_matrix, token_text, vocabulary_embeddings
 
 # How many of each label word's own nearest neighbours count as "close to the label".
 LABEL_NEIGHBOURHOOD = 20
-EMBED_CHUNK = 8192  # rows embedded at a time (bounded memory for large vocabularies)
 
 
 @dataclass
@@ -88,26 +88,6 @@ class Inspection:
 
 
 # -- computing --------------------------------------------------------------------
-
-
-def vocabulary_embeddings(base: BaseModel) -> torch.Tensor:
-    """[V, d] fp32: every token's input embedding exactly as the model sees it."""
-    rows = base.input_embeddings.weight.shape[0]
-    parts = []
-    with torch.no_grad():
-        for start in range(0, rows, EMBED_CHUNK):
-            ids = torch.arange(start, min(rows, start + EMBED_CHUNK), device=base.device)
-            parts.append(base.embed(ids).to("cpu", torch.float32))
-    return torch.cat(parts)
-
-
-def token_text(base: BaseModel, token_id: int) -> str:
-    return base.tokenizer.decode([token_id])
-
-
-def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[A, B] cosine similarities; zero vectors (unused rows) get similarity 0."""
-    return F.normalize(a, dim=-1, eps=1e-12) @ F.normalize(b, dim=-1, eps=1e-12).T
 
 
 def label_token_ids(base: BaseModel, verbalizer: dict[str, str] | None) -> dict[str, list[int]]:

@@ -15,9 +15,10 @@ import torch
 
 from .fileio import atomic_path
 from .inspect_prefix import PrefixInspection
-from .inspect_prompt import Inspection, cosine_matrix, token_text, vocabulary_embeddings
+from .inspect_prompt import Inspection
 from .models import BaseModel
 from .prompt import BasePrompt, frequent_token_ids
+from .vocab import cosine_matrix, token_text, vocabulary_embeddings
 
 VOCAB_SAMPLE = 3000  # frequent tokens drawn as the grey background of the projection
 HEATMAP_COLUMNS = 24

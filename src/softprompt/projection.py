@@ -21,6 +21,7 @@ import torch
 from .evaluate import EvalRow, evaluate
 from .models import BaseModel
 from .tasks import Task
+from .vocab import cosine_matrix, vocabulary_embeddings
 
 
 @dataclass
@@ -39,8 +40,6 @@ class ProjectionScore:
 
 def nearest_token_ids(embeddings: torch.Tensor, vocab: torch.Tensor) -> list[int]:
     """Index of the most cosine-similar row of `vocab` [V, d] for each row of `embeddings` [T, d]."""
-    from .inspect_prompt import cosine_matrix
-
     return cosine_matrix(embeddings.detach().float().cpu(), vocab.float().cpu()).argmax(dim=1).tolist()
 
 
@@ -65,8 +64,6 @@ def score_projection(
     `token_ids` are the nearest tokens when already known (inspect computes them); else they are found here.
     """
     if token_ids is None:
-        from .inspect_prompt import vocabulary_embeddings
-
         token_ids = nearest_token_ids(embeddings, vocabulary_embeddings(base))
     ids = [int(i) for i in token_ids]
     soft = evaluate(base, task, embeddings.detach(), rows, batch_size=batch_size)
