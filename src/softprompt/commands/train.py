@@ -68,7 +68,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-input-tokens",
         type=int,
         default=None,
-        help="truncate longer inputs (default: the built-in dataset's hint, else no limit)",
+        help="truncate longer inputs (default: the built-in dataset's hint, else the model's context)",
     )
     parser.add_argument("--truncate", choices=("left", "right"), default=None, help="which side of an over-long text to cut (default: left)")  # fmt: skip
 
