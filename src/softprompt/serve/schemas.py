@@ -15,6 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# New tokens per choice when a request names none: OpenAI's completions default, used by chat too.
+DEFAULT_MAX_TOKENS = 16
+
 
 class ErrorDetail(BaseModel):
     message: str
@@ -78,7 +81,9 @@ class CompletionRequest(Sampling):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="a text, texts, or token ids (taken verbatim: no template) to complete"
     )
-    max_tokens: int = Field(16, description="new tokens per choice (at most --max-tokens; 0 only with echo)")
+    max_tokens: int = Field(
+        DEFAULT_MAX_TOKENS, description="new tokens per choice (at most --max-tokens; 0 only with echo)"
+    )
     logprobs: int | None = Field(None, ge=0, le=20, description="log-probs of each token and of the k most likely")
     echo: bool = Field(False, description="return the prompt before the completion (its log-probs with logprobs)")
     best_of: int | None = Field(None, description="only n (or unset): no choices are computed and dropped")
@@ -107,7 +112,9 @@ class ChatRequest(Sampling):
         json_schema_extra={"examples": [{"model": "assistant", "messages": [{"role": "user", "content": "Hello"}]}]},
     )
     messages: list[ChatMessage] = Field(description="the conversation, rendered with the base model's chat template")
-    max_tokens: int | None = Field(None, description="new tokens per choice (default 16; at most --max-tokens)")
+    max_tokens: int | None = Field(
+        None, description=f"new tokens per choice (default {DEFAULT_MAX_TOKENS}; at most --max-tokens)"
+    )
     max_completion_tokens: int | None = Field(None, description="the same as max_tokens (the newer name)")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20, description="with logprobs: the k most likely tokens")

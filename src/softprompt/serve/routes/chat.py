@@ -25,8 +25,6 @@ from ..state import ServeState, State
 
 router = APIRouter()
 
-DEFAULT_MAX_TOKENS = 16  # as /v1/completions
-
 
 @router.post(
     "/v1/chat/completions",
@@ -43,7 +41,9 @@ async def chat(body: schemas.ChatRequest, state: State, request: Request):
         raise APIError(422, 'response_format: only {"type": "text"} is supported', param="response_format")
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(422, "top_logprobs needs logprobs: true", param="top_logprobs")
-    max_tokens = next((m for m in (body.max_completion_tokens, body.max_tokens) if m is not None), DEFAULT_MAX_TOKENS)
+    max_tokens = next(
+        (m for m in (body.max_completion_tokens, body.max_tokens) if m is not None), schemas.DEFAULT_MAX_TOKENS
+    )
     check_max_tokens(state, max_tokens)
     text = await asyncio.to_thread(render, state, body.messages)
     texts = await check_texts(state, [text], "messages", new_tokens=max_tokens * body.n)
