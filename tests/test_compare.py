@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from softprompt.cli import main
-from softprompt.compare.baselines import hard_prompt_ids, instruction_for, pick_demonstrations
+from softprompt.compare.baselines import fit_hard_prompt, hard_prompt_ids, instruction_for, pick_demonstrations
 from softprompt.compare.config import METHODS, TRAINED, CompareConfig, parse_methods
 from softprompt.compare.finetune import lora_copy
 from softprompt.compare.forgetting import perplexity, weights_digest
@@ -17,6 +17,7 @@ from softprompt.compare.measure import AllocatorPeak, parameter_counts
 from softprompt.compare.run import result_path, run_compare
 from softprompt.data import Example
 from softprompt.errors import SoftPromptError
+from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.models import load_base_model
 from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE
 from softprompt.tasks import ClassifyTask
@@ -361,3 +362,18 @@ def test_allocator_peak_counts_tensors_made_inside_not_those_freed_or_kept_from_
         c = torch.ones(250_000)
     assert 6_000_000 <= peak.peak_increase < 6_500_000
     assert c.numel() == 250_000
+
+
+def test_few_shot_keeps_only_the_demonstrations_that_fit_the_context_beside_the_longest_input(tiny_models):
+    base = tiny_models("gpt2")  # learned positions: a hard prompt past the context would fail inside torch
+    task = ClassifyTask(TEMPLATE, LABELS)
+    context = base.family.context_length
+    demos = [Example("fine " * 5, "pos", f"x:{i}") for i in range(8)]  # ~40 tokens each
+    rows = encode_eval_set(base, task, [Example("great " * 20, "pos", "t:1")]).rows
+    ids, kept = fit_hard_prompt(base, task, "Say it.", demos, rows, None)
+    assert 0 < len(kept) < len(demos) and kept == demos[: len(kept)]
+    assert len(ids) + len(rows[0].ids) + task.answer_tokens(base) <= context
+    longer = hard_prompt_ids(base, task, "Say it.", demos[: len(kept) + 1], None)
+    assert len(longer) + len(rows[0].ids) + task.answer_tokens(base) > context  # the most that fit
+    assert evaluate(base, task, base.embed(torch.tensor(ids)), rows)["n"] == 1
+    assert fit_hard_prompt(base, task, "Say it.", demos[:1], rows[:0], None)[1] == demos[:1]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from softprompt.data import Example
+from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate, length_sorted_batches, predict
 from softprompt.forward import pad_batch, prompt_state
 from softprompt.tasks import ClassifyTask, GenerateTask
@@ -59,3 +60,17 @@ def test_length_sorted_batches_cover_every_row_once():
     assert sorted(i for b in batches for i in b) == list(range(7))
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(lengths)
+
+
+def test_a_row_past_the_context_with_the_prompt_is_refused_naming_the_example(tiny_models):
+    base = tiny_models("gpt2")  # learned positions: past the context torch would fail with an IndexError
+    context = base.family.context_length
+    long = Example("good " * 5000, "pos", "test.jsonl:3")
+    data = encode_eval_set(base, TASK, [Example("ok", "pos", "test.jsonl:1"), long])
+    assert data.rows[1].where == "test.jsonl:3" and len(data.rows[1].ids) == context
+    answer = TASK.answer_tokens(base)
+    with pytest.raises(SoftPromptError, match=rf"test.jsonl:3: .*at most {context - 3 - answer}\)"):
+        evaluate(base, TASK, prompt_for(base, t=3), data.rows)
+    assert evaluate(base, TASK, None, data.rows[:1])["n"] == 1
+    fits = encode_eval_set(base, TASK, [long], max_tokens=context - 3 - answer)
+    assert evaluate(base, TASK, prompt_for(base, t=3), fits.rows)["n"] == 1

@@ -364,3 +364,12 @@ def test_a_multi_token_label_needs_its_room_after_the_input(tiny_models, tmp_pat
     over, _ = encode_examples(base, task, huge, max_tokens=limit + 1)
     with pytest.raises(SoftPromptError, match=rf"t.jsonl:1: .*at most {limit}\)"):
         train(base, task, over, None, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path / "b", show_progress=False)
+
+
+def test_a_dev_row_past_the_context_is_refused_before_training_starts(tiny_models, tmp_path):
+    base = tiny_models("gpt2")
+    rows, _ = encode_examples(base, TASK, examples(3))
+    dev = encode_eval_set(base, TASK, [Example("good " * 5000, "pos", "dev.jsonl:2")])
+    with pytest.raises(SoftPromptError, match=r"dev.jsonl:2: .*--max-input-tokens"):
+        train(base, TASK, rows, dev, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path, show_progress=False)
+    assert not any(tmp_path.iterdir())

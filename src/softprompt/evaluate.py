@@ -23,6 +23,7 @@ PromptInput = PromptSource | PromptState | torch.Tensor | None
 class EvalRow:
     ids: tuple[int, ...]
     gold: str
+    where: str = ""  # file:line of the example, for errors
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,21 @@ def encode_eval_set(
     base: BaseModel, task: Task, examples: Sequence[Example], *, max_tokens: int | None = None, truncate: str = "left"
 ) -> EvalSet:
     encoded = [task.encode(base, ex.input, max_tokens=max_tokens, truncate=truncate) for ex in examples]
-    rows = tuple(EvalRow(e.ids, ex.output) for e, ex in zip(encoded, examples))
+    rows = tuple(EvalRow(e.ids, ex.output, ex.where) for e, ex in zip(encoded, examples))
     return EvalSet(rows, sum(e.truncated for e in encoded))
+
+
+def check_rows_fit(base: BaseModel, task: Task, rows: Sequence[EvalRow], virtual_tokens: int) -> None:
+    """Refuse, naming the example, a row that with the prompt and a label's later tokens is past the context.
+
+    Past it a learned-position model (GPT-2) fails deep inside torch and a rotary one silently extrapolates.
+    """
+    if not rows:
+        return
+    index = max(range(len(rows)), key=lambda i: len(rows[i].ids))
+    answer = task.answer_tokens(base)
+    where = rows[index].where or f"example {index + 1}"
+    base.family.check_fits(len(rows[index].ids) + answer, virtual_tokens, where=where, answer=answer)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -56,6 +70,7 @@ def predict(
     `prompt`: a prompt of any method, its state, a plain prompt's [T, d] tensor, or None (the bare model).
     """
     state = prompt_state(base, prompt)
+    check_rows_fit(base, task, rows, 0 if state is None else state.width)
     out: list[str] = [""] * len(rows)
     for index in length_sorted_batches([len(r.ids) for r in rows], batch_size):
         batch = pad_batch([rows[i].ids for i in index], base.pad_token_id, side="left", device=base.device)

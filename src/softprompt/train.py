@@ -38,7 +38,7 @@ from .checkpoint import Checkpoint, join_optimizer_state, load_checkpoint, save_
 from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
-from .evaluate import EvalSet
+from .evaluate import EvalSet, check_rows_fit
 from .methods import prompt_class
 from .models import BaseModel
 from .optim import build_optimizer, build_scheduler
@@ -192,6 +192,8 @@ def train(
     dist = dist or Dist()
     started = time.perf_counter()
     _check_fits_context(base, task, train_rows, config.num_virtual_tokens)
+    if dev is not None:  # here, not at the first dev evaluation minutes into the run
+        check_rows_fit(base, task, dev.rows, config.num_virtual_tokens)
     total = config.total_steps(len(train_rows))
     plan = BatchPlan(
         [len(r) for r in train_rows], config.batch_size, seed=config.seed, bucket_batches=config.bucket_batches

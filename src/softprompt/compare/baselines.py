@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ..data import Example
-from ..evaluate import encode_eval_set, evaluate
+from ..evaluate import EvalRow, encode_eval_set, evaluate
 from ..models import BaseModel
 from ..tasks import ClassifyTask
 from .config import TITLES, CompareConfig
@@ -64,6 +64,28 @@ def hard_prompt_ids(
     return ids
 
 
+def fit_hard_prompt(
+    base: BaseModel,
+    task: ClassifyTask,
+    instruction: str,
+    demos: Sequence[Example],
+    rows: Sequence[EvalRow],
+    max_tokens: int | None,
+) -> tuple[list[int], list[Example]]:
+    """The hard prompt's ids with as many of `demos` as leave the context room for the longest row and its answer.
+
+    A small model's context (a test model's 256 tokens) may not hold k demonstrations
+    and an input; dropping demonstrations keeps few-shot a valid baseline there.
+    """
+    room = base.family.context_length - max((len(r.ids) for r in rows), default=0) - task.answer_tokens(base)
+    kept = list(demos)
+    ids = hard_prompt_ids(base, task, instruction, kept, max_tokens)
+    while kept and len(ids) > room:
+        kept.pop()
+        ids = hard_prompt_ids(base, task, instruction, kept, max_tokens)
+    return ids, kept
+
+
 def run_hard_prompt(
     method: str, base: BaseModel, data: TaskData, config: CompareConfig, *, log=print
 ) -> tuple[MethodResult, str]:
@@ -72,10 +94,16 @@ def run_hard_prompt(
     demos = pick_demonstrations(data.task, data.train, k, config.seed)
     instruction = instruction_for(data.task, config.instruction)
     with PeakMemory(base.device) as memory, Stopwatch() as clock:
-        ids = hard_prompt_ids(base, data.task, instruction, demos, data.max_input_tokens)
+        rows = encode_eval_set(base, data.task, data.test, max_tokens=data.max_input_tokens)
+        ids, used = fit_hard_prompt(base, data.task, instruction, demos, rows.rows, data.max_input_tokens)
+        if len(used) < len(demos):
+            log(
+                f"{method}: {len(used)} of {len(demos)} demonstrations fit the model's context of "
+                f"{base.family.context_length} tokens beside the longest test input"
+            )
+        demos = used
         with torch.no_grad():
             prefix = base.embed(torch.tensor(ids, device=base.device))
-        rows = encode_eval_set(base, data.task, data.test, max_tokens=data.max_input_tokens)
         log(f"{method}: {len(ids)}-token hard prompt, scoring {len(rows)} test examples")
         report = evaluate(base, data.task, prefix, rows.rows, batch_size=config.eval_batch_size)
     text = base.tokenizer.decode(ids) + data.task.template
