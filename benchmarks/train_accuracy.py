@@ -24,6 +24,8 @@ over the cells (each claims a cell with a file lock before measuring it, so two
 commands started separately on the same --out also share the work); on a
 2-core machine `--jobs 2 --threads 1`. OUT/results.json and
 OUT/results.md hold mean ± standard deviation over seeds and steps to plateau.
+--plan lists each cell's steps (a wall-clock budget's, from the measured rates) and
+whether it is saved, training nothing else.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from softprompt.accuracy.sweep import SweepConfig, all_cells, run_sweep, run_sweep_parallel
+from softprompt.accuracy.sweep import SweepConfig, all_cells, plan_sweep, run_sweep, run_sweep_parallel
 from softprompt.accuracy.table import markdown, summarize
 from softprompt.errors import SoftPromptError
 from softprompt.fileio import write_json_atomic, write_text_atomic
@@ -55,6 +57,11 @@ def main() -> int:
     parser.add_argument(
         "--table-only", action="store_true", help="write the tables from the saved cells; train nothing"
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="list each cell's steps and whether it is saved; train only the rates wall-clock budgets need",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
     parser.add_argument(
         "--jobs", type=int, default=1, help="worker processes sharing the cells (each loads the model; use --threads 1)"
@@ -76,6 +83,11 @@ def main() -> int:
             raise SoftPromptError(f"--jobs must be at least 1, got {args.jobs}")
         if args.table_only:
             pass  # the tables below, from the saved cells
+        elif args.plan:
+            set_threads(args.threads)
+            cells = plan_sweep(config, args.out, load_base_model(config.model), log=print)
+            print(f"{sum(not c['saved'] for c in cells)} of {len(cells)} cells to measure")
+            return 0
         elif args.jobs > 1:
             run_sweep_parallel(config, args.out, args.jobs, threads=args.threads)
         else:

@@ -17,6 +17,7 @@ from softprompt.accuracy.sweep import (
     cell_path,
     claim,
     parse_budget,
+    plan_sweep,
     run_sweep,
     run_sweep_parallel,
 )
@@ -128,10 +129,13 @@ def test_parallel_workers_share_the_cells(tmp_path):
 def test_time_budget_from_interleaved_rates(tiny_models, tmp_path):
     config = tiny_sweep(budgets=("time:lora:4",), methods=("prompt-tuning",))
     logged = []
+    (planned,) = plan_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)  # measures the rates only
+    assert not planned["saved"] and not cell_path(tmp_path, "sms-spam", "prompt-tuning", "time:lora:4", 0).exists()
     (cell,) = run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)
     rates = json.loads(rates_path(tmp_path, "sms-spam", "prompt-tuning", "lora").read_text())
     rate = rates["examples_per_s"]
-    assert cell["steps"] == max(1, round(4 * rate["prompt-tuning"] / rate["lora"]))
+    assert cell["steps"] == planned["steps"] == max(1, round(4 * rate["prompt-tuning"] / rate["lora"]))
+    assert plan_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)[0]["saved"]
     assert rates["examples"] == {"prompt-tuning": 4 * 8 * 4, "lora": 4 * 8 * 4}  # rounds x chunk x batch
     assert sum("interleaved" in m for m in logged) == 1
     run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)

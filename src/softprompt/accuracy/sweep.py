@@ -253,9 +253,28 @@ def run_sweep(
 
 
 def _measure(
-    config: SweepConfig, out: Path, base: BaseModel, budgets: Sequence[str], log: Callable[[str], None]
+    config: SweepConfig,
+    out: Path,
+    base: BaseModel,
+    budgets: Sequence[str],
+    log: Callable[[str], None],
+    plan_only: bool = False,
 ) -> list[dict]:
-    return [cell for task_name in config.tasks for cell in _measure_task(config, out, base, task_name, budgets, log)]
+    return [
+        cell
+        for task_name in config.tasks
+        for cell in _measure_task(config, out, base, task_name, budgets, log, plan_only)
+    ]
+
+
+def plan_sweep(
+    config: SweepConfig, out: str | Path, base: BaseModel, *, log: Callable[[str], None] = _stderr
+) -> list[dict]:
+    """Each cell's steps and whether it is saved, training nothing but the rates wall-clock budgets need.
+
+    What a sweep would cost before it runs, and the steps each method gets at the same wall-clock time.
+    """
+    return _measure(config, Path(out), base, config.budgets, log, plan_only=True)
 
 
 def _measure_task(
@@ -265,8 +284,13 @@ def _measure_task(
     task_name: str,
     budgets: Sequence[str],
     log: Callable[[str], None],
+    plan_only: bool = False,
 ) -> list[dict]:
-    """One task's cells for `budgets`; its data loads only if a cell (or a rate) has to be measured."""
+    """One task's cells for `budgets`; its data loads only if a cell (or a rate) has to be measured.
+
+    `plan_only`: train no cell; list each cell's steps (measuring the rates a wall-clock budget needs)
+    and whether it is saved.
+    """
     data = None
 
     def task_data() -> TaskData:
@@ -288,6 +312,24 @@ def _measure_task(
                 if kind != "steps":
                     steps = time_budget_steps(out, config, task_name, method, budget, measure)
                 path = cell_path(out, task_name, method, budget, seed)
+                if plan_only:
+                    saved = load_cell(path, config, method, steps) or _reuse_fixed(
+                        out, config, task_name, method, steps, seed
+                    )
+                    log(
+                        f"{task_name} {method} {budget} seed {seed}: {steps} steps, {'saved' if saved else 'to measure'}"
+                    )
+                    cells.append(
+                        {
+                            "task": task_name,
+                            "method": method,
+                            "budget": budget,
+                            "seed": seed,
+                            "steps": steps,
+                            "saved": saved is not None,
+                        }
+                    )
+                    continue
                 with claim(path) as mine:
                     cell = load_cell(path, config, method, steps) or _reuse_fixed(
                         out, config, task_name, method, steps, seed
