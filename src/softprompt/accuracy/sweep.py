@@ -313,9 +313,7 @@ def _measure_task(
                     steps = time_budget_steps(out, config, task_name, method, budget, measure)
                 path = cell_path(out, task_name, method, budget, seed)
                 if plan_only:
-                    saved = load_cell(path, config, method, steps) or _reuse_fixed(
-                        out, config, task_name, method, steps, seed
-                    )
+                    saved = _saved(out, config, task_name, method, budget, steps, seed)
                     log(
                         f"{task_name} {method} {budget} seed {seed}: {steps} steps, {'saved' if saved else 'to measure'}"
                     )
@@ -331,9 +329,7 @@ def _measure_task(
                     )
                     continue
                 with claim(path) as mine:
-                    cell = load_cell(path, config, method, steps) or _reuse_fixed(
-                        out, config, task_name, method, steps, seed
-                    )
+                    cell = _saved(out, config, task_name, method, budget, steps, seed)
                     if cell is None and not mine:
                         log(f"{task_name} {method} {budget} seed {seed}: another process is measuring it")
                         continue
@@ -410,6 +406,12 @@ def _worker(config: SweepConfig, out: str, threads: int | None, barrier, name: s
     except BaseException:
         barrier.abort()  # the others must not wait for this one at the barrier
         raise
+
+
+def _saved(out: Path, config: SweepConfig, task: str, method: str, budget: str, steps: int, seed: int) -> dict | None:
+    """The cell as saved, or the fixed-step cell of the same steps a wall-clock budget reuses."""
+    path = cell_path(out, task, method, budget, seed)
+    return load_cell(path, config, method, steps) or _reuse_fixed(out, config, task, method, steps, seed)
 
 
 def _reuse_fixed(out: Path, config: SweepConfig, task: str, method: str, steps: int, seed: int) -> dict | None:
