@@ -77,6 +77,9 @@ def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path):
 
     again = run_sweep(config, tmp_path, base, log=lambda m: None)
     assert [c["measured_at"] for c in again] == [c["measured_at"] for c in cells]  # nothing retrained
+    (timed,) = run_sweep(tiny_sweep(budgets=("time:lora:2",), methods=("lora",)), tmp_path / "b", base, log=print)
+    (reused,) = run_sweep(tiny_sweep(budgets=("time:lora:2",), methods=("lora",)), tmp_path, base, log=print)
+    assert reused["measured_at"] == lora["measured_at"] != timed["measured_at"]  # an earlier sweep's "2" cell
 
     # Other settings: the saved cell does not count, it is measured again.
     changed = run_sweep(tiny_sweep(dev_examples=5), tmp_path, base, log=lambda m: None)

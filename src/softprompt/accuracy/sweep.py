@@ -415,8 +415,7 @@ def _saved(out: Path, config: SweepConfig, task: str, method: str, budget: str, 
 
 
 def _reuse_fixed(out: Path, config: SweepConfig, task: str, method: str, steps: int, seed: int) -> dict | None:
-    if str(steps) not in config.budgets:
-        return None
+    # Saved by this sweep or an earlier one: the same settings and steps are the same measurement.
     cell = load_cell(cell_path(out, task, method, str(steps), seed), config, method, steps)
     return None if cell is None else dict(cell)
 
