@@ -377,3 +377,12 @@ def test_few_shot_keeps_only_the_demonstrations_that_fit_the_context_beside_the_
     assert len(longer) + len(rows[0].ids) + task.answer_tokens(base) > context  # the most that fit
     assert evaluate(base, task, base.embed(torch.tensor(ids)), rows)["n"] == 1
     assert fit_hard_prompt(base, task, "Say it.", demos[:1], rows[:0], None)[1] == demos[:1]
+
+
+def test_the_report_says_how_many_demonstrations_fit():
+    from softprompt.compare.report import _demonstrations
+
+    report = {"config": {"few_shot_k": 4}, "methods": [{"method": "few-shot", "examples_seen": 4}]}
+    assert _demonstrations(report) == "4"
+    report["methods"][0]["examples_seen"] = 1
+    assert _demonstrations(report) == "1 (of the 4 asked; no more fit the model's context)"

@@ -116,6 +116,12 @@ def comparison_table(report: dict) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _demonstrations(report: dict) -> str:
+    asked = report["config"]["few_shot_k"]
+    used = next((m["examples_seen"] for m in report["methods"] if m["method"] == "few-shot"), asked)
+    return str(asked) if used == asked else f"{used} (of the {asked} asked; no more fit the model's context)"
+
+
 def _effort(m: dict) -> str:
     if m["method"] == "zero-shot":
         return "0 (an instruction written by hand)"
@@ -213,7 +219,7 @@ def markdown(report: dict) -> str:
         "## How each figure was measured",
         "",
         f"- Hard prompts: zero-shot is an instruction ({_quoted(report, 'zero-shot')}) before the template "
-        f"`{d['template']!r}`; few-shot adds {c['few_shot_k']} training examples balanced over the labels. "
+        f"`{d['template']!r}`; few-shot adds {_demonstrations(report)} training examples balanced over the labels. "
         "Every method is scored the same way: rank classification over the label words "
         f"({', '.join(repr(v) for v in d['verbalizer'].values())}) at the answer position.",
         f"- Prompt tuning: softprompt's trainer, T={c['num_virtual_tokens']} virtual tokens, class-label init, "
