@@ -14,7 +14,7 @@ import torch
 from .data import Example
 from .forward import PromptSource, PromptState, pad_batch, prompt_state
 from .models import BaseModel
-from .tasks import Task
+from .tasks import Encoded, Task
 
 PromptInput = PromptSource | PromptState | torch.Tensor | None
 
@@ -24,6 +24,9 @@ class EvalRow:
     ids: tuple[int, ...]
     gold: str
     where: str = ""  # file:line of the example, for errors
+
+    def __len__(self) -> int:  # tokens the row takes, as `Encoded` counts them (no target here)
+        return len(self.ids)
 
 
 @dataclass(frozen=True)
@@ -43,17 +46,19 @@ def encode_eval_set(
     return EvalSet(rows, sum(e.truncated for e in encoded))
 
 
-def check_rows_fit(base: BaseModel, task: Task, rows: Sequence[EvalRow], virtual_tokens: int) -> None:
-    """Refuse, naming the example, a row that with the prompt and a label's later tokens is past the context.
+def check_rows_fit(base: BaseModel, task: Task, rows: Sequence[EvalRow | Encoded], virtual_tokens: int) -> None:
+    """Refuse, naming the example, a row that with the prompt (and a label's later tokens) is past the context.
 
     Past it a learned-position model (GPT-2) fails deep inside torch and a rotary one silently extrapolates.
+    A training row (`Encoded`) counts its target's tokens too.
     """
     if not rows:
         return
-    index = max(range(len(rows)), key=lambda i: len(rows[i].ids))
-    answer = task.answer_tokens(base)
-    where = rows[index].where or f"example {index + 1}"
-    base.family.check_fits(len(rows[index].ids) + answer, virtual_tokens, where=where, answer=answer)
+    index = max(range(len(rows)), key=lambda i: len(rows[i]))
+    longest = rows[index]
+    answer = len(longest) - len(longest.ids) + task.answer_tokens(base)
+    where = longest.where or f"example {index + 1}"
+    base.family.check_fits(len(longest.ids) + answer, virtual_tokens, where=where, answer=answer)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

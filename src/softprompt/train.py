@@ -159,15 +159,6 @@ class _Interrupt:
         return False
 
 
-def _check_fits_context(base: BaseModel, task: Task, rows: Sequence[Encoded], num_virtual_tokens: int) -> None:
-    """Refuse, naming the example, a row that with the prompt (and a label's later tokens) is past the context."""
-    longest = max(rows, key=len, default=None)
-    if longest is not None:
-        answer = len(longest) - len(longest.ids) + task.answer_tokens(base)
-        size = len(longest.ids) + answer
-        base.family.check_fits(size, num_virtual_tokens, where=longest.where, answer=answer)
-
-
 def train(
     base: BaseModel,
     task: Task,
@@ -191,7 +182,7 @@ def train(
     out = Path(out)
     dist = dist or Dist()
     started = time.perf_counter()
-    _check_fits_context(base, task, train_rows, config.num_virtual_tokens)
+    check_rows_fit(base, task, train_rows, config.num_virtual_tokens)
     if dev is not None:  # here, not at the first dev evaluation minutes into the run
         check_rows_fit(base, task, dev.rows, config.num_virtual_tokens)
     total = config.total_steps(len(train_rows))
