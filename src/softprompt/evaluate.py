@@ -46,13 +46,18 @@ def encode_eval_set(
     return EvalSet(rows, sum(e.truncated for e in encoded))
 
 
+def prompt_room(base: BaseModel, task: Task, rows: Sequence[EvalRow | Encoded]) -> int:
+    """Positions the context leaves for a prompt beside the longest row, its target and the answer."""
+    return base.family.context_length - max((len(r) for r in rows), default=0) - task.answer_tokens(base)
+
+
 def check_rows_fit(base: BaseModel, task: Task, rows: Sequence[EvalRow | Encoded], virtual_tokens: int) -> None:
     """Refuse, naming the example, a row that with the prompt (and a label's later tokens) is past the context.
 
     Past it a learned-position model (GPT-2) fails deep inside torch and a rotary one silently extrapolates.
     A training row (`Encoded`) counts its target's tokens too.
     """
-    if not rows:
+    if not rows or prompt_room(base, task, rows) >= virtual_tokens:
         return
     index = max(range(len(rows)), key=lambda i: len(rows[i]))
     longest = rows[index]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ..data import Example
-from ..evaluate import EvalRow, encode_eval_set, evaluate
+from ..evaluate import EvalRow, encode_eval_set, evaluate, prompt_room
 from ..models import BaseModel
 from ..tasks import ClassifyTask
 from .config import TITLES, CompareConfig
@@ -77,7 +77,7 @@ def fit_hard_prompt(
     A small model's context (a test model's 256 tokens) may not hold k demonstrations
     and an input; dropping demonstrations keeps few-shot a valid baseline there.
     """
-    room = base.family.context_length - max((len(r.ids) for r in rows), default=0) - task.answer_tokens(base)
+    room = prompt_room(base, task, rows)
     kept = list(demos)
     ids = hard_prompt_ids(base, task, instruction, kept, max_tokens)
     while kept and len(ids) > room:
