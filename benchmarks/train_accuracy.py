@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from softprompt.accuracy.paired import gaps_against, gaps_markdown, gold_indices
 from softprompt.accuracy.sweep import SweepConfig, all_cells, plan_sweep, run_sweep, run_sweep_parallel
 from softprompt.accuracy.table import markdown, summarize
 from softprompt.errors import SoftPromptError
@@ -54,6 +55,11 @@ def main() -> int:
     parser.add_argument("--dev-examples", type=int, default=defaults.dev_examples)
     parser.add_argument("--test-examples", type=int, default=defaults.test_examples, help="0 = the whole test split")
     parser.add_argument("--out", default="runs/accuracy")
+    parser.add_argument(
+        "--reference",
+        default="lora",
+        help="the method every other is compared with, on the same test examples (a paired bootstrap interval)",
+    )
     parser.add_argument(
         "--table-only", action="store_true", help="write the tables from the saved cells; train nothing"
     )
@@ -96,9 +102,13 @@ def main() -> int:
     except SoftPromptError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = summarize(all_cells(args.out))
+    cells = all_cells(args.out)
+    rows = summarize(cells)
+    gaps = gaps_against(cells, args.reference, gold_indices(cells))
     table = markdown(rows, header=f"{config.model}: mean ± standard deviation over seeds; test = whole test split\n")
-    write_json_atomic(f"{args.out}/results.json", {"config": config.fingerprint(), "rows": rows})
+    if gaps:
+        table += "\n" + gaps_markdown(gaps)
+    write_json_atomic(f"{args.out}/results.json", {"config": config.fingerprint(), "rows": rows, "gaps": gaps})
     write_text_atomic(f"{args.out}/results.md", table)
     print(table)
     return 0
