@@ -96,6 +96,27 @@ def test_report_has_every_method_and_file(full_run):
         assert result_path(out, m["method"]).is_file()
 
 
+def test_each_method_is_compared_with_the_most_accurate_on_the_same_test_examples(full_run):
+    _, _, out, report = full_run
+    methods = by_method(report)
+    gaps = report["gaps"]
+    best = methods[gaps["reference"]]
+    assert best["test"]["accuracy"] == max(m["test"]["accuracy"] for m in methods.values())
+    assert set(gaps["methods"]) == set(methods) - {gaps["reference"]}
+    for name, gap in gaps["methods"].items():
+        predictions = methods[name]["test"]["predictions"]
+        assert len(predictions) == 8
+        expected = methods[name]["test"]["accuracy"] - best["test"]["accuracy"]
+        assert gap["accuracy"]["gap"] == pytest.approx(expected)  # the two accuracies' difference, not a resample's
+        assert gap["accuracy"]["low"] <= gap["accuracy"]["gap"] <= gap["accuracy"]["high"]
+        assert gap["macro_f1"]["gap"] == pytest.approx(methods[name]["test"]["macro_f1"] - best["test"]["macro_f1"])
+    md = (out / "report.md").read_text()
+    assert "## How sure the differences are (8 test examples, one seed)" in md
+    assert f"Each method minus {best['title']} (the most accurate here)" in md
+    for name, gap in gaps["methods"].items():
+        assert f"| {methods[name]['title']} | {100 * gap['accuracy']['gap']:+.1f} [" in md
+
+
 def test_parameter_counts_are_the_models_real_counts(full_run):
     _, base, _, report = full_run
     m = by_method(report)

@@ -90,7 +90,19 @@ def predict(
 
 
 def evaluate(
-    base: BaseModel, task: Task, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
+    base: BaseModel,
+    task: Task,
+    prompt: PromptInput,
+    rows: Sequence[EvalRow],
+    *,
+    batch_size: int = 32,
+    keep_predictions: bool = False,
 ) -> dict:
-    """The task's metrics report (with `n`) for `prompt` (None = the bare model)."""
-    return task.report(predict(base, task, prompt, rows, batch_size=batch_size), [r.gold for r in rows])
+    """The task's metrics report (with `n`) for `prompt` (None = the bare model).
+
+    `keep_predictions`: the report also holds each row's answer, in the rows' order, under
+    "predictions", so two methods can be compared example by example (`bootstrap.py`).
+    """
+    predictions = predict(base, task, prompt, rows, batch_size=batch_size)
+    report = task.report(predictions, [r.gold for r in rows])
+    return {**report, "predictions": predictions} if keep_predictions else report

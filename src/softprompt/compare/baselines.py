@@ -105,7 +105,7 @@ def run_hard_prompt(
         with torch.no_grad():
             prefix = base.embed(torch.tensor(ids, device=base.device))
         log(f"{method}: {len(ids)}-token hard prompt, scoring {len(rows)} test examples")
-        report = evaluate(base, data.task, prefix, rows.rows, batch_size=config.eval_batch_size)
+        report = evaluate(base, data.task, prefix, rows.rows, batch_size=config.eval_batch_size, keep_predictions=True)
     text = base.tokenizer.decode(ids) + data.task.template
     _, total = parameter_counts(base.model)
     result = MethodResult(

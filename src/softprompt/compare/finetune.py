@@ -173,7 +173,9 @@ def run_finetune(
     trained, scored = train_and_score(
         base.device,
         lambda: train_classifier(model, data.task, train_rows, loop, desc=method, show_progress=show_progress),
-        lambda _: evaluate(model, data.task, None, test_rows.rows, batch_size=config.eval_batch_size),
+        lambda _: evaluate(
+            model, data.task, None, test_rows.rows, batch_size=config.eval_batch_size, keep_predictions=True
+        ),
     )
     if peft_model is not None:
         storage_bytes = save_lora(peft_model, folder)

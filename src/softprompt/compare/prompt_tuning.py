@@ -74,7 +74,9 @@ def run_prompt_tuning(
     trained, scored = train_and_score(
         base.device,
         tune,
-        lambda t: evaluate(base, data.task, t.prompt, test_rows.rows, batch_size=config.eval_batch_size),
+        lambda t: evaluate(
+            base, data.task, t.prompt, test_rows.rows, batch_size=config.eval_batch_size, keep_predictions=True
+        ),
     )
     prompt = trained.prompt
     inspection = inspect_prompt(prompt, base)
