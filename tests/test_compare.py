@@ -295,6 +295,8 @@ def test_cli_prints_the_table(setup, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("| Feature | Hard prompt, zero-shot | Hard prompt, few-shot |")
+    assert "## How sure the differences are (6 test examples, one seed)" in out
+    assert len([line for line in out.split("How sure")[1].splitlines() if line.startswith("| Hard prompt")]) == 1
     assert (folder / "cli" / "report.md").is_file()
     assert main([*args[:-2], "--out", str(folder / "cli2"), "--methods", "nope"]) == 2
     assert "--methods: unknown nope" in capsys.readouterr().err

@@ -136,7 +136,7 @@ def models(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare.report import REPORT_MD, comparison_table
+    from ..compare.report import REPORT_MD, comparison_table, gaps_section
     from ..compare.run import run_compare, stderr_logger
     from ..compare.scale import SCALE_MD, markdown, run_scale
     from ..extras import require
@@ -154,5 +154,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.out, flag="--out", folder=True)
     report = run_compare(config, args.out, resume=args.resume, show_progress=not args.quiet)
     print(comparison_table(report))
+    gaps = gaps_section(report)
+    if gaps:
+        print("\n" + "\n".join(gaps).rstrip())
     print(f"\nfull report: {args.out}/{REPORT_MD}", file=sys.stderr)
     return 0

@@ -236,7 +236,7 @@ def markdown(report: dict) -> str:
         "",
         comparison_table(report),
         "",
-        *_gaps_section(report),
+        *gaps_section(report),
         "## The seed's claims against this run",
         "",
         *[f"- {s}" for s in findings(report)],
@@ -287,7 +287,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _gaps_section(report: dict) -> list[str]:
+def gaps_section(report: dict) -> list[str]:
     """How far each method is from the most accurate, with the interval that says how sure that is."""
     gaps = report.get("gaps")
     if not gaps:
