@@ -98,3 +98,10 @@ def paired_label_gap(
     a = torch.tensor([ids(p) for p in pred_a])
     b = torch.tensor([ids(p) for p in pred_b])
     return paired_gap(a, b, torch.tensor(ids(gold)), len(index), **bootstrap)
+
+
+def gap_text(gap: dict[str, float], *, points: bool = False) -> str:
+    """ "+1.2 [-0.3, +2.6]": a gap and its interval, in percentage points when `points` (accuracy)."""
+    scale, digits = (100, 1) if points else (1, 3)
+    gap_, low, high = (scale * gap[k] for k in ("gap", "low", "high"))
+    return f"{gap_:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"

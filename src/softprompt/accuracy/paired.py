@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..bootstrap import LEVEL, RESAMPLES, paired_gap
+from ..bootstrap import LEVEL, RESAMPLES, gap_text, paired_gap
 from ..data import builtin_dataset
 
 
@@ -23,11 +23,11 @@ def gaps_against(cells: Sequence[dict], reference: str, gold: Mapping[str, Seque
     for (task, budget), methods in groups.items():
         if reference not in methods:
             continue
-        labels, base = torch.tensor(gold[task]), _predictions(methods[reference])
+        truth, base = torch.tensor(gold[task]), _predictions(methods[reference])
         num_labels = len(methods[reference][0]["test_scores"][0])
         for method, group in methods.items():
             if method != reference:
-                gap = paired_gap(_predictions(group), base, labels, num_labels, **bootstrap)
+                gap = paired_gap(_predictions(group), base, truth, num_labels, **bootstrap)
                 rows.append({"task": task, "budget": budget, "method": method, "reference": reference, **gap})
     return rows
 
@@ -62,10 +62,8 @@ def gaps_markdown(rows: Sequence[dict], *, level: float = LEVEL, resamples: int 
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        acc, f1 = r["accuracy"], r["macro_f1"]
         lines.append(
             f"| {r['task']} | {r['budget']} | {r['method']} | {r['reference']} | "
-            f"{100 * acc['gap']:+.1f} [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}] | "
-            f"{f1['gap']:+.3f} [{f1['low']:+.3f}, {f1['high']:+.3f}] |"
+            f"{gap_text(r['accuracy'], points=True)} | {gap_text(r['macro_f1'])} |"
         )
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
-from ..bootstrap import LEVEL, RESAMPLES, paired_label_gap
+from ..bootstrap import LEVEL, RESAMPLES, gap_text, paired_label_gap
 from ..fileio import write_json_atomic, write_text_atomic
 from .config import CompareConfig
 from .result import MethodResult
@@ -306,11 +306,7 @@ def gaps_section(report: dict) -> list[str]:
         "|---|---|---|",
     ]
     for method, g in gaps["methods"].items():
-        acc, f1 = g["accuracy"], g["macro_f1"]
-        lines.append(
-            f"| {title[method]} | {100 * acc['gap']:+.1f} [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}] | "
-            f"{f1['gap']:+.3f} [{f1['low']:+.3f}, {f1['high']:+.3f}] |"
-        )
+        lines.append(f"| {title[method]} | {gap_text(g['accuracy'], points=True)} | {gap_text(g['macro_f1'])} |")
     return [*lines, ""]
 
 
