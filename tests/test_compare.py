@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from softprompt.checkpoint import has_checkpoint
 from softprompt.cli import main
 from softprompt.compare.baselines import fit_hard_prompt, hard_prompt_ids, instruction_for, pick_demonstrations
 from softprompt.compare.config import METHODS, TRAINED, CompareConfig, parse_methods
-from softprompt.compare.finetune import lora_copy
+from softprompt.compare.finetune import LoopCheckpoint, LoopConfig, lora_copy, train_classifier
 from softprompt.compare.forgetting import perplexity, weights_digest
 from softprompt.compare.measure import AllocatorPeak, parameter_counts
 from softprompt.compare.run import result_path, run_compare
@@ -20,7 +21,7 @@ from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.models import load_base_model
 from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE
-from softprompt.tasks import ClassifyTask
+from softprompt.tasks import ClassifyTask, Encoded
 from softprompt.testing import save_tiny
 
 TEMPLATE = "Review: {text}\nSentiment:"
@@ -409,3 +410,34 @@ def test_the_report_says_how_many_demonstrations_fit():
     assert _demonstrations(report) == "4"
     report["methods"][0]["examples_seen"] = 1
     assert _demonstrations(report) == "1 (of the 4 asked; no more fit the model's context)"
+
+
+def _lora_weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.model.named_parameters() if "lora_" in n}
+
+
+def test_lora_init_follows_the_seed_and_leaves_the_global_generator(tiny_models):
+    base = tiny_models("llama")
+    before = torch.random.get_rng_state()
+    first = _lora_weights(lora_copy(base, 4, 8, seed=1)[0])
+    assert torch.equal(torch.random.get_rng_state(), before)
+    again = _lora_weights(lora_copy(base, 4, 8, seed=1)[0])
+    other = _lora_weights(lora_copy(base, 4, 8, seed=2)[0])
+    assert first.keys() == again.keys() == other.keys() and first
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)
+
+
+def test_classifier_loop_refuses_a_checkpoint_of_other_settings(tiny_models, tmp_path):
+    base = tiny_models("llama")
+    task = ClassifyTask("Text: {text}\nLabel:", {"a": " yes", "b": " no"})
+    rows = [Encoded((5, 6, 7), i % 2) for i in range(8)]
+    checkpoint = LoopCheckpoint(tmp_path / "checkpoint", every=1)
+    model, _ = lora_copy(base, 4, 8, seed=0)
+    train_classifier(model, task, rows, LoopConfig(3, 2, 1e-3), show_progress=False, checkpoint=checkpoint)
+    assert has_checkpoint(checkpoint.folder)
+    model, _ = lora_copy(base, 4, 8, seed=0)
+    with pytest.raises(SoftPromptError, match="other settings.*delete the folder"):
+        train_classifier(model, task, rows, LoopConfig(3, 2, 2e-3), show_progress=False, checkpoint=checkpoint)
+    with pytest.raises(SoftPromptError, match="at least 1"):
+        LoopCheckpoint(tmp_path, every=0)

@@ -73,6 +73,13 @@ def read_values(folder: str | Path) -> dict:
     return json.loads((Path(folder) / JSON_FILE).read_text(encoding="utf-8"))
 
 
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether `folder` holds a checkpoint to resume from (after undoing what a crash mid-save left)."""
+    folder = Path(folder)
+    recover_dir(folder)
+    return (folder / JSON_FILE).is_file() and (folder / TENSORS_FILE).is_file()
+
+
 def load_checkpoint(folder: str | Path) -> Checkpoint:
     folder = Path(folder)
     recover_dir(folder)  # a crash between the renames of a save left the checkpoint in a temporary folder

@@ -7,6 +7,9 @@ LoRA and full fine-tuning reuse `softprompt compare`'s loop and settings (PEFT's
 AdamW with warmup; compare/finetune.py). Every method sees the same batches for a seed,
 is evaluated on the same dev examples every `eval_every` steps, and keeps the weights
 that scored best there (the trainer's rule), so all are scored the same way.
+With `Budget.checkpoint_every`, each saves a checkpoint into its work folder that
+often and, trained again on the same folder, resumes from it (a cell of hours
+survives a killed run).
 
 A method name may carry overrides: `prompt-tuning[lr=0.03,init=vocab]` is the prompt
 entry with those TrainConfig fields changed; `lora[lr=0.003]` changes LoRA's LR.
@@ -44,6 +47,7 @@ class Budget:
     seed: int
     max_input_tokens: int | None
     eval_batch_size: int = 32
+    checkpoint_every: int = 0  # steps between checkpoints in the work folder; 0: none to resume from
 
 
 @dataclass
@@ -86,7 +90,8 @@ class PromptMethod:
     def train(
         self, base: BaseModel, task: Task, rows: Sequence[Encoded], dev: EvalSet, budget: Budget, workdir: Path
     ) -> Trained:
-        from ..train import TrainConfig, train
+        from ..checkpoint import has_checkpoint
+        from ..train import CHECKPOINT_DIR, TrainConfig, train
 
         if self.balanced_loss and isinstance(task, ClassifyTask):
             task = replace(task, class_weights=balanced_weights(task, rows))
@@ -96,12 +101,13 @@ class PromptMethod:
             steps=budget.steps,
             eval_every=budget.eval_every,
             eval_batch_size=budget.eval_batch_size,
-            checkpoint_every=budget.steps,
+            checkpoint_every=budget.checkpoint_every or budget.steps,
             max_input_tokens=budget.max_input_tokens,
             seed=budget.seed,
             **settings,
         )
-        result = train(base, task, rows, dev, config, workdir, show_progress=False)
+        resume = budget.checkpoint_every > 0 and has_checkpoint(workdir / CHECKPOINT_DIR)
+        result = train(base, task, rows, dev, config, workdir, resume=resume, show_progress=False)
         if result.status == "interrupted":
             raise KeyboardInterrupt
         records = MetricsLog(workdir / "metrics.jsonl").records()
@@ -133,7 +139,7 @@ class FinetuneMethod:
         self, base: BaseModel, task: Task, rows: Sequence[Encoded], dev: EvalSet, budget: Budget, workdir: Path
     ) -> Trained:
         from ..compare.config import CompareConfig
-        from ..compare.finetune import LoopConfig, full_finetune_copy, lora_copy, train_classifier
+        from ..compare.finetune import LoopCheckpoint, LoopConfig, full_finetune_copy, lora_copy, train_classifier
         from ..compare.measure import parameter_counts
 
         defaults = CompareConfig()
@@ -144,7 +150,7 @@ class FinetuneMethod:
             )
         option = {**{"lora_r": defaults.lora_r, "lora_alpha": defaults.lora_alpha}, **self.settings}
         if self.kind == "lora":
-            model, _ = lora_copy(base, int(option["lora_r"]), int(option["lora_alpha"]))
+            model, _ = lora_copy(base, int(option["lora_r"]), int(option["lora_alpha"]), budget.seed)
             lr = float(option.get("lr", defaults.lora_lr))
         else:
             model = full_finetune_copy(base)
@@ -152,8 +158,16 @@ class FinetuneMethod:
         warmup = int(budget.steps * float(option.get("warmup_fraction", defaults.warmup_fraction)))
         loop = LoopConfig(budget.steps, budget.batch_size, lr, warmup, budget.seed)
         tracker = _BestOnDev(model, task, dev, budget)
+        every = budget.checkpoint_every
         trained = train_classifier(
-            model, task, rows, loop, desc=self.kind, show_progress=False, on_step=tracker.on_step(budget.steps)
+            model,
+            task,
+            rows,
+            loop,
+            desc=self.kind,
+            show_progress=False,
+            on_step=tracker.on_step(budget.steps),
+            checkpoint=LoopCheckpoint(workdir / "checkpoint", every, tracker) if every else None,
         )
         tracker.restore_best()
         return Trained(
@@ -198,6 +212,16 @@ class _BestOnDev:
         with torch.no_grad():
             for name, p in self.trained():
                 p.copy_(self.best[name])
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What a loop checkpoint keeps of this tracker (compare.finetune.Stateful)."""
+        best_value = None if self.best_step is None else self.best_value  # no -Infinity in the JSON
+        return dict(self.best), {"curve": self.curve, "best_step": self.best_step, "best_value": best_value}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], values: dict) -> None:
+        self.best = {name: t.clone() for name, t in tensors.items()}
+        self.curve, self.best_step = values["curve"], values["best_step"]
+        self.best_value = -math.inf if values["best_value"] is None else values["best_value"]
 
 
 METHODS: Mapping[str, Method] = MappingProxyType(

@@ -9,7 +9,10 @@ cell's reuses it (the reference's always does).
 
 A cell is `OUT/cells/<task>/<method>/<budget>-seed<k>.json`; it is reused only when
 it was measured under the same settings (`SweepConfig.fingerprint`, the method's
-name with its overrides, the steps).
+name with its overrides, the steps). While it trains, its method checkpoints into
+`<budget>-seed<k>.work/` every `checkpoint_every` steps; a run killed mid-cell
+resumes there (with the figures an uninterrupted run gives), and the folder goes
+once the cell is saved.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -57,6 +61,7 @@ class SweepConfig:
     dev_examples: int = 200  # first N of the dev split: the curve, best-weights choice and dev_bias fit
     test_examples: int = 0  # 0: the whole test split
     eval_batch_size: int = 32
+    checkpoint_every: int = 10  # steps between a cell's checkpoints (it resumes from them); not in the figures
 
     def __post_init__(self):
         for name in ("tasks", "methods", "seeds", "budgets"):
@@ -69,7 +74,7 @@ class SweepConfig:
             method_by_name(spec)
         for budget in self.budgets:
             parse_budget(budget)
-        for name in ("batch_size", "evals", "dev_examples", "eval_batch_size"):
+        for name in ("batch_size", "evals", "dev_examples", "eval_batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise SoftPromptError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.test_examples < 0:
@@ -78,7 +83,7 @@ class SweepConfig:
     def fingerprint(self) -> dict:
         """Settings a cell's figures depend on (not which tasks, methods, seeds or budgets are swept)."""
         raw = asdict(self)
-        for key in ("tasks", "methods", "seeds", "budgets"):
+        for key in ("tasks", "methods", "seeds", "budgets", "checkpoint_every"):
             raw.pop(key)
         return raw
 
@@ -132,10 +137,40 @@ def load_task(base: BaseModel, name: str, config: SweepConfig) -> TaskData:
     )
 
 
+def cell_workdir(path: Path, config: SweepConfig, method: str, steps: int) -> Path:
+    """The folder the cell at `path` trains in, kept until the cell is saved so a killed run resumes there.
+
+    A folder left by the same cell under other settings (another fingerprint or steps) is emptied first.
+    """
+    workdir = path.with_suffix(".work")
+    identity = {"config": config.fingerprint(), "method": method, "steps": steps}
+    marker = workdir / "cell.json"
+    try:
+        same = json.loads(marker.read_text(encoding="utf-8")) == identity
+    except (OSError, json.JSONDecodeError):
+        same = False
+    if not same:
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        write_json_atomic(marker, identity)
+    return workdir
+
+
 def run_cell(
-    base: BaseModel, data: TaskData, method_spec: str, budget: str, steps: int, seed: int, config: SweepConfig
+    base: BaseModel,
+    data: TaskData,
+    method_spec: str,
+    budget: str,
+    steps: int,
+    seed: int,
+    config: SweepConfig,
+    workdir: Path | None = None,
 ):
-    """Train one method for `steps` and score it on the whole test split; returns the cell's figures."""
+    """Train one method for `steps` and score it on the whole test split; returns the cell's figures.
+
+    `workdir`: where the method trains and checkpoints (`cell_workdir`), resuming what is there;
+    None: a temporary folder, nothing to resume.
+    """
     method = method_by_name(method_spec)
     plan = Budget(
         steps=steps,
@@ -144,9 +179,10 @@ def run_cell(
         seed=seed,
         max_input_tokens=data.max_input_tokens,
         eval_batch_size=config.eval_batch_size,
+        checkpoint_every=config.checkpoint_every if workdir is not None else 0,
     )
     load_before = os.getloadavg()[0]
-    with scratch_dir() as work:
+    with contextlib.nullcontext(workdir) if workdir is not None else scratch_dir() as work:
         trained = method.train(base, data.task, data.train_rows, data.dev, plan, Path(work))
     started = time.perf_counter()
     cell = {
@@ -333,11 +369,16 @@ def _measure_task(
                     if cell is None and not mine:
                         log(f"{task_name} {method} {budget} seed {seed}: another process is measuring it")
                         continue
+                    workdir = None
                     if cell is None:
-                        log(f"{task_name} {method} {budget} seed {seed}: {steps} steps")
-                        cell = run_cell(base, task_data(), method, budget, steps, seed, config)
+                        workdir = cell_workdir(path, config, method, steps)
+                        resuming = " (resuming from its checkpoint)" if any(workdir.glob("checkpoint/*")) else ""
+                        log(f"{task_name} {method} {budget} seed {seed}: {steps} steps{resuming}")
+                        cell = run_cell(base, task_data(), method, budget, steps, seed, config, workdir)
                     cell["budget"] = budget
                     write_json_atomic(path, cell)
+                    if workdir is not None:
+                        shutil.rmtree(workdir, ignore_errors=True)
                 log(_summary(cell))
                 cells.append(cell)
     return cells

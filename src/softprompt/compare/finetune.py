@@ -10,6 +10,10 @@ the frozen model under prompt tuning.
 
 Both train a deep copy of the base model, so the caller's model is untouched
 and the other methods (and the "before" forgetting figures) use the original.
+Given a `LoopCheckpoint`, the loop saves its whole state (trained weights,
+optimiser, schedule, data position, figures so far) every few steps in
+checkpoint.py's format and, started again on the same folder, resumes from it
+with the result an uninterrupted run would have had.
 """
 
 from __future__ import annotations
@@ -18,11 +22,20 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
+from ..checkpoint import (
+    Checkpoint,
+    has_checkpoint,
+    join_optimizer_state,
+    load_checkpoint,
+    save_checkpoint,
+    split_optimizer_state,
+)
 from ..errors import SoftPromptError
 from ..evaluate import EvalSet, evaluate
 from ..fileio import write_dir_atomic
@@ -62,6 +75,27 @@ class LoopResult:
     state_bytes: int = 0
 
 
+class Stateful(Protocol):
+    """State a caller keeps across the loop's steps (e.g. the best weights on dev), saved in its checkpoints."""
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]: ...
+
+    def load_state(self, tensors: dict[str, torch.Tensor], values: dict) -> None: ...
+
+
+@dataclass
+class LoopCheckpoint:
+    """Save the loop's state into `folder` every `every` steps (after `on_step`); resume from it if it is there."""
+
+    folder: Path
+    every: int
+    extra: Stateful | None = None  # saved and restored with the loop's own state
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise SoftPromptError(f"checkpoint every {self.every} steps: give at least 1")
+
+
 def train_classifier(
     model: BaseModel,
     task: ClassifyTask,
@@ -71,21 +105,25 @@ def train_classifier(
     desc: str = "train",
     show_progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> LoopResult:
     """Train the parameters of `model.model` that require grad; the others stay as they are.
 
     `on_step(step)` runs after each optimiser step, outside the timed part (e.g. a dev evaluation).
     """
-    params = [p for p in model.model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     if not params:
         raise SoftPromptError("nothing to train: no parameter requires grad")
     plan = BatchPlan([len(r) for r in rows], loop.batch_size, seed=loop.seed, bucket_batches=loop.bucket_batches)
     optimizer = build_optimizer(params, "adamw", loop.lr)
     scheduler = build_scheduler(optimizer, warmup_steps=loop.warmup_steps, total_steps=loop.steps, schedule="linear")
-    progress = Progress(loop.steps, enabled=show_progress, desc=desc)
-    result, position = LoopResult(), (0, 0)
+    result, position, start = LoopResult(), (0, 0), 0
+    if checkpoint is not None and has_checkpoint(checkpoint.folder):
+        start, position = _restore_loop(checkpoint, loop, named, optimizer, scheduler, result)
+    progress = Progress(loop.steps, start, enabled=show_progress, desc=desc)
     try:
-        for step in range(loop.steps):
+        for step in range(start, loop.steps):
             tick = time.perf_counter()
             index, position = plan.take(position)
             batch, target = task.collate(model, [rows[i] for i in index], side="left")
@@ -107,9 +145,78 @@ def train_classifier(
             progress.update(loss=f"{loss.item():.4f}", **{"ex/s": f"{result.examples_seen / result.seconds:.1f}"})
             if on_step is not None:
                 on_step(step + 1)
+            if checkpoint is not None and (step + 1) % checkpoint.every == 0 and step + 1 < loop.steps:
+                _save_loop(checkpoint, loop, named, optimizer, scheduler, result, step + 1, position)
     finally:
         progress.close()
     return result
+
+
+Named = list[tuple[str, torch.nn.Parameter]]
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
+
+def _save_loop(
+    checkpoint: LoopCheckpoint,
+    loop: LoopConfig,
+    named: Named,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler,
+    result: LoopResult,
+    step: int,
+    position: tuple[int, int],
+) -> None:
+    optim_tensors, optim_values = split_optimizer_state(optimizer.state_dict())
+    extra_tensors, extra_values = checkpoint.extra.state() if checkpoint.extra is not None else ({}, {})
+    tensors = {
+        **{f"param.{name}": p for name, p in named},
+        **optim_tensors,
+        **{f"extra.{name}": t for name, t in extra_tensors.items()},
+    }
+    values = {
+        "loop": asdict(loop),
+        "step": step,
+        "position": list(position),
+        "result": asdict(result),
+        "optimizer": optim_values,
+        "scheduler": scheduler.state_dict(),  # LambdaLR: numbers only
+        "extra": extra_values,
+    }
+    save_checkpoint(checkpoint.folder, Checkpoint(tensors, values))
+
+
+def _restore_loop(
+    checkpoint: LoopCheckpoint,
+    loop: LoopConfig,
+    named: Named,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler,
+    result: LoopResult,
+) -> tuple[int, tuple[int, int]]:
+    """Load the folder's state into the weights, optimiser, schedule and `result`; returns (step, position)."""
+    saved = load_checkpoint(checkpoint.folder)
+    values, tensors = saved.values, saved.tensors
+    if values.get("loop") != asdict(loop):
+        raise SoftPromptError(
+            f"{checkpoint.folder}: the checkpoint is of a run with other settings ({values.get('loop')}, "
+            f"now {asdict(loop)}); delete the folder to start again"
+        )
+    missing = [name for name, _ in named if f"param.{name}" not in tensors]
+    if missing:
+        raise SoftPromptError(
+            f"{checkpoint.folder}: the checkpoint lacks trained weights {missing[:3]}; delete the folder to start again"
+        )
+    with torch.no_grad():
+        for name, p in named:
+            p.copy_(tensors[f"param.{name}"])
+    optimizer.load_state_dict(join_optimizer_state(tensors, values["optimizer"]))
+    scheduler.load_state_dict(values["scheduler"])
+    for key, value in values["result"].items():
+        setattr(result, key, value)
+    if checkpoint.extra is not None:
+        extra = {k[len("extra.") :]: t for k, t in tensors.items() if k.startswith("extra.")}
+        checkpoint.extra.load_state(extra, values["extra"])
+    return values["step"], tuple(values["position"])
 
 
 def full_finetune_copy(base: BaseModel) -> BaseModel:
@@ -120,13 +227,20 @@ def full_finetune_copy(base: BaseModel) -> BaseModel:
     return BaseModel(model=model, tokenizer=base.tokenizer, name=f"{base.name} (fine-tuned)")
 
 
-def lora_copy(base: BaseModel, r: int, alpha: int):
-    """(BaseModel over a LoRA-wrapped copy, the PeftModel); PEFT picks the target modules per architecture."""
+def lora_copy(base: BaseModel, r: int, alpha: int, seed: int | None = None):
+    """(BaseModel over a LoRA-wrapped copy, the PeftModel); PEFT picks the target modules per architecture.
+
+    `seed` fixes the adapters' random init (PEFT draws it from torch's global generator, which is
+    left as it was), so a run's seed decides its init as it decides its batches.
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     task_type = TaskType.SEQ_2_SEQ_LM if base.is_seq2seq else TaskType.CAUSAL_LM
     config = LoraConfig(task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=0.0)
-    peft_model = get_peft_model(copy.deepcopy(base.model), config)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        peft_model = get_peft_model(copy.deepcopy(base.model), config)
     # The wrapped model keeps its class (LoRA layers are injected in place), so the task's
     # forward pass (decoder body + restricted head) runs through the adapters unchanged.
     inner = peft_model.get_base_model()
@@ -162,7 +276,7 @@ def run_finetune(
     """Train `method` ("lora" or "full-finetune") on a copy; returns (MethodResult, the trained BaseModel)."""
     folder = Path(folder)
     if method == "lora":
-        model, peft_model = lora_copy(base, config.lora_r, config.lora_alpha)
+        model, peft_model = lora_copy(base, config.lora_r, config.lora_alpha, config.seed)
         lr = config.lora_lr
     else:
         model, peft_model = full_finetune_copy(base), None
