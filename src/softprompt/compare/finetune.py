@@ -119,8 +119,9 @@ def train_classifier(
     optimizer = build_optimizer(params, "adamw", loop.lr)
     scheduler = build_scheduler(optimizer, warmup_steps=loop.warmup_steps, total_steps=loop.steps, schedule="linear")
     result, position, start = LoopResult(), (0, 0), 0
+    state = _LoopState(loop, named, optimizer, scheduler, result)
     if checkpoint is not None and has_checkpoint(checkpoint.folder):
-        start, position = _restore_loop(checkpoint, loop, named, optimizer, scheduler, result)
+        start, position = state.restore(checkpoint)
     progress = Progress(loop.steps, start, enabled=show_progress, desc=desc)
     try:
         for step in range(start, loop.steps):
@@ -146,77 +147,67 @@ def train_classifier(
             if on_step is not None:
                 on_step(step + 1)
             if checkpoint is not None and (step + 1) % checkpoint.every == 0 and step + 1 < loop.steps:
-                _save_loop(checkpoint, loop, named, optimizer, scheduler, result, step + 1, position)
+                state.save(checkpoint, step + 1, position)
     finally:
         progress.close()
     return result
 
 
-Named = list[tuple[str, torch.nn.Parameter]]
-Scheduler = torch.optim.lr_scheduler.LRScheduler
+@dataclass
+class _LoopState:
+    """Everything a classifier-loop checkpoint saves and restores (checkpoint.py's format: no pickle)."""
 
+    loop: LoopConfig
+    named: list[tuple[str, torch.nn.Parameter]]  # the trained parameters
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    result: LoopResult
 
-def _save_loop(
-    checkpoint: LoopCheckpoint,
-    loop: LoopConfig,
-    named: Named,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler,
-    result: LoopResult,
-    step: int,
-    position: tuple[int, int],
-) -> None:
-    optim_tensors, optim_values = split_optimizer_state(optimizer.state_dict())
-    extra_tensors, extra_values = checkpoint.extra.state() if checkpoint.extra is not None else ({}, {})
-    tensors = {
-        **{f"param.{name}": p for name, p in named},
-        **optim_tensors,
-        **{f"extra.{name}": t for name, t in extra_tensors.items()},
-    }
-    values = {
-        "loop": asdict(loop),
-        "step": step,
-        "position": list(position),
-        "result": asdict(result),
-        "optimizer": optim_values,
-        "scheduler": scheduler.state_dict(),  # LambdaLR: numbers only
-        "extra": extra_values,
-    }
-    save_checkpoint(checkpoint.folder, Checkpoint(tensors, values))
+    def save(self, checkpoint: LoopCheckpoint, step: int, position: tuple[int, int]) -> None:
+        optim_tensors, optim_values = split_optimizer_state(self.optimizer.state_dict())
+        extra_tensors, extra_values = checkpoint.extra.state() if checkpoint.extra is not None else ({}, {})
+        tensors = {
+            **{f"param.{name}": p for name, p in self.named},
+            **optim_tensors,
+            **{f"extra.{name}": t for name, t in extra_tensors.items()},
+        }
+        values = {
+            "loop": asdict(self.loop),
+            "step": step,
+            "position": list(position),
+            "result": asdict(self.result),
+            "optimizer": optim_values,
+            "scheduler": self.scheduler.state_dict(),  # LambdaLR: numbers only
+            "extra": extra_values,
+        }
+        save_checkpoint(checkpoint.folder, Checkpoint(tensors, values))
 
-
-def _restore_loop(
-    checkpoint: LoopCheckpoint,
-    loop: LoopConfig,
-    named: Named,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler,
-    result: LoopResult,
-) -> tuple[int, tuple[int, int]]:
-    """Load the folder's state into the weights, optimiser, schedule and `result`; returns (step, position)."""
-    saved = load_checkpoint(checkpoint.folder)
-    values, tensors = saved.values, saved.tensors
-    if values.get("loop") != asdict(loop):
-        raise SoftPromptError(
-            f"{checkpoint.folder}: the checkpoint is of a run with other settings ({values.get('loop')}, "
-            f"now {asdict(loop)}); delete the folder to start again"
-        )
-    missing = [name for name, _ in named if f"param.{name}" not in tensors]
-    if missing:
-        raise SoftPromptError(
-            f"{checkpoint.folder}: the checkpoint lacks trained weights {missing[:3]}; delete the folder to start again"
-        )
-    with torch.no_grad():
-        for name, p in named:
-            p.copy_(tensors[f"param.{name}"])
-    optimizer.load_state_dict(join_optimizer_state(tensors, values["optimizer"]))
-    scheduler.load_state_dict(values["scheduler"])
-    for key, value in values["result"].items():
-        setattr(result, key, value)
-    if checkpoint.extra is not None:
-        extra = {k[len("extra.") :]: t for k, t in tensors.items() if k.startswith("extra.")}
-        checkpoint.extra.load_state(extra, values["extra"])
-    return values["step"], tuple(values["position"])
+    def restore(self, checkpoint: LoopCheckpoint) -> tuple[int, tuple[int, int]]:
+        """Load the folder's state into the weights, optimiser, schedule and result; returns (step, position)."""
+        saved = load_checkpoint(checkpoint.folder)
+        values, tensors = saved.values, saved.tensors
+        if values.get("loop") != asdict(self.loop):
+            raise SoftPromptError(
+                f"{checkpoint.folder}: the checkpoint is of a run with other settings ({values.get('loop')}, "
+                f"now {asdict(self.loop)}); delete the folder to start again"
+            )
+        missing = [name for name, _ in self.named if f"param.{name}" not in tensors]
+        if missing:
+            raise SoftPromptError(
+                f"{checkpoint.folder}: the checkpoint lacks trained weights {missing[:3]}; "
+                "delete the folder to start again"
+            )
+        with torch.no_grad():
+            for name, p in self.named:
+                p.copy_(tensors[f"param.{name}"])
+        self.optimizer.load_state_dict(join_optimizer_state(tensors, values["optimizer"]))
+        self.scheduler.load_state_dict(values["scheduler"])
+        for key, value in values["result"].items():
+            setattr(self.result, key, value)
+        if checkpoint.extra is not None:
+            extra = {k[len("extra.") :]: t for k, t in tensors.items() if k.startswith("extra.")}
+            checkpoint.extra.load_state(extra, values["extra"])
+        return values["step"], tuple(values["position"])
 
 
 def full_finetune_copy(base: BaseModel) -> BaseModel:
