@@ -141,6 +141,7 @@ class FinetuneMethod:
         from ..compare.config import CompareConfig
         from ..compare.finetune import LoopCheckpoint, LoopConfig, full_finetune_copy, lora_copy, train_classifier
         from ..compare.measure import parameter_counts
+        from ..train import CHECKPOINT_DIR
 
         defaults = CompareConfig()
         unknown = set(self.settings) - {"lr", "lora_r", "lora_alpha", "warmup_fraction"}
@@ -167,7 +168,7 @@ class FinetuneMethod:
             desc=self.kind,
             show_progress=False,
             on_step=tracker.on_step(budget.steps),
-            checkpoint=LoopCheckpoint(workdir / "checkpoint", every, tracker) if every else None,
+            checkpoint=LoopCheckpoint(workdir / CHECKPOINT_DIR, every, tracker) if every else None,
         )
         tracker.restore_best()
         return Trained(

@@ -30,13 +30,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..checkpoint import has_checkpoint
 from ..data import builtin_dataset
 from ..errors import SoftPromptError
 from ..evaluate import EvalSet, encode_eval_set, evaluate
 from ..fileio import write_json_atomic
 from ..models import BaseModel
 from ..tasks import Task, task_class
-from ..train import encode_examples
+from ..train import CHECKPOINT_DIR, encode_examples
 from .methods import Budget, method_by_name, scratch_dir
 from .rates import CHUNK_STEPS, ROUNDS, load_rates, measure_rates, rates_path
 from .scoring import classification_scores, label_scores
@@ -372,7 +373,7 @@ def _measure_task(
                     workdir = None
                     if cell is None:
                         workdir = cell_workdir(path, config, method, steps)
-                        resuming = " (resuming from its checkpoint)" if any(workdir.glob("checkpoint/*")) else ""
+                        resuming = " (resuming from its checkpoint)" if has_checkpoint(workdir / CHECKPOINT_DIR) else ""
                         log(f"{task_name} {method} {budget} seed {seed}: {steps} steps{resuming}")
                         cell = run_cell(base, task_data(), method, budget, steps, seed, config, workdir)
                     cell["budget"] = budget
