@@ -32,7 +32,7 @@ class Checkpoint:
     values: dict = field(default_factory=dict)
 
 
-def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """optimizer.state_dict() -> (tensors named optim.<param>.<key>, JSON-able rest)."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict] = {}
@@ -45,7 +45,7 @@ def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], di
     return tensors, {"scalars": scalars, "param_groups": state_dict["param_groups"]}
 
 
-def join_optimizer_state(tensors: dict[str, torch.Tensor], values: dict) -> dict:
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], values: dict) -> dict:
     state: dict[int, dict] = {}
     for index, per_param in values["scalars"].items():
         state.setdefault(int(index), {}).update(per_param)
@@ -54,6 +54,26 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], values: dict) -> dict
             index, key = name[len(OPTIM_PREFIX) :].split(".", 1)
             state.setdefault(int(index), {})[key] = tensor
     return {"state": state, "param_groups": values["param_groups"]}
+
+
+def optimization_state(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The optimiser's and schedule's state as (tensors, values) to merge into a Checkpoint.
+
+    Every trainer that checkpoints (the prompt trainer, compare's LoRA and full
+    fine-tuning loop) saves these the same way, so they resume the same way.
+    """
+    tensors, values = _split_optimizer_state(optimizer.state_dict())
+    return tensors, {"optimizer": values, "scheduler": scheduler.state_dict()}  # LambdaLR: numbers only
+
+
+def restore_optimization(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, checkpoint: Checkpoint
+) -> None:
+    """Load what `optimization_state` saved into `optimizer` and `scheduler`."""
+    optimizer.load_state_dict(_join_optimizer_state(checkpoint.tensors, checkpoint.values["optimizer"]))
+    scheduler.load_state_dict(checkpoint.values["scheduler"])
 
 
 def save_checkpoint(folder: str | Path, checkpoint: Checkpoint) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpoint, join_optimizer_state, load_checkpoint, save_checkpoint, split_optimizer_state
+from .checkpoint import Checkpoint, load_checkpoint, optimization_state, restore_optimization, save_checkpoint
 from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
@@ -413,14 +413,13 @@ def _data_signature(train_rows: Sequence[Encoded], dev: EvalSet | None) -> str:
 
 
 def _save(folder, config, signature, base, state: _State, prompt, best, optimizer, scheduler) -> None:
-    optim_tensors, optim_values = split_optimizer_state(optimizer.state_dict())
+    optim_tensors, optim_values = optimization_state(optimizer, scheduler)
     values = {
         "config": asdict(config),
         "data_signature": signature,
         "base_fingerprint": base.fingerprint,
         "state": {**asdict(state), "position": list(state.position)},
-        "optimizer": optim_values,
-        "scheduler": scheduler.state_dict(),  # LambdaLR: numbers only (lr_lambdas = [None])
+        **optim_values,
     }
     encoder = {f"{ENCODER_PREFIX}{name}": t for name, t in prompt.named_tensors().items()}
     tensors = {"prompt": prompt.fold(), "best_prompt": best, **encoder, **optim_tensors}
@@ -444,8 +443,7 @@ def _restore(
     encoder = {k[len(ENCODER_PREFIX) :]: t for k, t in ckpt.tensors.items() if k.startswith(ENCODER_PREFIX)}
     # A checkpoint from before reparameterisation holds the plain weights only, as "prompt".
     prompt.load_tensors(encoder or {"weights": ckpt.tensors["prompt"]})
-    optimizer.load_state_dict(join_optimizer_state(ckpt.tensors, v["optimizer"]))
-    scheduler.load_state_dict(v["scheduler"])
+    restore_optimization(optimizer, scheduler, ckpt)
     raw = dict(v["state"])
     raw["position"] = tuple(raw["position"])
     return _State(**raw), ckpt.tensors["best_prompt"].clone()

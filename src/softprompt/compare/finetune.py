@@ -31,10 +31,10 @@ import torch
 from ..checkpoint import (
     Checkpoint,
     has_checkpoint,
-    join_optimizer_state,
     load_checkpoint,
+    optimization_state,
+    restore_optimization,
     save_checkpoint,
-    split_optimizer_state,
 )
 from ..errors import SoftPromptError
 from ..evaluate import EvalSet, evaluate
@@ -164,7 +164,7 @@ class _LoopState:
     result: LoopResult
 
     def save(self, checkpoint: LoopCheckpoint, step: int, position: tuple[int, int]) -> None:
-        optim_tensors, optim_values = split_optimizer_state(self.optimizer.state_dict())
+        optim_tensors, optim_values = optimization_state(self.optimizer, self.scheduler)
         extra_tensors, extra_values = checkpoint.extra.state() if checkpoint.extra is not None else ({}, {})
         tensors = {
             **{f"param.{name}": p for name, p in self.named},
@@ -176,8 +176,7 @@ class _LoopState:
             "step": step,
             "position": list(position),
             "result": asdict(self.result),
-            "optimizer": optim_values,
-            "scheduler": self.scheduler.state_dict(),  # LambdaLR: numbers only
+            **optim_values,
             "extra": extra_values,
         }
         save_checkpoint(checkpoint.folder, Checkpoint(tensors, values))
@@ -200,8 +199,7 @@ class _LoopState:
         with torch.no_grad():
             for name, p in self.named:
                 p.copy_(tensors[f"param.{name}"])
-        self.optimizer.load_state_dict(join_optimizer_state(tensors, values["optimizer"]))
-        self.scheduler.load_state_dict(values["scheduler"])
+        restore_optimization(self.optimizer, self.scheduler, saved)
         for key, value in values["result"].items():
             setattr(self.result, key, value)
         if checkpoint.extra is not None:
