@@ -281,27 +281,12 @@ def run_sweep(
     come from the two methods' examples/s, measured interleaved the first time: rates.py). A cell another
     process is measuring (its claim is locked) is left to it.
     """
-    out = Path(out)
+    run = _Run(config, Path(out), base, log)
     fixed = [b for b in config.budgets if parse_budget(b)[0] == "steps"]
     timed = [b for b in config.budgets if parse_budget(b)[0] != "steps"]
-    cells = _measure(config, out, base, fixed, log)
+    cells = [cell for task in run.tasks() for cell in task.measure(fixed)]
     between_phases()
-    return cells + _measure(config, out, base, timed, log)
-
-
-def _measure(
-    config: SweepConfig,
-    out: Path,
-    base: BaseModel,
-    budgets: Sequence[str],
-    log: Callable[[str], None],
-    plan_only: bool = False,
-) -> list[dict]:
-    return [
-        cell
-        for task_name in config.tasks
-        for cell in _measure_task(config, out, base, task_name, budgets, log, plan_only)
-    ]
+    return cells + [cell for task in run.tasks() for cell in task.measure(timed)]
 
 
 def plan_sweep(
@@ -311,78 +296,91 @@ def plan_sweep(
 
     What a sweep would cost before it runs, and the steps each method gets at the same wall-clock time.
     """
-    return _measure(config, Path(out), base, config.budgets, log, plan_only=True)
+    run = _Run(config, Path(out), base, log)
+    return [cell for task in run.tasks() for cell in task.plan(config.budgets)]
 
 
-def _measure_task(
-    config: SweepConfig,
-    out: Path,
-    base: BaseModel,
-    task_name: str,
-    budgets: Sequence[str],
-    log: Callable[[str], None],
-    plan_only: bool = False,
-) -> list[dict]:
-    """One task's cells for `budgets`; its data loads only if a cell (or a rate) has to be measured.
+@dataclass(frozen=True)
+class _Run:
+    """What every cell of one sweep call shares."""
 
-    `plan_only`: train no cell; list each cell's steps (measuring the rates a wall-clock budget needs)
-    and whether it is saved.
-    """
-    data = None
+    config: SweepConfig
+    out: Path
+    base: BaseModel
+    log: Callable[[str], None]
 
-    def task_data() -> TaskData:
-        nonlocal data
-        data = data or load_task(base, task_name, config)
-        return data
+    def tasks(self) -> list[_TaskCells]:
+        return [_TaskCells(self, name) for name in self.config.tasks]
 
-    def measure(methods: list[str]) -> dict:
-        log(f"{task_name}: examples/s of {' and '.join(methods)}, interleaved")
+
+class _TaskCells:
+    """One task's cells; its data load only when a cell (or a rate) has to be measured."""
+
+    def __init__(self, run: _Run, name: str):
+        self.run, self.name = run, name
+        self._data: TaskData | None = None
+
+    def data(self) -> TaskData:
+        if self._data is None:
+            self._data = load_task(self.run.base, self.name, self.run.config)
+        return self._data
+
+    def cells(self, budgets: Sequence[str]) -> Iterator[tuple[str, str, int, int]]:
+        """(budget, method, seed, steps) of every cell, measuring the rates a wall-clock budget needs."""
+        config = self.run.config
+        for budget in budgets:
+            for method in config.methods:
+                for seed in config.seeds:
+                    kind, steps = parse_budget(budget)
+                    if kind != "steps":
+                        steps = time_budget_steps(self.run.out, config, self.name, method, budget, self._rates)
+                    yield budget, method, seed, steps
+
+    def _rates(self, methods: list[str]) -> dict:
+        self.run.log(f"{self.name}: examples/s of {' and '.join(methods)}, interleaved")
+        config = self.run.config
         return measure_rates(
-            base, task_data(), methods, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size
+            self.run.base, self.data(), methods, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size
         )
 
-    cells = []
-    for budget in budgets:
-        for method in config.methods:
-            for seed in config.seeds:
-                kind, steps = parse_budget(budget)
-                if kind != "steps":
-                    steps = time_budget_steps(out, config, task_name, method, budget, measure)
-                path = cell_path(out, task_name, method, budget, seed)
-                if plan_only:
-                    saved = _saved(out, config, task_name, method, budget, steps, seed)
-                    log(
-                        f"{task_name} {method} {budget} seed {seed}: {steps} steps, {'saved' if saved else 'to measure'}"
-                    )
-                    cells.append(
-                        {
-                            "task": task_name,
-                            "method": method,
-                            "budget": budget,
-                            "seed": seed,
-                            "steps": steps,
-                            "saved": saved is not None,
-                        }
-                    )
-                    continue
-                with claim(path) as mine:
-                    cell = _saved(out, config, task_name, method, budget, steps, seed)
-                    if cell is None and not mine:
-                        log(f"{task_name} {method} {budget} seed {seed}: another process is measuring it")
-                        continue
-                    workdir = None
-                    if cell is None:
-                        workdir = cell_workdir(path, config, method, steps)
-                        resuming = " (resuming from its checkpoint)" if has_checkpoint(workdir / CHECKPOINT_DIR) else ""
-                        log(f"{task_name} {method} {budget} seed {seed}: {steps} steps{resuming}")
-                        cell = run_cell(base, task_data(), method, budget, steps, seed, config, workdir)
-                    cell["budget"] = budget
-                    write_json_atomic(path, cell)
-                    if workdir is not None:
-                        shutil.rmtree(workdir, ignore_errors=True)
-                log(_summary(cell))
-                cells.append(cell)
-    return cells
+    def plan(self, budgets: Sequence[str]) -> list[dict]:
+        """Each cell's steps and whether it is saved; trains no cell."""
+        plan = []
+        for budget, method, seed, steps in self.cells(budgets):
+            saved = _saved(self.run.out, self.run.config, self.name, method, budget, steps, seed) is not None
+            self.run.log(
+                f"{self.name} {method} {budget} seed {seed}: {steps} steps, {'saved' if saved else 'to measure'}"
+            )
+            plan.append(
+                {"task": self.name, "method": method, "budget": budget, "seed": seed, "steps": steps, "saved": saved}
+            )
+        return plan
+
+    def measure(self, budgets: Sequence[str]) -> list[dict]:
+        """The cells saved or measured now; a cell another process holds is left to it."""
+        cells = [self._measure_cell(*cell) for cell in self.cells(budgets)]
+        return [cell for cell in cells if cell is not None]
+
+    def _measure_cell(self, budget: str, method: str, seed: int, steps: int) -> dict | None:
+        run, label = self.run, f"{self.name} {method} {budget} seed {seed}"
+        path = cell_path(run.out, self.name, method, budget, seed)
+        with claim(path) as mine:
+            cell = _saved(run.out, run.config, self.name, method, budget, steps, seed)
+            if cell is None and not mine:
+                run.log(f"{label}: another process is measuring it")
+                return None
+            workdir = None
+            if cell is None:
+                workdir = cell_workdir(path, run.config, method, steps)
+                resuming = " (resuming from its checkpoint)" if has_checkpoint(workdir / CHECKPOINT_DIR) else ""
+                run.log(f"{label}: {steps} steps{resuming}")
+                cell = run_cell(run.base, self.data(), method, budget, steps, seed, run.config, workdir)
+            cell["budget"] = budget
+            write_json_atomic(path, cell)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+        run.log(_summary(cell))
+        return cell
 
 
 @contextmanager
