@@ -143,6 +143,28 @@ def test_time_budget_from_interleaved_rates(tiny_models, tmp_path):
     assert sum("interleaved" in m for m in logged) == 1
     run_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)
     assert sum("interleaved" in m for m in logged) == 1  # the saved rates are reused
+    # Rates taken while prompt methods recomputed activations (before) are not reused: they undercount them.
+    path = rates_path(tmp_path, "sms-spam", "prompt-tuning", "lora")
+    path.write_text(json.dumps({**rates, "setting": {**rates["setting"], "prompt_recompute": "selective"}}))
+    plan_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)
+    assert sum("interleaved" in m for m in logged) == 2
+
+
+def test_prompt_methods_keep_activations_as_lora_does(tiny_models, tmp_path, monkeypatch):
+    """A wall-clock budget must not charge prompt methods for the trainer's memory-saving recompute."""
+    import softprompt.train
+
+    seen = []
+    real = softprompt.train.train
+
+    def spy(base, task, rows, dev, config, *args, **kwargs):
+        seen.append(config.gradient_checkpointing)
+        return real(base, task, rows, dev, config, *args, **kwargs)
+
+    monkeypatch.setattr(softprompt.train, "train", spy)
+    methods = ("prompt-tuning", "prefix-tuning", "prompt-tuning[gradient_checkpointing=full]")
+    run_sweep(tiny_sweep(methods=methods), tmp_path, tiny_models("llama"), log=lambda m: None)
+    assert seen == ["off", "off", "full"]  # an entry may still ask for another mode
 
 
 def test_config_and_budget_validation():

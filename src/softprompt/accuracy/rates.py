@@ -8,7 +8,8 @@ rounds both methods train CHUNK_STEPS steps from their start on the same batches
 round's seed), the one going first alternating, and a rate is a method's examples
 over its optimiser-step seconds (dev evaluations not counted) summed over the rounds.
 Load that comes and goes then slows both alike. The figures are saved as
-OUT/rates/<task>/<method>-vs-<reference>.json and reused by later runs.
+OUT/rates/<task>/<method>-vs-<reference>.json and reused by later runs taken with the
+same `setting` (rates_setting: model, batch, rounds, chunk and how prompt methods recompute).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ..evaluate import EvalSet
 from ..models import BaseModel
-from .methods import Budget, method_by_name, scratch_dir
+from .methods import PROMPT_RECOMPUTE, Budget, method_by_name, scratch_dir
 
 RATES_DIR = "rates"
 ROUNDS = 4
@@ -34,6 +35,18 @@ def rates_path(out: Path, task: str, method: str, reference: str) -> Path:
         return re.sub(r"[^A-Za-z0-9.=_-]+", "_", name)
 
     return out / RATES_DIR / task / f"{safe(method)}-vs-{safe(reference)}.json"
+
+
+def rates_setting(model: str, batch_size: int) -> dict:
+    """What a saved measurement must have been taken with to be reused."""
+    return {
+        "model": model,
+        "batch_size": batch_size,
+        "rounds": ROUNDS,
+        "chunk_steps": CHUNK_STEPS,
+        # Rates taken while prompt methods recomputed activations ("selective", before) undercount their speed.
+        "prompt_recompute": PROMPT_RECOMPUTE,
+    }
 
 
 def load_rates(path: Path, setting: dict) -> dict | None:

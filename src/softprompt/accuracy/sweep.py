@@ -39,7 +39,7 @@ from ..models import BaseModel
 from ..tasks import Task, task_class
 from ..train import CHECKPOINT_DIR, encode_examples
 from .methods import Budget, method_by_name, scratch_dir
-from .rates import CHUNK_STEPS, ROUNDS, load_rates, measure_rates, rates_path
+from .rates import load_rates, measure_rates, rates_path, rates_setting
 from .scoring import classification_scores, label_scores
 
 CELLS_DIR = "cells"
@@ -257,7 +257,7 @@ def time_budget_steps(
     if method == reference:
         return ref_steps
     path = rates_path(out, task, method, reference)
-    setting = {"model": config.model, "batch_size": config.batch_size, "rounds": ROUNDS, "chunk_steps": CHUNK_STEPS}
+    setting = rates_setting(config.model, config.batch_size)
     with claim(path, wait=True):
         rates = load_rates(path, setting)
         if rates is None:
