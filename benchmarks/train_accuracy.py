@@ -16,7 +16,10 @@ retraining (see softprompt/accuracy/scoring.py). A budget is optimiser steps
 method needed for <steps>, converted into each method's steps by the two
 methods' examples/s, measured interleaved on the task the first time they are
 needed (OUT/rates/, with the load average before and after each round), so
-load that comes and goes slows both alike.
+load that comes and goes slows both alike. Prompt methods train with
+--gradient-checkpointing off here (the same figures as the trainer's default
+"selective", bit for bit, about a tenth faster): they keep every activation, as
+LoRA's loop does, so a wall-clock budget does not charge them for saving memory.
 
 Cells are saved under OUT/cells as they finish; rerunning the same command skips
 them (a run that dies keeps what it finished). --jobs N runs N worker processes
