@@ -284,9 +284,10 @@ def run_sweep(
     run = _Run(config, Path(out), base, log)
     fixed = [b for b in config.budgets if parse_budget(b)[0] == "steps"]
     timed = [b for b in config.budgets if parse_budget(b)[0] != "steps"]
-    cells = [cell for task in run.tasks() for cell in task.measure(fixed)]
+    tasks = run.tasks()  # kept across both phases, so a task's data load once
+    cells = [cell for task in tasks for cell in task.measure(fixed)]
     between_phases()
-    return cells + [cell for task in run.tasks() for cell in task.measure(timed)]
+    return cells + [cell for task in tasks for cell in task.measure(timed)]
 
 
 def plan_sweep(
