@@ -50,7 +50,7 @@ def rates_setting(model: str, batch_size: int) -> dict:
 
 
 def load_rates(path: Path, setting: dict) -> dict | None:
-    """The saved measurement if it was taken with the same `setting` (model, batch size, rounds, chunk)."""
+    """The saved measurement if it was taken with the same `setting` (rates_setting)."""
     if not path.is_file():
         return None
     try:

@@ -348,10 +348,8 @@ class _TaskCells:
         """Each cell's steps and whether it is saved; trains no cell."""
         plan = []
         for budget, method, seed, steps in self.cells(budgets):
-            saved = _saved(self.run.out, self.run.config, self.name, method, budget, steps, seed) is not None
-            self.run.log(
-                f"{self.name} {method} {budget} seed {seed}: {steps} steps, {'saved' if saved else 'to measure'}"
-            )
+            saved = self._saved(budget, method, seed, steps) is not None
+            self.run.log(f"{self._label(budget, method, seed)}: {steps} steps, {'saved' if saved else 'to measure'}")
             plan.append(
                 {"task": self.name, "method": method, "budget": budget, "seed": seed, "steps": steps, "saved": saved}
             )
@@ -362,11 +360,17 @@ class _TaskCells:
         cells = [self._measure_cell(*cell) for cell in self.cells(budgets)]
         return [cell for cell in cells if cell is not None]
 
+    def _label(self, budget: str, method: str, seed: int) -> str:
+        return f"{self.name} {method} {budget} seed {seed}"
+
+    def _saved(self, budget: str, method: str, seed: int, steps: int) -> dict | None:
+        return _saved(self.run.out, self.run.config, self.name, method, budget, steps, seed)
+
     def _measure_cell(self, budget: str, method: str, seed: int, steps: int) -> dict | None:
-        run, label = self.run, f"{self.name} {method} {budget} seed {seed}"
+        run, label = self.run, self._label(budget, method, seed)
         path = cell_path(run.out, self.name, method, budget, seed)
         with claim(path) as mine:
-            cell = _saved(run.out, run.config, self.name, method, budget, steps, seed)
+            cell = self._saved(budget, method, seed, steps)
             if cell is None and not mine:
                 run.log(f"{label}: another process is measuring it")
                 return None
