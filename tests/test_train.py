@@ -373,3 +373,23 @@ def test_a_dev_row_past_the_context_is_refused_before_training_starts(tiny_model
     with pytest.raises(SoftPromptError, match=r"dev.jsonl:2: .*--max-input-tokens"):
         train(base, TASK, rows, dev, TrainConfig(steps=1, num_virtual_tokens=4), tmp_path, show_progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_tied_dev_metric_keeps_the_weights_with_the_lower_dev_loss(tiny_models, tmp_path, monkeypatch):
+    """A saturated dev set (every evaluation at 100%) must not pin the best prompt to the first evaluation."""
+    import softprompt.train as train_module
+
+    base = tiny_models("llama")
+    rows, dev = setup(base)
+    scripted = iter([(0.5, 1.0), (1.0, 0.5), (1.0, 0.3), (1.0, 0.4), (1.0, 0.3)])
+    monkeypatch.setattr(
+        train_module, "evaluate_sharded", lambda *a, **k: dict(zip(("accuracy", "loss"), next(scripted)), n=12)
+    )
+    result = run(base, tmp_path, config(steps=5, eval_every=1, checkpoint_every=1), rows, dev)
+    assert result.best_step == 3 and result.best_metric == 1.0
+    state = load_checkpoint(tmp_path / "checkpoint").values["state"]
+    assert (state["best_step"], state["best_loss"]) == (3, 0.3)  # a resumed run goes on comparing with it
+    dev_lines = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "dev_loss" in r]
+    assert [r["dev_loss"] for r in dev_lines] == [1.0, 0.5, 0.3, 0.4, 0.3]
+    saved = SoftPrompt.load(tmp_path, base)
+    assert torch.equal(saved.embeddings, load_checkpoint(tmp_path / "checkpoint").tensors["best_prompt"])

@@ -398,12 +398,16 @@ def evaluate_sharded(base, task, prompt, rows: Sequence, *, batch_size: int, dis
     Under FSDP every rank evaluates all rows: each forward gathers weights, so the
     ranks must run the same forwards (and text generation stops at data-dependent steps).
     """
-    from .evaluate import evaluate, predict
+    from .evaluate import evaluate, predict_with_loss, scored_report
 
     if not dist.enabled or dist.fsdp:
         return evaluate(base, task, prompt, rows, batch_size=batch_size)
-    pred = dist.gather(predict(base, task, prompt, dist.shard(rows), batch_size=batch_size))
-    return task.report(pred, [r.gold for r in rows])
+    pred, losses = predict_with_loss(base, task, prompt, dist.shard(rows), batch_size=batch_size)
+    gathered = dist.gather([[p, loss] for p, loss in zip(pred, losses or [None] * len(pred))])
+    gathered_losses = [loss for _, loss in gathered]
+    return scored_report(
+        task, [p for p, _ in gathered], [r.gold for r in rows], None if None in gathered_losses else gathered_losses
+    )
 
 
 class NullLog:

@@ -71,7 +71,6 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-@torch.no_grad()
 def predict(
     base: BaseModel, task: Task, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
 ) -> list[str]:
@@ -79,14 +78,31 @@ def predict(
 
     `prompt`: a prompt of any method, its state, a plain prompt's [T, d] tensor, or None (the bare model).
     """
+    return predict_with_loss(base, task, prompt, rows, batch_size=batch_size)[0]
+
+
+@torch.no_grad()
+def predict_with_loss(
+    base: BaseModel, task: Task, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
+) -> tuple[list[str], list[float] | None]:
+    """`predict`, and each row's loss on its gold answer where the task's forward gives it (else None)."""
     state = prompt_state(base, prompt)
     check_rows_fit(base, task, rows, 0 if state is None else state.width)
     out: list[str] = [""] * len(rows)
+    losses: list[float | None] = [None] * len(rows)
     for index in length_sorted_batches([len(r.ids) for r in rows], batch_size):
         batch = pad_batch([rows[i].ids for i in index], base.pad_token_id, side="left", device=base.device)
-        for i, answer in zip(index, task.predict(base, state, batch, golds=[rows[i].gold for i in index])):
-            out[i] = answer
-    return out
+        answers, batch_losses = task.predict_with_loss(base, state, batch, golds=[rows[i].gold for i in index])
+        for j, i in enumerate(index):
+            out[i] = answers[j]
+            losses[i] = None if batch_losses is None else batch_losses[j]
+    return out, None if None in losses else losses
+
+
+def scored_report(task: Task, predictions: Sequence[str], golds: Sequence[str], losses: Sequence[float] | None) -> dict:
+    """The task's metrics report, with the mean loss on the gold answers under "loss" where it was computed."""
+    report = task.report(predictions, golds)
+    return report if losses is None or not losses else {**report, "loss": sum(losses) / len(losses)}
 
 
 def evaluate(
@@ -98,11 +114,27 @@ def evaluate(
     batch_size: int = 32,
     keep_predictions: bool = False,
 ) -> dict:
-    """The task's metrics report (with `n`) for `prompt` (None = the bare model).
+    """The task's metrics report (with `n`, and "loss" where the task gives it) for `prompt` (None = the bare model).
 
     `keep_predictions`: the report also holds each row's answer, in the rows' order, under
     "predictions", so two methods can be compared example by example (`bootstrap.py`).
     """
-    predictions = predict(base, task, prompt, rows, batch_size=batch_size)
-    report = task.report(predictions, [r.gold for r in rows])
+    predictions, losses = predict_with_loss(base, task, prompt, rows, batch_size=batch_size)
+    report = scored_report(task, predictions, [r.gold for r in rows], losses)
     return {**report, "predictions": predictions} if keep_predictions else report
+
+
+# How the best weights on dev are chosen (the trainer, and the accuracy sweep's LoRA and
+# full fine-tuning); the sweep's cells record it, so a change of rule measures them again.
+SELECTION_RULE = "the higher dev metric; a tie goes to the lower dev loss, then to the earlier step"
+
+
+def better_on_dev(value: float, loss: float | None, best_value: float | None, best_loss: float | None) -> bool:
+    """SELECTION_RULE: whether a dev evaluation (metric `value`, mean `loss`) beats the best so far.
+
+    A small dev set saturates (every evaluation scores 150/150), and keeping the first of
+    equal scores then keeps weights from early in the run; the dev loss still tells them apart.
+    """
+    if best_value is None or value != best_value:
+        return best_value is None or value > best_value
+    return loss is not None and best_loss is not None and loss < best_loss

@@ -14,8 +14,8 @@ data position, early-stopping state) is written every `checkpoint_every` steps,
 on Ctrl-C, and at the end; `resume=True` continues from it and ends with the
 same prompt, bit for bit, as a run that never stopped.
 
-The output folder holds the best prompt (by the dev metric; the last one
-without dev data) in PEFT's format, `metrics.jsonl` and `checkpoint/`.
+The output folder holds the best prompt (by the dev metric, a tie going to the
+lower dev loss: `evaluate.SELECTION_RULE`; the last one without dev data) in PEFT's format, `metrics.jsonl` and `checkpoint/`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .checkpoint import Checkpoint, load_checkpoint, optimization_state, restore
 from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
-from .evaluate import EvalSet, check_rows_fit
+from .evaluate import EvalSet, better_on_dev, check_rows_fit
 from .methods import prompt_class
 from .models import BaseModel
 from .optim import build_optimizer, build_scheduler
@@ -125,6 +125,7 @@ class _State:
     step: int = 0
     position: tuple[int, int] = (0, 0)
     best_metric: float | None = None
+    best_loss: float | None = None  # the best evaluation's dev loss: it breaks a tie of the metric
     best_step: int | None = None
     bad_evals: int = 0
     examples_seen: int = 0
@@ -356,9 +357,9 @@ def _dev_eval(base, task, dev: EvalSet, prompt, config, state: _State, log: Metr
     report = evaluate_sharded(base, task, prompt.artefact(), dev.rows, batch_size=config.eval_batch_size, dist=dist)
     state.last_dev = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     log.append({"step": state.step, **{f"dev_{k}": v for k, v in state.last_dev.items()}})
-    value = report[metric]
-    if state.best_metric is None or value > state.best_metric:
-        state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+    value, loss = report[metric], report.get("loss")
+    if better_on_dev(value, loss, state.best_metric, state.best_loss):
+        state.best_metric, state.best_loss, state.best_step, state.bad_evals = value, loss, state.step, 0
         return True
     state.bad_evals += 1
     return False

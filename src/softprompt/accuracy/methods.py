@@ -23,7 +23,6 @@ entry with those TrainConfig fields changed; `lora[lr=0.003]` changes LoRA's LR.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,7 @@ from typing import Protocol
 import torch
 
 from ..errors import SoftPromptError
-from ..evaluate import EvalSet, evaluate
+from ..evaluate import EvalSet, better_on_dev, evaluate
 from ..models import BaseModel
 from ..progress import MetricsLog
 from ..prompt import BasePrompt
@@ -199,7 +198,8 @@ class _BestOnDev:
         self.metric = task.metric
         self.curve: list[dict] = []
         self.best_step: int | None = None
-        self.best_value = -math.inf
+        self.best_value: float | None = None
+        self.best_loss: float | None = None
         self.best: dict[str, torch.Tensor] = {}
 
     def on_step(self, total: int):
@@ -208,8 +208,9 @@ class _BestOnDev:
                 return
             report = evaluate(self.model, self.task, None, self.dev.rows, batch_size=self.budget.eval_batch_size)
             self.curve.append({"step": step, **{k: v for k, v in report.items() if isinstance(v, (int, float))}})
-            if report[self.metric] > self.best_value:  # strictly better, as the trainer's rule
-                self.best_value, self.best_step = report[self.metric], step
+            value, loss = report[self.metric], report.get("loss")
+            if better_on_dev(value, loss, self.best_value, self.best_loss):  # the trainer's rule
+                self.best_value, self.best_loss, self.best_step = value, loss, step
                 self.best = {n: p.detach().clone() for n, p in self.trained()}
 
         return hook
@@ -224,13 +225,13 @@ class _BestOnDev:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """What a loop checkpoint keeps of this tracker (compare.finetune.Stateful)."""
-        best_value = None if self.best_step is None else self.best_value  # no -Infinity in the JSON
-        return dict(self.best), {"curve": self.curve, "best_step": self.best_step, "best_value": best_value}
+        values = {"best_step": self.best_step, "best_value": self.best_value, "best_loss": self.best_loss}
+        return dict(self.best), {"curve": self.curve, **values}
 
     def load_state(self, tensors: dict[str, torch.Tensor], values: dict) -> None:
         self.best = {name: t.clone() for name, t in tensors.items()}
-        self.curve, self.best_step = values["curve"], values["best_step"]
-        self.best_value = -math.inf if values["best_value"] is None else values["best_value"]
+        self.curve, self.best_step, self.best_value = values["curve"], values["best_step"], values["best_value"]
+        self.best_loss = values.get("best_loss")  # absent in a checkpoint from before the tie-break
 
 
 METHODS: Mapping[str, Method] = MappingProxyType(

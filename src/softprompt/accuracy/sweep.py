@@ -8,8 +8,8 @@ budgets run first; a wall-clock cell whose steps equal a finished fixed-step
 cell's reuses it (the reference's always does).
 
 A cell is `OUT/cells/<task>/<method>/<budget>-seed<k>.json`; it is reused only when
-it was measured under the same settings (`SweepConfig.fingerprint`, the method's
-name with its overrides, the steps). While it trains, its method checkpoints into
+it was measured under the same settings (`SweepConfig.fingerprint`, with the
+best-weights rule; the method's name with its overrides; the steps). While it trains, its method checkpoints into
 `<budget>-seed<k>.work/` every `checkpoint_every` steps; a run killed mid-cell
 resumes there (with the figures an uninterrupted run gives), and the folder goes
 once the cell is saved.
@@ -33,7 +33,7 @@ from pathlib import Path
 from ..checkpoint import has_checkpoint
 from ..data import builtin_dataset
 from ..errors import SoftPromptError
-from ..evaluate import EvalSet, encode_eval_set, evaluate
+from ..evaluate import SELECTION_RULE, EvalSet, encode_eval_set, evaluate
 from ..fileio import write_json_atomic
 from ..models import BaseModel
 from ..tasks import Task, task_class
@@ -82,11 +82,15 @@ class SweepConfig:
             raise SoftPromptError(f"--test-examples must be >= 0, got {self.test_examples}")
 
     def fingerprint(self) -> dict:
-        """Settings a cell's figures depend on (not which tasks, methods, seeds or budgets are swept)."""
+        """Settings a cell's figures depend on (not which tasks, methods, seeds or budgets are swept).
+
+        With the rule that picks the best weights on dev, which is not a setting but a change of it
+        changes what a cell measures.
+        """
         raw = asdict(self)
         for key in ("tasks", "methods", "seeds", "budgets", "checkpoint_every"):
             raw.pop(key)
-        return raw
+        return {**raw, "selection": SELECTION_RULE}
 
 
 def parse_budget(spec: str) -> tuple[str, int]:

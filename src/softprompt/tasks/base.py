@@ -138,6 +138,16 @@ class Task(ABC):
     ) -> list[str]:
         """One answer per row of a left-padded batch; `golds`, when known, may size a generation budget."""
 
+    def predict_with_loss(
+        self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds: Sequence[str]
+    ) -> tuple[list[str], list[float] | None]:
+        """`predict`, plus each row's unweighted loss on its gold answer where the same forward gives it.
+
+        None: the kind would need another forward (generation decodes; its loss is teacher-forced).
+        Dev evaluation breaks a tie of its metric with this loss (`evaluate.better_on_dev`).
+        """
+        return self.predict(base, prompt, batch, golds=golds), None
+
     @abstractmethod
     def report(self, predictions: Sequence[str], golds: Sequence[str]) -> dict:
         """Metrics of predictions against gold answers (with `n` and `metric`)."""

@@ -121,6 +121,18 @@ class ClassifyTask(Task):
         scores = self.label_scores(base, prompt, batch)
         return [self.labels[i] for i in scores.argmax(-1).tolist()]
 
+    def predict_with_loss(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds):
+        """The answers and each row's cross-entropy over the labels, from one forward (no class weights)."""
+        import torch
+        import torch.nn.functional as F
+
+        scores = self.label_scores(base, prompt, batch)
+        answers = [self.labels[i] for i in scores.argmax(-1).tolist()]
+        if any(gold not in self.verbalizer for gold in golds):  # an unknown gold scores wrong; it has no loss
+            return answers, None
+        target = torch.tensor([self.labels.index(gold) for gold in golds], device=scores.device)
+        return answers, F.cross_entropy(scores, target, reduction="none").tolist()
+
     def report(self, predictions: Sequence[str], golds: Sequence[str]) -> dict:
         from ..metrics import classification_report
 
