@@ -51,9 +51,10 @@ def test_train_then_eval(model_dir, data_file, tmp_path, capsys):
 
     assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(data_file), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 40 and 0 <= report["accuracy"] <= 1 and "macro_f1" in report
+    assert report["n"] == 40 and 0 <= report["accuracy"] <= 1 and "macro_f1" in report and report["loss"] > 0
     assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(data_file)]) == 0
-    assert "accuracy" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "accuracy" in text and f"loss         {report['loss']:.4f}  (mean cross-entropy" in text
 
 
 def test_train_a_deep_prompt_then_eval_predict_generate_and_inspect_it(model_dir, data_file, tmp_path, capsys):

@@ -73,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     for key in ("accuracy", "macro_f1", "exact_match", "token_f1"):
         if key in report:
             print(f"{key:<12} {report[key]:.4f}")
+    if "loss" in report:
+        print(f"{'loss':<12} {report['loss']:.4f}  (mean cross-entropy over the labels, on the gold label)")
     print(f"{'n':<12} {report['n']}  ({rows.truncated} truncated, {seconds:.1f}s, {report['n'] / seconds:.1f} ex/s)")
     return 0
 
