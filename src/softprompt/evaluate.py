@@ -102,7 +102,7 @@ def predict_with_loss(
 def scored_report(task: Task, predictions: Sequence[str], golds: Sequence[str], losses: Sequence[float] | None) -> dict:
     """The task's metrics report, with the mean loss on the gold answers under "loss" where it was computed."""
     report = task.report(predictions, golds)
-    return report if losses is None or not losses else {**report, "loss": sum(losses) / len(losses)}
+    return {**report, "loss": sum(losses) / len(losses)} if losses else report
 
 
 def evaluate(
@@ -135,6 +135,8 @@ def better_on_dev(value: float, loss: float | None, best_value: float | None, be
     A small dev set saturates (every evaluation scores 150/150), and keeping the first of
     equal scores then keeps weights from early in the run; the dev loss still tells them apart.
     """
-    if best_value is None or value != best_value:
-        return best_value is None or value > best_value
+    if best_value is None:
+        return True
+    if value != best_value:
+        return value > best_value
     return loss is not None and best_loss is not None and loss < best_loss

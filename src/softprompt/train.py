@@ -15,7 +15,8 @@ on Ctrl-C, and at the end; `resume=True` continues from it and ends with the
 same prompt, bit for bit, as a run that never stopped.
 
 The output folder holds the best prompt (by the dev metric, a tie going to the
-lower dev loss: `evaluate.SELECTION_RULE`; the last one without dev data) in PEFT's format, `metrics.jsonl` and `checkpoint/`.
+lower dev loss: `evaluate.SELECTION_RULE`; the last one without dev data) in
+PEFT's format, `metrics.jsonl` and `checkpoint/`.
 """
 
 from __future__ import annotations

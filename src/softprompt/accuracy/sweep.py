@@ -9,8 +9,9 @@ cell's reuses it (the reference's always does).
 
 A cell is `OUT/cells/<task>/<method>/<budget>-seed<k>.json`; it is reused only when
 it was measured under the same settings (`SweepConfig.fingerprint`, with the
-best-weights rule; the method's name with its overrides; the steps). While it trains, its method checkpoints into
-`<budget>-seed<k>.work/` every `checkpoint_every` steps; a run killed mid-cell
+best-weights rule; the method's name with its overrides; the steps). While it
+trains, its method checkpoints into `<budget>-seed<k>.work/` every
+`checkpoint_every` steps; a run killed mid-cell
 resumes there (with the figures an uninterrupted run gives), and the folder goes
 once the cell is saved.
 """
