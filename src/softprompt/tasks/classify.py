@@ -118,7 +118,9 @@ class ClassifyTask(Task):
         return F.cross_entropy(self.label_scores(base, prompt, batch), target, weight=weight)
 
     def predict(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds=None) -> list[str]:
-        scores = self.label_scores(base, prompt, batch)
+        return self._answers(self.label_scores(base, prompt, batch))
+
+    def _answers(self, scores: torch.Tensor) -> list[str]:
         return [self.labels[i] for i in scores.argmax(-1).tolist()]
 
     def predict_with_loss(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds):
@@ -127,7 +129,7 @@ class ClassifyTask(Task):
         import torch.nn.functional as F
 
         scores = self.label_scores(base, prompt, batch)
-        answers = [self.labels[i] for i in scores.argmax(-1).tolist()]
+        answers = self._answers(scores)
         if any(gold not in self.verbalizer for gold in golds):  # an unknown gold scores wrong; it has no loss
             return answers, None
         target = torch.tensor([self.labels.index(gold) for gold in golds], device=scores.device)
