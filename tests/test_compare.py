@@ -441,3 +441,82 @@ def test_classifier_loop_refuses_a_checkpoint_of_other_settings(tiny_models, tmp
         train_classifier(model, task, rows, LoopConfig(3, 2, 2e-3), show_progress=False, checkpoint=checkpoint)
     with pytest.raises(SoftPromptError, match="at least 1"):
         LoopCheckpoint(tmp_path, every=0)
+
+
+def test_several_seeds_report_each_methods_mean_spread_and_paired_gap(setup, capsys):
+    """--seed 0 --seed 1: one comparison per seed on the same test examples, then mean ± sd and gaps."""
+    folder, _ = setup
+    out = folder / "seeds"
+    args = ["compare", "--model", str(folder / "model"), "--data", str(folder / "data.jsonl"), "--template",
+            TEMPLATE, "--labels", "pos=good,neg=bad", "--methods", "zero-shot,few-shot,prompt-tuning", "--steps", "2",
+            "--test-size", "8", "--perplexity-tokens", "32", "--second-task", "none", "--quiet",
+            "--seed", "3", "--seed", "5", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"# {folder / 'model'} on {folder / 'data.jsonl'}: every method over 2 seeds")
+    summary = json.loads((out / "seeds.json").read_text())
+    reports = {s: json.loads((out / f"seed-{s}" / "report.json").read_text()) for s in (3, 5)}
+    assert [r["config"]["seed"] for r in reports.values()] == [3, 5]
+    # A data file without its own test split is cut once, with the first seed: the gaps stay paired.
+    assert reports[3]["data"]["test_gold"] == reports[5]["data"]["test_gold"]
+    assert {r["config"]["split_seed"] for r in reports.values()} == {3}
+    assert summary["config"]["seeds"] == [3, 5] and "seed" not in summary["config"]
+    for m in summary["methods"]:
+        runs = [by_method(reports[s])[m["method"]] for s in (3, 5)]
+        accuracies = [r["test"]["accuracy"] for r in runs]
+        assert m["test"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
+        assert m["spread"]["accuracy"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / math.sqrt(2))
+        assert m["per_seed"]["5"]["macro_f1"] == runs[1]["test"]["macro_f1"]
+        assert m["train_seconds"] == pytest.approx((runs[0]["train_seconds"] + runs[1]["train_seconds"]) / 2)
+    pt = [by_method(reports[s])["prompt-tuning"] for s in (3, 5)]
+    assert pt[0]["details"]["losses"] != pt[1]["details"]["losses"]  # each seed trained its own prompt
+    methods = {m["method"]: m for m in summary["methods"]}
+    gaps = summary["gaps"]
+    assert gaps["reference"] == max(methods.values(), key=lambda m: m["test"]["accuracy"])["method"]
+    for name, gap in gaps["methods"].items():
+        expected = methods[name]["test"]["accuracy"] - methods[gaps["reference"]]["test"]["accuracy"]
+        assert gap["accuracy"]["gap"] == pytest.approx(expected)
+        assert gap["accuracy"]["low"] <= gap["accuracy"]["gap"] <= gap["accuracy"]["high"]
+    md = (out / "seeds.md").read_text()
+    assert "## How sure the differences are (8 test examples, 2 seeds)" in md
+    assert "| Prompt tuning (softprompt) |" in md and "| Method | seed 3 | seed 5 |" in md
+    # Resumed, nothing is measured again and the summary is the same.
+    assert main([*args, "--resume"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "seeds.json").read_text()) == summary
+    assert main([*args[:-4], "--seed", "3", "--seed", "3", "--out", str(folder / "same-seed")]) == 2
+    assert "two or more different seeds" in capsys.readouterr().err
+
+
+def test_seeds_that_scored_other_test_examples_are_refused():
+    from softprompt.compare.seeds import build_seeds
+
+    def report(gold):
+        method = {"method": "zero-shot", "title": "Z", "test": {"accuracy": 1.0, "macro_f1": 1.0, "predictions": gold},
+                  "train_seconds": 0.0, "trainable_parameters": 0, "storage_bytes": 1, "steps": 0}  # fmt: skip
+        data = {"name": "d", "test_gold": gold, "verbalizer": {"pos": " good", "neg": " bad"}}
+        return {"config": {"model": "m", "seed": 0}, "model": {"parameters": 1}, "data": data, "methods": [method]}
+
+    summary = build_seeds({0: report(["pos", "neg"]), 1: report(["pos", "neg"])})
+    assert summary["methods"][0]["spread"]["accuracy"] == 0.0 and summary["gaps"] == {}
+    with pytest.raises(SoftPromptError, match="different test examples"):
+        build_seeds({0: report(["pos", "neg"]), 1: report(["neg", "pos"])})
+
+
+def test_several_models_and_seeds_chart_the_means(setup, capsys):
+    folder, _ = setup
+    if not (folder / "gpt2").is_dir():
+        save_tiny("gpt2", folder / "gpt2")
+    out = folder / "scale-seeds"
+    args = ["compare", "--model", str(folder / "model"), "--model", str(folder / "gpt2"), "--data",
+            str(folder / "data.jsonl"), "--template", TEMPLATE, "--labels", "pos=good,neg=bad", "--methods",
+            "zero-shot,prompt-tuning", "--steps", "1", "--test-size", "6", "--perplexity-tokens", "32",
+            "--second-task", "none", "--quiet", "--seed", "0", "--seed", "1", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert "(figures: the mean over seeds 0, 1)" in capsys.readouterr().out
+    scale = json.loads((out / "scale.json").read_text())
+    for row in scale["models"]:
+        summary = json.loads((out / row["folder"] / "seeds.json").read_text())
+        assert (out / row["folder"] / "seed-1" / "report.json").is_file()
+        for m in summary["methods"]:
+            assert row["test"][m["method"]]["accuracy"] == m["test"]["accuracy"]

@@ -1,6 +1,7 @@
 """`softprompt compare`: softprompt's prompt methods against hard prompts, LoRA and full fine-tuning on one task.
 
 Several `--model` values run the comparison once per model and chart each method against model size.
+Several `--seed` values run it once per seed and report each method's mean and spread over the seeds.
 
 Example:
 
@@ -29,7 +30,7 @@ def flag(field: str) -> str:
 NAME = "compare"
 HELP = (
     "measure prompt tuning, prefix tuning and P-tuning against zero/few-shot hard prompts, LoRA and full "
-    "fine-tuning; write a report (several --model: also the power-of-scale chart)"
+    "fine-tuning; write a report (several --model: also the power-of-scale chart; several --seed: mean and spread)"
 )
 
 
@@ -54,7 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=d.steps, help="optimiser steps per trained method (default: %(default)s)"
     )
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    parser.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        default=None,
+        help=f"default: {d.seed}; give several (--seed 0 --seed 1 --seed 2) to run the comparison once per seed on "
+        "the same test examples: OUT/seeds.md, each method's mean ± sd and its gap to the best with the seeds "
+        "folded into the interval",
+    )
     parser.add_argument("--out", default="compare-report", help="output folder (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="skip methods already measured in --out")
     parser.add_argument(
@@ -110,7 +119,7 @@ def config_from_args(args: argparse.Namespace):
         methods=args.methods,
         steps=args.steps,
         batch_size=args.batch_size,
-        seed=args.seed,
+        seed=seeds(args)[0],
         test_size=args.test_size,
         few_shot_k=args.few_shot_k,
         instruction=args.instruction,
@@ -135,7 +144,14 @@ def models(args: argparse.Namespace) -> list[str]:
     return args.model or [CompareConfig().model]
 
 
+def seeds(args: argparse.Namespace) -> list[int]:
+    from ..compare.config import CompareConfig
+
+    return args.seed or [CompareConfig().seed]
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..compare import seeds as several_seeds
     from ..compare.report import REPORT_MD, comparison_table, gaps_section
     from ..compare.run import run_compare, stderr_logger
     from ..compare.scale import SCALE_MD, markdown, run_scale
@@ -145,14 +161,23 @@ def run(args: argparse.Namespace) -> int:
     with worded(flag):
         config = config_from_args(args)
     require("compare", "softprompt compare", modules=("matplotlib", *(("peft",) if "lora" in config.methods else ())))
+    check_output_path(args.out, flag="--out", folder=True)
+    log = stderr_logger(time.perf_counter())
     if len(models(args)) > 1:
-        log = stderr_logger(time.perf_counter())
-        scale = run_scale(config, models(args), args.out, resume=args.resume, show_progress=not args.quiet, log=log)
+        scale = run_scale(
+            config, models(args), args.out, seeds=seeds(args), resume=args.resume, show_progress=not args.quiet, log=log
+        )
         print(markdown(scale))
         print(f"\nscale report: {args.out}/{SCALE_MD}; each model's report in its folder", file=sys.stderr)
         return 0
-    check_output_path(args.out, flag="--out", folder=True)
-    report = run_compare(config, args.out, resume=args.resume, show_progress=not args.quiet)
+    if len(seeds(args)) > 1:
+        summary = several_seeds.run_seeds(
+            config, seeds(args), args.out, resume=args.resume, show_progress=not args.quiet, log=log
+        )
+        print(several_seeds.markdown(summary).rstrip())
+        print(f"\nseeds report: {args.out}/{several_seeds.SEEDS_MD}; each seed's report in its folder", file=sys.stderr)
+        return 0
+    report = run_compare(config, args.out, resume=args.resume, show_progress=not args.quiet, log=log)
     print(comparison_table(report))
     gaps = gaps_section(report)
     if gaps:

@@ -65,6 +65,9 @@ class CompareConfig:
     steps: int = 50  # optimiser steps of every trained method (the same budget for each; train's is longer)
     batch_size: int = TrainConfig.batch_size
     seed: int = 0
+    # The seed of a data file's 90/10 split (None: `seed`). Several seeds share one split, so
+    # every seed scores the same test examples and the methods' gaps stay paired.
+    split_seed: int | None = None
     test_size: int = 300  # first N examples of the test split
     eval_batch_size: int = 32
     max_input_tokens: int | None = None  # None: the built-in dataset's hint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def build_report(
             "max_input_tokens": data.max_input_tokens,
             "template": data.task.template,
             "verbalizer": data.task.verbalizer,
+            "test_gold": [e.output for e in data.test],  # what `predictions` are scored against
         },
         "forgetting_before": before,
         "methods": [asdict(r) for r in results],
@@ -49,19 +51,23 @@ def gaps_to_the_best(data: TaskData, results: list[MethodResult]) -> dict:
     A one-seed comparison on a few hundred examples has wide error bars; this says how
     wide. Methods scored before predictions were kept (an older saved result) are left out.
     """
-    scored = [r for r in results if "predictions" in r.test]
+    scored = {r.method: (r.test["accuracy"], [r.test["predictions"]]) for r in results if "predictions" in r.test}
+    return paired_gaps(scored, [e.output for e in data.test], data.task.labels)
+
+
+def paired_gaps(scored: dict[str, tuple[float, list[list[str]]]], gold: list[str], labels: Sequence[str]) -> dict:
+    """{method: (accuracy, predictions per seed)} -> each method's gap to the most accurate, paired over examples."""
     if len(scored) < 2:
         return {}
-    best = max(scored, key=lambda r: r.test["accuracy"])
-    gold = [e.output for e in data.test]
+    best = max(scored, key=lambda method: scored[method][0])
     return {
-        "reference": best.method,
+        "reference": best,
         "level": LEVEL,
         "resamples": RESAMPLES,
         "methods": {
-            r.method: paired_label_gap([r.test["predictions"]], [best.test["predictions"]], gold, data.task.labels)
-            for r in scored
-            if r is not best
+            method: paired_label_gap(predictions, scored[best][1], gold, labels)
+            for method, (_, predictions) in scored.items()
+            if method != best
         },
     }
 
@@ -292,21 +298,24 @@ def gaps_section(report: dict) -> list[str]:
     gaps = report.get("gaps")
     if not gaps:
         return []
-    title = {m["method"]: m["title"] for m in report["methods"]}
     n = report["data"]["test_examples"]
-    lines = [
+    return gap_table(
         f"## How sure the differences are ({n} test examples, one seed)",
-        "",
-        f"Each method minus {title[gaps['reference']]} (the most accurate here) on the same test examples, with "
+        f"Each method minus {{reference}} (the most accurate here) on the same test examples, with "
         f"a {gaps['level']:.0%} interval from a paired bootstrap over those examples ({gaps['resamples']:,} draws). "
         "An interval that holds 0 is a difference these examples cannot tell from none. Each method ran once, so "
-        "the spread over seeds is not in the intervals: `benchmarks/train_accuracy.py` measures it.",
-        "",
-        "| Method | Accuracy, points | Macro-F1 |",
-        "|---|---|---|",
-    ]
+        "the spread over seeds is not in the intervals: several `--seed` values measure it (`seeds.md`).",
+        gaps,
+        {m["method"]: m["title"] for m in report["methods"]},
+    )
+
+
+def gap_table(heading: str, text: str, gaps: dict, titles: dict[str, str]) -> list[str]:
+    """A heading, a paragraph (`{reference}` = the reference method's title) and each method's gap as a row."""
+    lines = [heading, "", text.format(reference=titles[gaps["reference"]]), ""]
+    lines += ["| Method | Accuracy, points | Macro-F1 |", "|---|---|---|"]
     for method, g in gaps["methods"].items():
-        lines.append(f"| {title[method]} | {gap_text(g['accuracy'], points=True)} | {gap_text(g['macro_f1'])} |")
+        lines.append(f"| {titles[method]} | {gap_text(g['accuracy'], points=True)} | {gap_text(g['macro_f1'])} |")
     return [*lines, ""]
 
 

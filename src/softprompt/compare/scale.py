@@ -3,10 +3,11 @@
 Lester et al. (2021) found that prompt tuning catches up with fine-tuning as the
 frozen model grows. `softprompt compare --model A --model B ...` measures that
 claim on the models a user has: it runs the same comparison (same task, budget,
-seed and methods) once per model into `OUT/<n>-<model>/`, then writes
+seeds and methods) once per model into `OUT/<n>-<model>/`, then writes
 `scale.json`, `scale.md` (a table: models by size, methods' accuracy and
 macro-F1) and `scale.png` (both figures against the number of parameters, log
-scale). Each per-model comparison resumes like a single one.
+scale). Each per-model comparison resumes like a single one. With several seeds, each
+model's folder holds a seeds comparison (`seeds.py`) and the chart shows the means.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from ..fileio import write_json_atomic, write_text_atomic
 from .config import CompareConfig
 from .run import run_compare
+from .seeds import run_seeds
 
 SCALE_JSON = "scale.json"
 SCALE_MD = "scale.md"
@@ -37,11 +39,13 @@ def run_scale(
     models: Sequence[str],
     out: str | Path,
     *,
+    seeds: Sequence[int] = (),
     resume: bool = False,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """`run_compare` for each of `models` (config.model is ignored), then the scale report; returns it."""
+    """`run_compare` (or, given two or more `seeds`, `run_seeds`) for each of `models` (config.model is
+    ignored), then the scale report; returns it."""
     out = Path(out)
     reports = {}
     for i, model in enumerate(models, start=1):
@@ -49,7 +53,12 @@ def run_scale(
         if log is not None:
             log(f"model {i}/{len(models)}: {model} -> {folder}")
         config_i = replace(config, model=model)
-        reports[folder.name] = run_compare(config_i, folder, resume=resume, show_progress=show_progress, log=log)
+        if len(seeds) > 1:
+            reports[folder.name] = run_seeds(
+                config_i, seeds, folder, resume=resume, show_progress=show_progress, log=log
+            )
+        else:
+            reports[folder.name] = run_compare(config_i, folder, resume=resume, show_progress=show_progress, log=log)
     scale = build_scale(reports)
     write_scale(scale, out)
     return scale
@@ -68,7 +77,8 @@ def build_scale(reports: Mapping[str, dict]) -> dict:
         rows.append({"model": model, "folder": folder, "parameters": report["model"]["parameters"], "test": figures})
     data = next(iter(reports.values()))["data"]["name"] if reports else None
     methods = [{"method": name, "title": title} for name, title in titles.items()]  # a list: JSON keeps its order
-    return {"data": data, "methods": methods, "models": rows}
+    seeds = next(iter(reports.values()))["config"].get("seeds") if reports else None
+    return {"data": data, "methods": methods, "models": rows, "seeds": seeds}
 
 
 def markdown(scale: dict) -> str:
@@ -77,7 +87,8 @@ def markdown(scale: dict) -> str:
     lines = [
         f"# The power of scale on {scale['data']}: each method against model size",
         "",
-        "Every model ran the same comparison (task, budget, seed, methods); its own report is in its folder.",
+        "Every model ran the same comparison (task, budget, seeds, methods); its own report is in its folder"
+        + (f" (figures: the mean over seeds {', '.join(map(str, scale['seeds']))})." if scale.get("seeds") else "."),
         "",
         head,
         "|---" * (len(methods) + 2) + "|",

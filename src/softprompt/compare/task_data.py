@@ -43,7 +43,7 @@ def load_task_data(config: CompareConfig) -> TaskData:
         task, train, test = _from_file(source, config)
         cut = "its own test split" if isinstance(source, SplitDataset) and source.part("test") else "split 90/10"
         name = source.name if isinstance(source, SplitDataset) else source
-        hint, about = None, f"{name}: {len(train) + len(test)} labelled examples, {cut} (seed {config.seed})"
+        hint, about = None, f"{name}: {len(train) + len(test)} labelled examples, {cut} (seed {split_seed(config)})"
     return TaskData(
         name=config.data,
         task=task,
@@ -53,6 +53,10 @@ def load_task_data(config: CompareConfig) -> TaskData:
         max_input_tokens=config.max_input_tokens or hint,
         description=about,
     )
+
+
+def split_seed(config: CompareConfig) -> int:
+    return config.seed if config.split_seed is None else config.split_seed
 
 
 def second_task_data(name: str, size: int) -> TaskData:
@@ -86,5 +90,5 @@ def _from_file(source: Path | SplitDataset, config: CompareConfig):
         (train_split, train_path), (test_split, test_path) = parts["train"], parts["test"]
         return task, load(source.shown(train_split), train_path), load(source.shown(test_split), test_path)
     examples = load(source.shown(parts["train"][0]), parts["train"][1]) if parts else load(None, source)
-    splits = split_examples(examples, dev_fraction=0.0, test_fraction=0.1, seed=config.seed)
+    splits = split_examples(examples, dev_fraction=0.0, test_fraction=0.1, seed=split_seed(config))
     return task, splits.train, splits.test
