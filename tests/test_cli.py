@@ -148,11 +148,6 @@ def _without(monkeypatch, *modules: str):
         extras.importlib.util, "find_spec", lambda name, *a: None if name in modules else real(name, *a)
     )
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model must not load when a package is missing")
-
-    monkeypatch.setattr("softprompt.models.load_base_model", no_model)
-
 
 @pytest.mark.parametrize(
     "argv,missing,extra",
@@ -163,9 +158,12 @@ def _without(monkeypatch, *modules: str):
         (["inspect", "p", "--plot", "x.png"], "matplotlib", "plots"),
     ],
 )
-def test_a_missing_extra_is_named_before_the_model_loads(monkeypatch, capsys, tmp_path, argv, missing, extra):
+def test_a_missing_extra_is_named_before_the_model_loads(
+    monkeypatch, forbid_model_load, capsys, tmp_path, argv, missing, extra
+):
     monkeypatch.chdir(tmp_path)
     _without(monkeypatch, missing)
+    forbid_model_load("when a package is missing")
     assert main(argv) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and missing in err and f"pip install 'softprompt[{extra}]'" in err
@@ -201,13 +199,9 @@ def test_predict_exit_code_counts_failed_inputs(tmp_path, capsys):
     assert main(["predict", "--model", model, "--prompt", str(broken), "--input", str(good)]) == EXIT_USAGE
 
 
-def test_outputs_are_checked_before_the_model_loads(monkeypatch, tmp_path, capsys):
+def test_outputs_are_checked_before_the_model_loads(monkeypatch, forbid_model_load, tmp_path, capsys):
     """Every command that writes refuses an unwritable output first: no model load, no training step."""
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model must not load before the output is checked")
-
-    monkeypatch.setattr("softprompt.models.load_base_model", no_model)
+    forbid_model_load("before the output is checked")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "a-folder").mkdir()

@@ -186,7 +186,7 @@ def test_predict_and_generate_with_a_t5_prompt(tmp_path, capsys):
     assert code == 0 and json.loads(out)["generated"] == predictor.generate([("g", "so bad")], config)[0]
 
 
-def test_a_bad_prompt_flag_stops_before_the_model_loads(setup, capsys, monkeypatch, tmp_path):
+def test_a_bad_prompt_flag_stops_before_the_model_loads(setup, capsys, forbid_model_load, tmp_path):
     """A --prompt folder is the user's choice: one that does not load is exit 2, and costs no model load."""
     root, model, _, f = setup
     texts = tmp_path / "t.txt"
@@ -194,10 +194,7 @@ def test_a_bad_prompt_flag_stops_before_the_model_loads(setup, capsys, monkeypat
     code, _, err = run_cli(capsys, "generate", "--model", model, "--prompt", f["foreign"], "hi")
     assert code == 2 and err.splitlines()[-1].startswith("softprompt generate: error: ") and "trained on" in err
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model must not load for a missing prompt folder")
-
-    monkeypatch.setattr("softprompt.models.load_base_model", no_model)
+    forbid_model_load("for a missing prompt folder")
     for argv in (["generate", "hi"], ["predict", "--input", str(texts)]):
         code, _, err = run_cli(capsys, *argv, "--model", model, "--prompt", f["cls"], "--prompt", str(root / "nope"))
         assert code == 2 and "does not exist" in err
