@@ -79,17 +79,16 @@ def build_seeds(reports: dict[int, dict]) -> dict:
     gold = first["data"]["test_gold"]
     if any(r["data"]["test_gold"] != gold for r in reports.values()):
         raise SoftPromptError("the seeds' comparisons scored different test examples: their gaps cannot be paired")
-    methods = []
+    methods, kept = [], {}
     for entry in first["methods"]:
         runs = {seed: _method(report, entry["method"]) for seed, report in reports.items()}
-        runs = {seed: m for seed, m in runs.items() if m is not None}
         figures = {name: [_figure(m, name, part) for m in runs.values()] for name, part in SPREAD}
+        mean = {name: statistics.fmean(figures[name]) for name in ("accuracy", "macro_f1")}
         methods.append(
             {
                 "method": entry["method"],
                 "title": entry["title"],
-                "seeds": list(runs),
-                "test": {name: statistics.fmean(figures[name]) for name in ("accuracy", "macro_f1")},
+                "test": mean,
                 "spread": {name: _sd(values) for name, values in figures.items()},
                 "train_seconds": statistics.fmean(figures["train_seconds"]),
                 "per_seed": {
@@ -98,37 +97,28 @@ def build_seeds(reports: dict[int, dict]) -> dict:
                 "trainable_parameters": entry["trainable_parameters"],
                 "storage_bytes": entry["storage_bytes"],
                 "steps": entry["steps"],
-                "predictions": [m["test"].get("predictions") for m in runs.values()],
             }
         )
+        predictions = [m["test"].get("predictions") for m in runs.values()]
+        if all(p is not None for p in predictions):  # results saved before predictions were kept have none
+            kept[entry["method"]] = (mean["accuracy"], predictions)
     config = {k: v for k, v in first["config"].items() if k != "seed"}
-    summary = {
+    return {
         "config": {**config, "seeds": list(reports)},
         "model": first["model"],
         "data": {k: v for k, v in first["data"].items() if k != "test_gold"},
         "methods": methods,
-        "gaps": paired_gaps(
-            {m["method"]: (m["test"]["accuracy"], m["predictions"]) for m in methods if _all_kept(m["predictions"])},
-            gold,
-            list(first["data"]["verbalizer"]),
-        ),
+        "gaps": paired_gaps(kept, gold, list(first["data"]["verbalizer"])),
     }
-    for m in methods:
-        del m["predictions"]  # each seed's report keeps them
-    return summary
 
 
-def _method(report: dict, name: str) -> dict | None:
-    return next((m for m in report["methods"] if m["method"] == name), None)
+def _method(report: dict, name: str) -> dict:
+    """A method's entry in one seed's report (every seed ran the same methods)."""
+    return next(m for m in report["methods"] if m["method"] == name)
 
 
 def _figure(method: dict, name: str, part: str | None) -> float:
     return method[part][name] if part else method[name]
-
-
-def _all_kept(predictions: list) -> bool:
-    """Whether every seed kept its predictions (results saved before they were kept did not)."""
-    return bool(predictions) and all(p is not None for p in predictions)
 
 
 def _sd(values: list[float]) -> float:
