@@ -299,20 +299,21 @@ def gaps_section(report: dict) -> list[str]:
     if not gaps:
         return []
     n = report["data"]["test_examples"]
+    titles = {m["method"]: m["title"] for m in report["methods"]}
     return gap_table(
         f"## How sure the differences are ({n} test examples, one seed)",
-        f"Each method minus {{reference}} (the most accurate here) on the same test examples, with "
+        f"Each method minus {titles[gaps['reference']]} (the most accurate here) on the same test examples, with "
         f"a {gaps['level']:.0%} interval from a paired bootstrap over those examples ({gaps['resamples']:,} draws). "
         "An interval that holds 0 is a difference these examples cannot tell from none. Each method ran once, so "
         "the spread over seeds is not in the intervals: several `--seed` values measure it (`seeds.md`).",
         gaps,
-        {m["method"]: m["title"] for m in report["methods"]},
+        titles,
     )
 
 
 def gap_table(heading: str, text: str, gaps: dict, titles: dict[str, str]) -> list[str]:
-    """A heading, a paragraph (`{reference}` = the reference method's title) and each method's gap as a row."""
-    lines = [heading, "", text.format(reference=titles[gaps["reference"]]), ""]
+    """A heading, a paragraph and each method's gap to the reference as a row of a table."""
+    lines = [heading, "", text, ""]
     lines += ["| Method | Accuracy, points | Macro-F1 |", "|---|---|---|"]
     for method, g in gaps["methods"].items():
         lines.append(f"| {titles[method]} | {gap_text(g['accuracy'], points=True)} | {gap_text(g['macro_f1'])} |")

@@ -82,7 +82,8 @@ def build_seeds(reports: dict[int, dict]) -> dict:
     methods, kept = [], {}
     for entry in first["methods"]:
         runs = {seed: _method(report, entry["method"]) for seed, report in reports.items()}
-        figures = {name: [_figure(m, name, part) for m in runs.values()] for name, part in SPREAD}
+        per_seed = {str(seed): {name: _figure(m, name, part) for name, part in SPREAD} for seed, m in runs.items()}
+        figures = {name: [f[name] for f in per_seed.values()] for name, _ in SPREAD}
         mean = {name: statistics.fmean(figures[name]) for name in ("accuracy", "macro_f1")}
         methods.append(
             {
@@ -91,9 +92,7 @@ def build_seeds(reports: dict[int, dict]) -> dict:
                 "test": mean,
                 "spread": {name: _sd(values) for name, values in figures.items()},
                 "train_seconds": statistics.fmean(figures["train_seconds"]),
-                "per_seed": {
-                    str(seed): {name: _figure(m, name, part) for name, part in SPREAD} for seed, m in runs.items()
-                },
+                "per_seed": per_seed,
                 "trainable_parameters": entry["trainable_parameters"],
                 "storage_bytes": entry["storage_bytes"],
                 "steps": entry["steps"],
@@ -159,14 +158,15 @@ def gaps_section(summary: dict) -> list[str]:
     if not gaps:
         return []
     n, s = summary["data"]["test_examples"], len(summary["config"]["seeds"])
+    titles = {m["method"]: m["title"] for m in summary["methods"]}
     return gap_table(
         f"## How sure the differences are ({n} test examples, {s} seeds)",
-        "Each method minus {reference} (the best mean accuracy here), each method counted as its mean over the "
-        f"seeds, with a {gaps['level']:.0%} interval from a paired bootstrap over the test examples "
+        f"Each method minus {titles[gaps['reference']]} (the best mean accuracy here), each method counted as its "
+        f"mean over the seeds, with a {gaps['level']:.0%} interval from a paired bootstrap over the test examples "
         f"({gaps['resamples']:,} draws). An interval that holds 0 is a difference these examples and seeds cannot "
         "tell from none.",
         gaps,
-        {m["method"]: m["title"] for m in summary["methods"]},
+        titles,
     )
 
 
