@@ -134,6 +134,75 @@ def test_parallel_workers_share_the_cells(tmp_path):
     assert cells["prompt-tuning", "time:lora:2"]["steps"] >= 1
 
 
+# A sweep in miniature: two spawn workers that, like the trainer, take a moment on Ctrl-C to save
+# (here: a file), their pids written once started, then join_or_stop.
+_SWEEP = """
+import json, multiprocessing, os, sys, time
+
+def work(saved):
+    open(saved + ".ready", "w").close()
+    try:
+        time.sleep(600)
+    except KeyboardInterrupt:
+        time.sleep(0.5)
+        open(saved, "w").close()
+
+if __name__ == "__main__":  # the workers import this file too: keep torch out of them
+    from softprompt.accuracy.sweep import join_or_stop
+
+    folder = sys.argv[1]
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=work, args=(os.path.join(folder, f"saved{i}"),)) for i in range(2)]
+    for w in workers:
+        w.start()
+    with open(os.path.join(folder, "pids.tmp"), "w") as f:
+        json.dump([w.pid for w in workers], f)
+    os.replace(os.path.join(folder, "pids.tmp"), os.path.join(folder, "pids.json"))
+    join_or_stop(workers)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C in its terminal"])
+def test_stopping_the_sweep_stops_its_workers(tmp_path, how):
+    """SIGTERM to a parallel sweep used to end only the parent: its workers trained on as orphans.
+
+    Ctrl-C goes to the whole process group: the workers save and end by themselves, and the sweep
+    waits for that instead of terminating them mid-save.
+    """
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "sweep.py"
+    script.write_text(_SWEEP)
+    pids_file = tmp_path / "pids.json"
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (pids_file.exists() and len(list(tmp_path.glob("*.ready"))) == 2):
+            assert parent.poll() is None and time.monotonic() < deadline, "the sweep never started its workers"
+            time.sleep(0.05)
+        pids = json.loads(pids_file.read_text())
+        if how == "SIGTERM to the sweep":
+            parent.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(parent.pid, signal.SIGINT)
+        parent.wait(timeout=120)
+    finally:
+        parent.kill()
+    orphans = []
+    for pid in pids:  # the sweep joined them, so a pid still signalable is a live orphan
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            orphans.append(pid)
+    assert not orphans
+    saved = sorted(p.name for p in tmp_path.glob("saved?"))
+    assert saved == ([] if how == "SIGTERM to the sweep" else ["saved0", "saved1"])
+
+
 def test_time_budget_from_interleaved_rates(tiny_models, tmp_path):
     config = tiny_sweep(budgets=("time:lora:4",), methods=("prompt-tuning",))
     logged = []

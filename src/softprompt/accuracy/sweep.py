@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -433,11 +434,46 @@ def run_sweep_parallel(config: SweepConfig, out: str | Path, jobs: int, *, threa
     ]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join()
+    join_or_stop(workers)
     failed = [i + 1 for i, w in enumerate(workers) if w.exitcode != 0]
     if failed:
         raise SoftPromptError(f"sweep worker(s) {failed} failed (see their messages above); rerun to resume")
+
+
+def join_or_stop(workers: Sequence, *, grace: float = 300.0) -> None:
+    """Wait for the worker processes; if this process is stopped, stop them too instead of leaving orphans.
+
+    - Ctrl-C reaches the workers as well (one process group) and they end by themselves (the
+      trainer first finishes its step and saves a checkpoint), so they get `grace` seconds for that
+      before they are terminated (a second Ctrl-C terminates them at once).
+    - SIGTERM (or an error here) terminates them now: each loses the steps since its cell's last
+      checkpoint, and its claim goes with it (flock), so a rerun resumes the cell.
+    """
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)  # not KeyboardInterrupt: the workers were not told, nothing to wait for
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: the caller handles signals
+        previous = None
+    try:
+        try:
+            for worker in workers:
+                worker.join()
+        except KeyboardInterrupt:
+            deadline = time.monotonic() + grace
+            for worker in workers:
+                worker.join(timeout=max(0.0, deadline - time.monotonic()))
+            raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers:
+            worker.join()
 
 
 def _worker(config: SweepConfig, out: str, threads: int | None, barrier, name: str) -> None:
