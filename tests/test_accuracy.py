@@ -137,11 +137,15 @@ def test_parallel_workers_share_the_cells(tmp_path):
 # A sweep in miniature: two spawn workers that, like the trainer, take a moment on Ctrl-C to save
 # (here: a file), their pids written once started, then join_or_stop.
 _SWEEP = """
-import json, multiprocessing, os, sys, time
+import json, multiprocessing, os, signal, sys, time
+
+# A terminal delivers Ctrl-C; a shell's background job (CI under nohup, say) ignores SIGINT, and the
+# workers would inherit that. Module level: the spawned workers run it too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def work(saved):
-    open(saved + ".ready", "w").close()
     try:
+        open(saved + ".ready", "w").close()
         time.sleep(600)
     except KeyboardInterrupt:
         time.sleep(0.5)
@@ -180,12 +184,12 @@ def test_stopping_the_sweep_stops_its_workers(tmp_path, how):
     script.write_text(_SWEEP)
     pids_file = tmp_path / "pids.json"
     parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True)
+    orphans = []
     try:
         deadline = time.monotonic() + 120
         while not (pids_file.exists() and len(list(tmp_path.glob("*.ready"))) == 2):
             assert parent.poll() is None and time.monotonic() < deadline, "the sweep never started its workers"
             time.sleep(0.05)
-        pids = json.loads(pids_file.read_text())
         if how == "SIGTERM to the sweep":
             parent.send_signal(signal.SIGTERM)
         else:
@@ -193,11 +197,10 @@ def test_stopping_the_sweep_stops_its_workers(tmp_path, how):
         parent.wait(timeout=120)
     finally:
         parent.kill()
-    orphans = []
-    for pid in pids:  # the sweep joined them, so a pid still signalable is a live orphan
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-            orphans.append(pid)
+        for pid in json.loads(pids_file.read_text()) if pids_file.exists() else []:
+            with contextlib.suppress(ProcessLookupError):  # the sweep joined them: one still here is an orphan
+                os.kill(pid, signal.SIGKILL)
+                orphans.append(pid)
     assert not orphans
     saved = sorted(p.name for p in tmp_path.glob("saved?"))
     assert saved == ([] if how == "SIGTERM to the sweep" else ["saved0", "saved1"])
