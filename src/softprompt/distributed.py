@@ -44,6 +44,7 @@ import torch
 from .checkpoint import Checkpoint, load_checkpoint, read_values
 from .errors import SoftPromptError
 from .families import transformer_blocks
+from .signals import handling
 
 T = TypeVar("T")
 
@@ -352,26 +353,17 @@ def report_rank_failure(dist: Dist, checkpoint_dir: Path) -> Iterator[None]:
         raise _Terminated
 
     try:
-        previous = signal.signal(signal.SIGTERM, handle)
-    except ValueError:  # not the main thread: leave signals to the caller
-        previous = None
-    failed = False
-    try:
-        yield
+        with handling(signal.SIGTERM, handle):
+            yield
     except _Terminated:
-        failed = True
+        _ignore_sigterm()
         raise RankFailure(
             f"[{dist.describe()}] stopped by the launcher (SIGTERM): another rank failed (see its error above) "
             f"or the job was cancelled. {_kept(checkpoint_dir)}"
         ) from None
     except RankFailure as e:
-        failed = True
+        _ignore_sigterm()
         raise RankFailure(f"{e}. {_kept(checkpoint_dir)}") from e
-    finally:
-        if failed:
-            _ignore_sigterm()
-        elif previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _ignore_sigterm() -> None:

@@ -47,6 +47,7 @@ from .progress import MetricsLog, Progress
 from .prompt import BasePrompt, PromptMeta
 from .recompute import recompute
 from .reparam import TrainablePrompt
+from .signals import handling
 from .tasks import Encoded, Task
 from .train_config import TrainConfig
 
@@ -140,25 +141,12 @@ class _Interrupt:
     def __init__(self, progress: Progress):
         self.requested = False
         self.progress = progress
-        self.previous = None
 
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no signal handling, Ctrl-C is the caller's
-            self.previous = None
-        return self
-
-    def _handle(self, signum, frame):
+    def handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
         self.progress.write("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
 
 
 def train(
@@ -221,7 +209,8 @@ def train(
             _save(out / CHECKPOINT_DIR, config, signature, base, state, prompt, best, optimizer, scheduler)
 
     try:
-        with _Interrupt(progress) as interrupt, report_rank_failure(dist, out / CHECKPOINT_DIR):
+        interrupt = _Interrupt(progress)
+        with handling(signal.SIGINT, interrupt.handle), report_rank_failure(dist, out / CHECKPOINT_DIR):
             while state.step < total:
                 tick = time.perf_counter()
                 dist.fail_hook(state.step + 1)

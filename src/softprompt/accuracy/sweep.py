@@ -38,6 +38,7 @@ from ..errors import SoftPromptError
 from ..evaluate import SELECTION_RULE, EvalSet, encode_eval_set, evaluate
 from ..fileio import write_json_atomic
 from ..models import BaseModel
+from ..signals import handling
 from ..tasks import Task, task_class
 from ..train import CHECKPOINT_DIR, encode_examples
 from .methods import Budget, method_by_name, scratch_dir
@@ -454,21 +455,16 @@ def join_or_stop(workers: Sequence, *, grace: float = 300.0) -> None:
         raise SystemExit(128 + signum)  # not KeyboardInterrupt: the workers were not told, nothing to wait for
 
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread: the caller handles signals
-        previous = None
-    try:
-        try:
-            for worker in workers:
-                worker.join()
-        except KeyboardInterrupt:
-            deadline = time.monotonic() + grace
-            for worker in workers:
-                worker.join(timeout=max(0.0, deadline - time.monotonic()))
-            raise
+        with handling(signal.SIGTERM, stop):
+            try:
+                for worker in workers:
+                    worker.join()
+            except KeyboardInterrupt:
+                deadline = time.monotonic() + grace
+                for worker in workers:
+                    worker.join(timeout=max(0.0, deadline - time.monotonic()))
+                raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()
