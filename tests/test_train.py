@@ -205,19 +205,25 @@ def test_grad_accumulation_equals_one_big_batch(tiny_models):
     torch.testing.assert_close(grads[0][2], grads[1][2], atol=1e-6, rtol=1e-4)
 
 
-def test_early_stopping_and_best_prompt_kept(tiny_models, tmp_path):
+def test_early_stopping_and_best_prompt_kept(tiny_models, tmp_path, monkeypatch):
+    # Every dev evaluation scores the same, loss included, so none after the first is better. (A tiny LR
+    # cannot promise that: the dev loss then moves in its last bits, by a machine's rounding.)
+    seen = []
+
+    def same_score_every_time(base, task, prompt, rows, *, batch_size, dist):
+        seen.append(prompt.embeddings.detach().clone())
+        return {"accuracy": 0.5, "loss": 0.7}
+
+    monkeypatch.setattr("softprompt.train.evaluate_sharded", same_score_every_time)
     base = tiny_models("llama")
     rows, dev = setup(base)
-    result = run(base, tmp_path, config(steps=50, lr=1e-9, eval_every=1, patience=2), rows, dev)
+    result = run(base, tmp_path, config(steps=50, eval_every=1, patience=2), rows, dev)
     assert result.status == "early_stopped" and result.steps == 3 and result.best_step == 1
+    assert len(seen) == 3 and not torch.equal(seen[0], seen[2])  # the prompt trained on after its best step
     saved = SoftPrompt.load(tmp_path, base)
+    assert torch.equal(saved.embeddings, seen[0])  # the prompt as it was at step 1, not the last one
     assert torch.equal(saved.embeddings, load_checkpoint(tmp_path / "checkpoint").tensors["best_prompt"])
     assert saved.meta.training["best_step"] == 1 and saved.meta.training["status"] == "early_stopped"
-    assert saved.meta.task == "classify" and saved.meta.verbalizer == TASK.verbalizer
-    dev_lines = [
-        r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "dev_accuracy" in r
-    ]
-    assert [r["step"] for r in dev_lines] == [1, 2, 3]
 
 
 def test_saved_prompt_loads_in_peft_and_checkpoint_has_no_pickle(tiny_models, tmp_path):
