@@ -224,6 +224,7 @@ def test_early_stopping_and_best_prompt_kept(tiny_models, tmp_path, monkeypatch)
     assert torch.equal(saved.embeddings, seen[0])  # the prompt as it was at step 1, not the last one
     assert torch.equal(saved.embeddings, load_checkpoint(tmp_path / "checkpoint").tensors["best_prompt"])
     assert saved.meta.training["best_step"] == 1 and saved.meta.training["status"] == "early_stopped"
+    assert saved.meta.task == "classify" and saved.meta.verbalizer == TASK.verbalizer
 
 
 def test_saved_prompt_loads_in_peft_and_checkpoint_has_no_pickle(tiny_models, tmp_path):
