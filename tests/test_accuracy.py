@@ -225,6 +225,11 @@ def test_time_budget_from_interleaved_rates(tiny_models, tmp_path):
     path.write_text(json.dumps({**rates, "setting": {**rates["setting"], "prompt_recompute": "selective"}}))
     plan_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)
     assert sum("interleaved" in m for m in logged) == 2
+    # Nor are rates taken with another number of torch threads: the methods need not scale alike with them.
+    assert rates["setting"]["threads"] == torch.get_num_threads()
+    path.write_text(json.dumps({**rates, "setting": {**rates["setting"], "threads": torch.get_num_threads() + 1}}))
+    plan_sweep(config, tmp_path, tiny_models("llama"), log=logged.append)
+    assert sum("interleaved" in m for m in logged) == 3
 
 
 def test_prompt_methods_keep_activations_as_lora_does(tiny_models, tmp_path, monkeypatch):
