@@ -8,6 +8,7 @@ and compare against a 1-process run of the same command.
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ from softprompt.distributed import (
     FAIL_HOOK_ENV,
     Dist,
     LaunchEnv,
+    RankFailure,
     evaluate_sharded,
+    report_rank_failure,
     setup,
     shard_bounds,
 )
@@ -71,6 +74,24 @@ def test_single_process_is_a_no_op(monkeypatch):
     assert dist.shard_loss_terms(rows, lambda row: 1) == (rows, 1.0)
     with pytest.raises(SoftPromptError, match="torchrun"):
         setup(fsdp=True)
+
+
+def test_a_second_sigterm_from_the_launcher_neither_cuts_the_unwinding_short_nor_kills_the_rank(tmp_path):
+    """torchrun SIGTERMs the ranks left when one fails; one that lands while the first unwinds used to re-raise."""
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned_up = []
+    try:
+        expected = r"rank 1/2\] stopped by the launcher .* No checkpoint was found"
+        with pytest.raises(RankFailure, match=expected), report_rank_failure(Dist(rank=1, world_size=2), tmp_path):
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            finally:
+                signal.raise_signal(signal.SIGTERM)
+                cleaned_up.append(True)
+        assert cleaned_up == [True]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the message is printed undisturbed
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 class SimulatedRank(Dist):

@@ -30,6 +30,17 @@ def test_the_previous_handler_comes_back_when_the_block_fails():
     assert signal.getsignal(signal.SIGUSR1) is before
 
 
+def test_a_block_that_installs_a_handler_for_its_own_ending_keeps_it():
+    """report_rank_failure ignores SIGTERM while its message is printed; the previous handler must not undo that."""
+    before = signal.getsignal(signal.SIGUSR1)
+    try:
+        with handling(signal.SIGUSR1, raise_caught):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
 def test_outside_the_main_thread_it_installs_nothing_and_still_runs_the_block():
     seen = {}
 

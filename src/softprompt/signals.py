@@ -11,6 +11,10 @@ from contextlib import contextmanager
 def handling(signum: int, handler: Callable) -> Iterator[bool]:
     """Run the block with `handler` for `signum`, then put the previous handler back.
 
+    A block that installs another handler for its own ending (e.g. ignoring the
+    signal while its last message is printed) keeps it: the previous handler comes
+    back only while `handler` is still the one installed.
+
     Yields whether the handler was installed: only the main thread may install one
     (a server or notebook that calls us from a worker thread keeps its own signals).
     """
@@ -22,4 +26,5 @@ def handling(signum: int, handler: Callable) -> Iterator[bool]:
     try:
         yield True
     finally:
-        signal.signal(signum, previous)
+        if signal.getsignal(signum) is handler:
+            signal.signal(signum, previous)
