@@ -353,21 +353,22 @@ def report_rank_failure(dist: Dist, checkpoint_dir: Path) -> Iterator[None]:
         _ignore_sigterm()  # a second SIGTERM must not cut short the unwinding or the message
         raise _Terminated
 
-    # The except clauses run inside `handling`, so SIGTERM is ignored before `handle` is removed
-    # (which then leaves it ignored): the default action, a silent exit, never comes back. The
-    # outer clause also catches a SIGTERM that lands in the inner one before it ignores SIGTERM.
-    with handling(signal.SIGTERM, handle):
-        try:
+    # SIGTERM is ignored (by `handle`, or by the RankFailure clause) before `handling` removes
+    # `handle`, which then leaves it ignored: the default action, a silent exit, never comes back.
+    # The outer clause catches a SIGTERM wherever it lands: in the block, in the RankFailure
+    # clause before that ignores SIGTERM, or while `handling` exits.
+    try:
+        with handling(signal.SIGTERM, handle):
             try:
                 yield
             except RankFailure as e:
                 _ignore_sigterm()
                 raise RankFailure(f"{e}. {_kept(checkpoint_dir)}") from e
-        except _Terminated:
-            raise RankFailure(
-                f"[{dist.describe()}] stopped by the launcher (SIGTERM): another rank failed (see its error above) "
-                f"or the job was cancelled. {_kept(checkpoint_dir)}"
-            ) from None
+    except _Terminated:
+        raise RankFailure(
+            f"[{dist.describe()}] stopped by the launcher (SIGTERM): another rank failed (see its error above) "
+            f"or the job was cancelled. {_kept(checkpoint_dir)}"
+        ) from None
 
 
 def _ignore_sigterm() -> None:
