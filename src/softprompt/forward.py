@@ -29,7 +29,9 @@ encoder input, so T5's relative positions see every row as if alone.
 
 Entry points: `next_token_logits` (every task's scoring and loss),
 `hidden_states` / `input_logits` (every input position), `start_decoding`
-(the decoding loop in decode.py).
+(the decoding loop in decode.py), `slot_hidden_states` (the engine's steps
+over its per-row cache). Every one of them reaches the model through
+`_decoder_forward` (decoder-only) or `Seq2SeqRun`.
 """
 
 from __future__ import annotations
@@ -285,16 +287,7 @@ class DecoderRun:
         self.key_mask = torch.cat([self.key_mask, mask.to(self.key_mask.dtype)], dim=1)
         self.key_pos = torch.cat([self.key_pos, query_pos], dim=1)
         self.next_pos = self.next_pos + mask.sum(dim=1)
-        out = decoder_body(self.base.model)(
-            input_ids=ids,
-            inputs_embeds=embeds,
-            attention_mask=attention_masks(
-                self.base.family, self.key_mask, self.key_pos, query_pos, dtype=self.base.dtype
-            ),
-            position_ids=query_pos,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
+        out = _decoder_forward(self.base, self.cache, self.key_mask, self.key_pos, query_pos, ids=ids, embeds=embeds)
         self.cache = out.past_key_values
         return out.last_hidden_state
 
@@ -302,6 +295,67 @@ class DecoderRun:
         """Keep only the rows in `index` (finished rows leave)."""
         self.cache.batch_select_indices(index)
         self.key_mask, self.key_pos, self.next_pos = self.key_mask[index], self.key_pos[index], self.next_pos[index]
+
+
+class SlottedCache(Protocol):
+    """A key/value cache that keeps each row's keys at their positions and writes where it is told
+    (the engine's `engine.slots.SlotCache`); transformers calls its `update` from every layer."""
+
+    def plan(self, write_at: torch.Tensor, width: int) -> None: ...
+
+
+def slot_hidden_states(
+    base: BaseModel, cache: SlottedCache, tokens: Sequence[Sequence[int]], start: Sequence[int]
+) -> torch.Tensor:
+    """Decoder-only, over a per-row cache: run `tokens[i]` after row i's first `start[i]` cached keys
+    (its prompt and what it has run so far, at positions 0..start[i]-1); their hidden states [B, Q, d],
+    padded to the longest.
+
+    The rows' keys are all real and in position order, each at its own offset, so the masks are exact 4D
+    ones from the query slots: a row's numbers do not depend on the others in the call.
+    """
+    device = base.device
+    pad_id = base.pad_token_id if base.pad_token_id is not None else 0
+    width_q = max(len(t) for t in tokens)
+    ids = torch.full((len(tokens), width_q), pad_id, dtype=torch.long)
+    for i, t in enumerate(tokens):
+        ids[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+    begin = torch.tensor(list(start), device=device)
+    count = torch.tensor([len(t) for t in tokens], device=device)
+    # Query j of row i goes at slot begin + j; padding queries all go to the row's first free slot
+    # (scratch the cache reserves: masked for every real query, overwritten by the row's next real token).
+    write_at = begin[:, None] + torch.minimum(torch.arange(width_q, device=device), count[:, None])
+    width = int(write_at.max()) + 1
+    key_pos = positions(torch.ones(len(tokens), width, dtype=torch.long, device=device))
+    key_mask = (key_pos < (begin + count)[:, None]).long()
+    cache.plan(write_at, width)
+    out = _decoder_forward(base, cache, key_mask, key_pos, write_at, ids=ids.to(device), query_slots=write_at)
+    return out.last_hidden_state
+
+
+def _decoder_forward(
+    base: BaseModel,
+    cache,
+    key_mask: torch.Tensor,
+    key_pos: torch.Tensor,
+    query_pos: torch.Tensor,
+    *,
+    ids: torch.Tensor | None = None,
+    embeds: torch.Tensor | None = None,
+    query_slots: torch.Tensor | None = None,
+):
+    """The decoder-only model over `cache`, the one call of it: queries at `query_pos` over the keys (cached
+    and new) that `key_mask` / `key_pos` describe; the new keys come last, or sit at `query_slots`."""
+    return decoder_body(base.model)(
+        input_ids=ids,
+        inputs_embeds=embeds,
+        attention_mask=attention_masks(
+            base.family, key_mask, key_pos, query_pos, dtype=base.dtype, query_slots=query_slots
+        ),
+        position_ids=query_pos,
+        past_key_values=cache,
+        use_cache=True,
+    )
 
 
 class Seq2SeqRun:

@@ -8,8 +8,8 @@ them, then what it generates. So:
 - a forward over a contiguous range of rows (the decoding rows) attends over a
   view of these tensors, no copy; a forward over scattered rows (the few being
   prefilled) gathers just those rows;
-- new keys are written in place at each row's own offsets (`plan`, then the
-  model's `update` calls);
+- new keys are written in place at each row's own offsets (`use_rows` and
+  `plan`, then the model's `update` calls);
 - a row that leaves is replaced by moving one other row into its place
   (`copy_row`): one row copied, never the whole cache.
 
@@ -111,10 +111,14 @@ class SlotCache(Cache):
 
     # -- the model's view ------------------------------------------------------------------
 
-    def plan(self, rows: slice | torch.Tensor, write_at: torch.Tensor, width: int) -> None:
-        """The next forward runs `rows` (a range, or row indices), writing query j of row i at slot
-        write_at[i, j], and attends over each row's first `width` slots."""
-        self._rows, self._write_at, self._width = rows, write_at, width
+    def use_rows(self, rows: slice | torch.Tensor) -> None:
+        """The next forward runs `rows` (a range, or row indices), in this order."""
+        self._rows = rows
+
+    def plan(self, write_at: torch.Tensor, width: int) -> None:
+        """The next forward writes query j of row i at slot write_at[i, j] and attends over each row's
+        first `width` slots (forward.slot_hidden_states says so; `forward.SlottedCache`)."""
+        self._write_at, self._width = write_at, width
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         """Write this forward's keys/values at the planned slots; return the rows' keys/values [B, H, width, D]."""
