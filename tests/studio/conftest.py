@@ -14,8 +14,8 @@ from softprompt.infer import Predictor
 from softprompt.serve.config import ServeSettings
 from softprompt.serve.registry import PromptRegistry
 from softprompt.serve.server import RunningServer, start_in_thread
+from softprompt.studio.app import create_studio_app
 from softprompt.studio.guard import TOKEN_HEADER
-from softprompt.studio.routes import create_studio_app
 from softprompt.studio.settings import StudioSettings
 from softprompt.studio.storage import DataFolder
 

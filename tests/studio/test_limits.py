@@ -8,7 +8,7 @@ import threading
 
 import httpx
 
-import softprompt.studio.routes as routes
+import softprompt.studio.app as routes
 import softprompt.studio.uploads as uploads_module
 from softprompt.prompt import PromptMeta, SoftPrompt
 from softprompt.recipe import defaults

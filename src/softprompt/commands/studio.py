@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.config import ServeSettings
     from ..serve.registry import PromptRegistry
     from ..serve.server import uvicorn_server
-    from ..studio.routes import create_studio_app
+    from ..studio.app import create_studio_app
     from ..studio.storage import DataFolder
     from .serve import _is_loopback, allowed_hosts
 
