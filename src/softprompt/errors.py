@@ -4,7 +4,7 @@ Anything the user can fix (a bad flag, a malformed row, a prompt for another
 model) raises `SoftPromptError` with a message that names the file, line or
 field and says what to do. The CLI prints the message without a traceback;
 anything else escaping is a bug in softprompt and is reported as one.
-Every command exits with one of the codes below (README, "Exit codes").
+Every command exits with one of the codes below (docs/cli.md, "Exit codes").
 """
 
 from __future__ import annotations
