@@ -151,7 +151,8 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     lists = [m for m in lists if len({type(b) for b in m}) == 1]
     if not lists:
         return []
-    return list(max(lists, key=lambda m: sum(p.numel() for p in m.parameters())))
+    # Buffers count too: a quantised model's weights are buffers (softprompt.quant).
+    return list(max(lists, key=lambda m: sum(t.numel() for t in (*m.parameters(), *m.buffers()))))
 
 
 def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:

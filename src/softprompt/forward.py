@@ -511,18 +511,20 @@ def lm_logits(base: BaseModel, hidden: torch.Tensor, token_ids: torch.Tensor | N
     """LM-head logits of `hidden` [..., d]; with `token_ids` [K], only those vocabulary rows [..., K].
 
     Gathering K rows instead of computing all V is the "restricted head": for
-    classification only the label words' logits are needed. Whatever the model
+    classification only the label words' logits are needed (a quantised head
+    dequantises just those K rows). Whatever the model
     does after its last hidden state (T5's scaling, Gemma's softcap) is done here too.
     """
     family = base.family
-    head = lm_head(base.model)
-    weight, bias = head.weight, getattr(head, "bias", None)
-    if token_ids is not None:
-        weight = weight[token_ids]
-        bias = None if bias is None else bias[token_ids]
     if family.output_scale:
         hidden = hidden * family.output_scale
-    return softcap(F.linear(hidden.to(weight.dtype), weight, bias), family.logit_softcap)
+    if token_ids is None:
+        # The head module itself: nn.Linear, or a quantised head's packed-weight kernel.
+        logits = lm_head(base.model)(hidden.to(base.dtype))
+    else:
+        weight, bias = base.head_rows(token_ids)
+        logits = F.linear(hidden.to(weight.dtype), weight, bias)
+    return softcap(logits, family.logit_softcap)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -310,7 +310,7 @@ class Predictor:
         return _Row(index, name, ids, room)
 
     def _check_ids(self, ids: Sequence[int]) -> list[int]:
-        vocab = self.base.input_embeddings.weight.shape[0]
+        vocab = self.base.vocab_size
         if not ids:
             raise SoftPromptError("empty list of token ids")
         bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab]

@@ -11,7 +11,10 @@ model, so the first load converts them once to safetensors in the user's cache
 (keyed by the file's hash) and every later load reads that in seconds.
 
 Whatever the source, every parameter comes back with requires_grad=False:
-softprompt trains prompts, never the base model.
+softprompt trains prompts, never the base model. With `quantize="int8"` or
+"int4" the weights are held quantised (`softprompt.quant`); the rest of the
+package reads the embedding and the head through `BaseModel.vocab_size`,
+`embedding_rows` and `head_rows`, which serve both kinds of model alike.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import nn
 from .errors import SoftPromptError
 from .families import Family
 from .model_names import BUILTIN_MODELS, DEFAULT_MODEL, BuiltinModel, builtin_alias
+from .quant import Quantization, quantization_of, quantize_model
 
 
 def cache_dir() -> Path:
@@ -65,20 +69,47 @@ class BaseModel:
         return self.family.seq2seq
 
     @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding (may exceed the tokenizer's vocabulary: padded tables)."""
+        return self.input_embeddings.num_embeddings
+
+    @property
     def hidden_size(self) -> int:
-        return self.input_embeddings.weight.shape[1]
+        return self.input_embeddings.embedding_dim
 
     @property
     def device(self) -> torch.device:
-        return self.input_embeddings.weight.device
+        return _tensor_of(self.input_embeddings).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.input_embeddings.weight.dtype
+        """The dtype the model computes in (a quantised model: the dtype of its dequantised rows)."""
+        embeddings = self.input_embeddings
+        return embeddings.matrix.dtype if hasattr(embeddings, "matrix") else embeddings.weight.dtype
 
     @property
     def input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
+
+    @property
+    def quantization(self) -> Quantization:
+        return quantization_of(self.model)
+
+    def embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` of the input embedding table as stored (no model-specific scaling; see `embed`)."""
+        return _rows(self.input_embeddings, ids)
+
+    def head_rows(self, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LM head's weight rows `ids` (all of them if None) and bias, dequantised if need be.
+
+        All rows of a quantised head are a full fp32 matrix: `forward.lm_logits` calls the head
+        module instead, and asks for rows only to restrict the head to a few tokens.
+        """
+        head = self.model.get_output_embeddings()
+        bias = getattr(head, "bias", None)
+        if ids is None:
+            return (head.weight if not hasattr(head, "matrix") else head.matrix.dequantized()), bias
+        return _rows(head, ids), None if bias is None else bias[ids]
 
     @property
     def pad_token_id(self) -> int:
@@ -90,11 +121,38 @@ class BaseModel:
 
     @cached_property
     def fingerprint(self) -> str:
+        """Of the unquantised source embedding: given by the loader of a quantised model (see `quantize_base`)."""
+        if self._fingerprint is not None:
+            return self._fingerprint
+        if self.quantization.enabled:
+            # No source table any more: hash the dequantised one (differs from the fp32 model's).
+            return embedding_fingerprint(self.input_embeddings.matrix.dequantized())
         return embedding_fingerprint(self.input_embeddings.weight)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` without special tokens (templates add what they need)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _tensor_of(module: nn.Module) -> torch.Tensor:
+    return next(iter(module.parameters()), None) if not hasattr(module, "matrix") else next(module.matrix.buffers())
+
+
+def _rows(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Rows `ids` of an embedding or head module's weight, plain or quantised (`dequantize_rows`)."""
+    if hasattr(module, "dequantize_rows"):
+        return module.dequantize_rows(ids)
+    return module.weight[ids]
+
+
+def quantize_base(base: BaseModel, quantize: str | Quantization) -> BaseModel:
+    """`base` with its weights quantised in place; the fingerprint stays that of the unquantised embedding."""
+    q = Quantization.parse(quantize)
+    if not q.enabled:
+        return base
+    fingerprint = base.fingerprint
+    quantize_model(base.model, q)
+    return BaseModel(model=freeze(base.model), tokenizer=base.tokenizer, name=base.name, _fingerprint=fingerprint)
 
 
 def embedding_fingerprint(weight: torch.Tensor) -> str:
@@ -123,6 +181,7 @@ def load_base_model(
     dtype: torch.dtype | None = None,
     device_map: str | dict | None = None,
     offload_folder: str | Path | None = None,
+    quantize: str | Quantization = "none",
 ) -> BaseModel:
     """Load `name` (alias, .gguf file, local folder or hub id) frozen, with a tokenizer that can pad.
 
@@ -130,7 +189,9 @@ def load_base_model(
     all GPUs, then CPU memory, instead of moving it whole to `device`; with
     `offload_folder` what fits nowhere is kept on disk and streamed in per layer.
     A dict maps module names to devices ("cuda:0", "cpu", "disk").
+    `quantize` ("none", "int8", "int4" or a Quantization) holds the weights quantised.
     """
+    q = Quantization.parse(quantize)
     device = _available_device(device)
     if dtype is None:
         # bf16 matmuls are ~250x slower than fp32 on CPUs without native bf16.
@@ -146,7 +207,8 @@ def load_base_model(
     if tokenizer.pad_token_id is None:
         # Padding positions are always masked, so any id will do; EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return BaseModel(model=freeze(model), tokenizer=tokenizer, name=name)
+    # For now the fp32 model is loaded whole, then quantised a module at a time.
+    return quantize_base(BaseModel(model=freeze(model), tokenizer=tokenizer, name=name), q)
 
 
 def _available_device(device: str | torch.device) -> torch.device:

@@ -525,7 +525,7 @@ def frequent_token_ids(base: BaseModel, n: int = FREQUENT_TOKENS) -> torch.Tenso
     BPE vocabularies are ordered by merge, i.e. by frequency in the tokenizer's
     training corpus, so the lowest non-special ids are the most common tokens.
     """
-    vocab = base.input_embeddings.weight.shape[0]
+    vocab = base.vocab_size
     special = set(getattr(base.tokenizer, "all_special_ids", []) or [])
     ids = [i for i in range(min(vocab, n + len(special))) if i not in special]
     return torch.tensor(ids[:n])

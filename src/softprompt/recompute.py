@@ -54,6 +54,8 @@ _KEPT = tuple(
         "bmm",
         "baddbmm",
         "convolution",
+        "_weight_int8pack_mm",  # a quantised model's products (softprompt.quant)
+        "_weight_int4pack_mm_for_cpu",
         "_scaled_dot_product_flash_attention_for_cpu",
         "_scaled_dot_product_flash_attention",
         "_scaled_dot_product_efficient_attention",

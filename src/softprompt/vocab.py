@@ -16,7 +16,7 @@ EMBED_CHUNK = 8192  # rows embedded at a time (bounded memory for large vocabula
 
 def vocabulary_embeddings(base: BaseModel) -> torch.Tensor:
     """[V, d] fp32: every token's input embedding exactly as the model sees it."""
-    rows = base.input_embeddings.weight.shape[0]
+    rows = base.vocab_size
     parts = []
     with torch.no_grad():
         for start in range(0, rows, EMBED_CHUNK):

@@ -1,0 +1,145 @@
+"""int4: asymmetric, a scale and a zero point per group of inputs, run by PyTorch's CPU int4 kernel.
+
+Each row's inputs are cut into groups of `group_size` (32 by default: llama.cpp's
+block; see config.py). A group with minimum m and maximum M is held as 4-bit q in
+0..15 with scale s = (M - m) / 15, and dequantises as
+
+    w = (q - 8) * s + z,   z = m + 8 * s
+
+which is the convention of the "tinygemm" kernels (`_weight_int4pack_mm_for_cpu`
+and torchao's int4 weight-only layout; checked against our own dequantisation in
+tests/quant/test_matrix.py). Asymmetric groups fit skewed groups better than a
+symmetric scale (llama.cpp's Q4_1 and K-quants are asymmetric too; bitsandbytes'
+NF4 is symmetric with a normal-quantile code book, which the CPU kernel lacks).
+
+In memory the 4-bit values are in the kernel's packed order (int4_layout.py), two
+per byte, and the scales and zeros fp32 [groups, rows, 2]: 0.5 + 8/group_size
+bytes per weight (0.75 at 32). Rows are padded to a multiple of 64 (the kernel's
+row block) and inputs to a multiple of the group size with zeros; the products
+drop the padded rows, and padded inputs meet zeros in x, so neither changes a
+result. Files hold a portable order (`portable`): row-major, even input in the
+low half of each byte.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .int4_layout import TILE_ROWS, nibbles, pack, tile_positions
+from .matrix import QuantizedMatrix, rows_in_chunks
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+class Int4Matrix(QuantizedMatrix):
+    mode = "int4"
+
+    def __init__(self, out_features: int, in_features: int, group_size: int = 32, *, dtype=torch.float32, device=None):
+        super().__init__()
+        self.out_features, self.in_features, self.group_size = out_features, in_features, group_size
+        self.padded_out, self.padded_in = _round_up(out_features, TILE_ROWS), _round_up(in_features, group_size)
+        groups = self.padded_in // group_size
+        self.register_buffer(
+            "packed", torch.empty(self.padded_out, self.padded_in // 2, dtype=torch.uint8, device=device)
+        )
+        self.register_buffer("scales_zeros", torch.empty(groups, self.padded_out, 2, dtype=dtype, device=device))
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, group_size: int = 32) -> Int4Matrix:
+        matrix = cls(*weight.shape, group_size, dtype=weight.dtype, device=weight.device)
+        matrix.load_float_(weight)
+        return matrix
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scales_zeros.dtype
+
+    def load_float_(self, weight: torch.Tensor) -> None:
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise ValueError(
+                f"weight {tuple(weight.shape)} does not fit an int4 matrix {self.out_features}x{self.in_features}"
+            )
+        dtype = self.scales_zeros.dtype
+        gs, groups = self.group_size, self.padded_in // self.group_size
+        q = torch.zeros(self.padded_out, self.padded_in, dtype=torch.uint8)
+        scale = torch.zeros(self.padded_out, groups)
+        zero = torch.zeros(self.padded_out, groups)
+        for s, w in rows_in_chunks(weight.cpu()):
+            w = torch.nn.functional.pad(w, (0, self.padded_in - self.in_features)).view(len(w), groups, gs)
+            low, high = w.amin(dim=-1), w.amax(dim=-1)
+            step = (high - low) / 15
+            safe = torch.where(step > 0, step, torch.ones_like(step))
+            q[s : s + len(w)] = (
+                torch.round((w - low[..., None]) / safe[..., None]).clamp_(0, 15).to(torch.uint8).flatten(1)
+            )
+            scale[s : s + len(w)], zero[s : s + len(w)] = step, low + 8 * step
+        self._set(q, scale, zero, dtype=dtype if not self.scales_zeros.is_meta else weight.dtype, device=weight.device)
+
+    def _set(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, *, dtype, device) -> None:
+        """q uint8 [padded_out, padded_in], scale/zero [padded_out, groups] -> the kernel's tensors."""
+        chunk = 16 * TILE_ROWS  # rows never cross a 64-row block, so packing by chunks equals packing at once
+        packed = torch.cat([pack(q[s : s + chunk]) for s in range(0, self.padded_out, chunk)])
+        self.packed = packed.to(device)
+        self.scales_zeros = torch.stack([scale.T, zero.T], dim=-1).to(device, dtype).contiguous()
+
+    def kernel_matmul(self, x: torch.Tensor) -> torch.Tensor | None:
+        if x.device.type != "cpu" or x.dtype != self.scales_zeros.dtype:
+            return None
+        if self.padded_in != self.in_features:
+            x = torch.nn.functional.pad(x, (0, self.padded_in - self.in_features))
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.contiguous(), self.packed, self.group_size, self.scales_zeros
+        )
+        return out[:, : self.out_features] if self.padded_out != self.out_features else out
+
+    def _values(self, ids: torch.Tensor) -> torch.Tensor:
+        """The 4-bit values of rows `ids` [R] -> uint8 [R, padded_in], read straight from the packed bytes."""
+        positions = tile_positions(self.padded_in).to(ids.device)[ids % TILE_ROWS]  # [R, padded_in]
+        tile_bytes = TILE_ROWS * self.padded_in // 2
+        byte = (ids // TILE_ROWS)[:, None] * tile_bytes + positions // 2
+        return (self.packed.view(-1)[byte] >> ((positions % 2) * 4).to(torch.uint8)) & 15
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.to(self.packed.device, torch.int64)
+        return self._dequantize(self._values(ids), self.scales_zeros[:, ids])
+
+    def tile(self, start: int, stop: int) -> torch.Tensor:
+        if start % TILE_ROWS:
+            return super().tile(start, stop)
+        # Whole 64-row tiles: one gather index for all of them instead of one per row.
+        end = min(_round_up(stop, TILE_ROWS), self.padded_out)
+        stream = nibbles(self.packed[start:end].reshape(-1, TILE_ROWS * self.padded_in // 2))
+        order = tile_positions(self.padded_in).to(stream.device).flatten()
+        values = stream[:, order].view(end - start, self.padded_in)[: stop - start]
+        return self._dequantize(values, self.scales_zeros[:, start:stop])
+
+    def _dequantize(self, values: torch.Tensor, scales_zeros: torch.Tensor) -> torch.Tensor:
+        """values uint8 [R, padded_in], scales_zeros [groups, R, 2] -> [R, in_features]."""
+        rows, gs = values.shape[0], self.group_size
+        scale, zero = scales_zeros[..., 0].T[..., None], scales_zeros[..., 1].T[..., None]
+        w = (values.view(rows, -1, gs).to(self.dtype) - 8) * scale + zero
+        return w.view(rows, self.padded_in)[:, : self.in_features]
+
+    def portable(self) -> dict[str, torch.Tensor]:
+        values = torch.cat(
+            [self._values(torch.arange(s, min(s + self.row_tile, self.out_features), device=self.packed.device))
+             for s in range(0, self.out_features, self.row_tile)]
+        )  # fmt: skip
+        sz = self.scales_zeros[:, : self.out_features]
+        return {
+            "qweight": values[:, 0::2] | (values[:, 1::2] << 4),
+            "scales": sz[..., 0].T.contiguous(),
+            "zeros": sz[..., 1].T.contiguous(),
+        }
+
+    def load_portable_(self, tensors: dict[str, torch.Tensor]) -> None:
+        both = tensors["qweight"].cpu()
+        q = torch.zeros(self.padded_out, self.padded_in, dtype=torch.uint8)
+        q[: self.out_features] = nibbles(both)
+        groups = self.padded_in // self.group_size
+        scale, zero = (torch.zeros(self.padded_out, groups, dtype=tensors["scales"].dtype) for _ in range(2))
+        scale[: self.out_features], zero[: self.out_features] = tensors["scales"].cpu(), tensors["zeros"].cpu()
+        device = tensors["qweight"].device
+        self._set(q, scale, zero, dtype=tensors["scales"].dtype, device=device)

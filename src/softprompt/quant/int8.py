@@ -1,0 +1,62 @@
+"""int8: symmetric, one scale per output channel (row), run by `torch._weight_int8pack_mm`.
+
+w ≈ q * scale[row] with q in [-127, 127] and scale = max|w[row]| / 127: the
+layout of PyTorch's CPU weight-only int8 kernel (and torchao's int8
+weight-only), and of bitsandbytes' row-wise int8 without its outlier split.
+One byte per weight plus 4 bytes per row. The table is its own portable form.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .matrix import QuantizedMatrix, rows_in_chunks
+
+
+class Int8Matrix(QuantizedMatrix):
+    mode = "int8"
+
+    def __init__(self, out_features: int, in_features: int, *, dtype=torch.float32, device=None):
+        super().__init__()
+        self.out_features, self.in_features = out_features, in_features
+        self.register_buffer("qweight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(out_features, dtype=dtype, device=device))
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor) -> Int8Matrix:
+        matrix = cls(*weight.shape, dtype=weight.dtype, device=weight.device)
+        matrix.load_float_(weight)
+        return matrix
+
+    def load_float_(self, weight: torch.Tensor) -> None:
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise ValueError(
+                f"weight {tuple(weight.shape)} does not fit an int8 matrix {self.out_features}x{self.in_features}"
+            )
+        dtype = self.scales.dtype if not self.scales.is_meta else weight.dtype
+        q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+        scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+        for s, w in rows_in_chunks(weight):
+            amax = w.abs().amax(dim=1)
+            scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+            q[s : s + len(w)] = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+            scales[s : s + len(w)] = scale
+        self.qweight, self.scales = q, scales.to(dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scales.dtype
+
+    def kernel_matmul(self, x: torch.Tensor) -> torch.Tensor | None:
+        if x.device.type != "cpu" or x.dtype != self.scales.dtype:
+            return None
+        return torch._weight_int8pack_mm(x.contiguous(), self.qweight, self.scales)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.qweight[ids].to(self.scales.dtype) * self.scales[ids, None]
+
+    def portable(self) -> dict[str, torch.Tensor]:
+        return {"qweight": self.qweight, "scales": self.scales}
+
+    def load_portable_(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.qweight, self.scales = tensors["qweight"].to(torch.int8), tensors["scales"]

@@ -1,0 +1,123 @@
+"""The quantised matrices: PyTorch's kernels against our own dequantisation, padding, tiles, files."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softprompt.quant.int4 import Int4Matrix
+from softprompt.quant.int8 import Int8Matrix
+from softprompt.quant.linear import frozen_matmul
+
+# (rows, inputs): aligned; rows not a multiple of 64 (the kernel's row block); inputs not a multiple
+# of the group (padded); a vocabulary-sized odd row count.
+SHAPES = [(128, 64), (100, 64), (130, 96), (259, 32), (64, 80)]
+
+
+def make(kind: str, weight: torch.Tensor, group_size: int = 32):
+    return Int8Matrix.from_float(weight) if kind == "int8" else Int4Matrix.from_float(weight, group_size)
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_kernel_product_equals_our_dequantisation(kind, shape):
+    torch.manual_seed(0)
+    weight = torch.randn(shape)
+    m = make(kind, weight)
+    w = m.dequantized()
+    assert w.shape == shape
+    x = torch.randn(7, shape[1])
+    assert m.kernel_matmul(x) is not None  # the packed kernel ran, not the fallback
+    assert rel(m.matmul(x), x @ w.T) < 1e-6
+    ids = torch.tensor([shape[0] - 1, 0, 3, 3, shape[0] // 2])
+    assert torch.equal(m.rows(ids), w[ids])
+    # what quantising costs: within half a step of the weight
+    if kind == "int8":
+        step = weight.abs().amax(1, keepdim=True) / 127
+    else:
+        groups = F.pad(weight, (0, -shape[1] % 32)).view(shape[0], -1, 32)
+        step = ((groups.amax(-1) - groups.amin(-1)) / 15).repeat_interleave(32, 1)[:, : shape[1]]
+    assert ((w - weight).abs() <= step / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_int4_groups_and_zero_point_convention(group_size):
+    torch.manual_seed(1)
+    weight = torch.randn(64, 256) + 3  # skewed groups: the zero point matters
+    m = Int4Matrix.from_float(weight, group_size)
+    assert m.scales_zeros.shape == (256 // group_size, 64, 2)
+    w = m.dequantized()
+    # each group's min and max are represented exactly (q = 0 and q = 15)
+    g = weight.view(64, -1, group_size)
+    torch.testing.assert_close(w.view(64, -1, group_size).amin(-1), g.amin(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(w.view(64, -1, group_size).amax(-1), g.amax(-1), atol=1e-5, rtol=0)
+    x = torch.randn(3, 256)
+    assert rel(m.matmul(x), x @ w.T) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_tile_fallback_and_constant_rows(kind):
+    weight = torch.randn(70, 64)
+    weight[5] = 0.25  # a constant row (zero range) dequantises exactly
+    m = make(kind, weight)
+    assert torch.equal(m.rows(torch.tensor([5])), weight[5:6])
+    x = torch.randn(4, 64, dtype=torch.float64)  # no kernel for this dtype: tile by tile
+    assert m.kernel_matmul(x) is None
+    m.row_tile = 64
+    torch.testing.assert_close(m.matmul(x), x @ m.dequantized().double().T)
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_backward_is_the_input_gradient_through_the_dequantised_weight(kind):
+    torch.manual_seed(2)
+    m = make(kind, torch.randn(300, 96))
+    m.row_tile = 128
+    x = torch.randn(2, 5, 96, requires_grad=True)
+    frozen_matmul(x, m).pow(2).sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    F.linear(x_ref, m.dequantized()).pow(2).sum().backward()
+    assert rel(x.grad, x_ref.grad) < 1e-5
+    assert all(not b.requires_grad for b in m.buffers())
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_backward_dequantises_a_tile_of_rows_at_a_time(kind, monkeypatch):
+    """The backward of a wide layer never builds its whole fp32 weight: every dequantised block has at
+    most `row_tile` rows, and the peak of what it allocates stays far below the fp32 matrix."""
+    torch.manual_seed(3)
+    rows, cols = 4096, 256
+    m = make(kind, torch.randn(rows, cols))
+    m.row_tile = 256
+    seen = []
+    cls = type(m)
+    original = cls.tile
+
+    def watched(self, start, stop):
+        seen.append(stop - start)
+        return original(self, start, stop)
+
+    monkeypatch.setattr(cls, "tile", watched)
+    monkeypatch.setattr(cls, "dequantized", lambda self: pytest.fail("the whole matrix was dequantised"))
+    x = torch.randn(8, cols, requires_grad=True)
+    with torch.autograd.profiler.profile(profile_memory=True) as prof:
+        frozen_matmul(x, m).sum().backward()
+    assert seen and max(seen) <= 256 and sum(seen) == rows
+    fp32_bytes = rows * cols * 4
+    peak = max(e.cpu_memory_usage for e in prof.function_events)
+    assert peak < fp32_bytes / 4, f"an operation allocated {peak} bytes (the fp32 matrix is {fp32_bytes})"
+
+
+@pytest.mark.parametrize("shape", [(100, 64), (130, 96)])
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_portable_form_round_trips(kind, shape):
+    m = make(kind, torch.randn(shape))
+    again = type(m)(*shape, **({"group_size": 32} if kind == "int4" else {}))
+    again.load_portable_({k: v.clone() for k, v in m.portable().items()})
+    assert torch.equal(again.dequantized(), m.dequantized())
+    x = torch.randn(3, shape[1])
+    assert torch.equal(again.matmul(x), m.matmul(x))
+    if kind == "int4":
+        assert m.portable()["qweight"].shape == (shape[0], -(-shape[1] // 32) * 16)
