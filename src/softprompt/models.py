@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -99,16 +100,10 @@ class BaseModel:
         """Rows `ids` of the input embedding table as stored (no model-specific scaling; see `embed`)."""
         return _rows(self.input_embeddings, ids)
 
-    def head_rows(self, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The LM head's weight rows `ids` (all of them if None) and bias, dequantised if need be.
-
-        All rows of a quantised head are a full fp32 matrix: `forward.lm_logits` calls the head
-        module instead, and asks for rows only to restrict the head to a few tokens.
-        """
+    def head_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LM head's weight rows `ids` [K] and their bias, dequantised if need be (the restricted head)."""
         head = self.model.get_output_embeddings()
         bias = getattr(head, "bias", None)
-        if ids is None:
-            return (head.weight if not hasattr(head, "matrix") else head.matrix.dequantized()), bias
         return _rows(head, ids), None if bias is None else bias[ids]
 
     @property
@@ -126,7 +121,12 @@ class BaseModel:
             return self._fingerprint
         if self.quantization.enabled:
             # No source table any more: hash the dequantised one (differs from the fp32 model's).
-            return embedding_fingerprint(self.input_embeddings.matrix.dequantized())
+            table = self.input_embeddings.matrix
+            tiles = (
+                table.tile(s, min(s + table.row_tile, table.out_features))
+                for s in range(0, self.vocab_size, table.row_tile)
+            )
+            return fingerprint_of_rows(tiles, self.vocab_size, self.hidden_size)
         return embedding_fingerprint(self.input_embeddings.weight)
 
     def encode(self, text: str) -> list[int]:
@@ -155,16 +155,23 @@ def quantize_base(base: BaseModel, quantize: str | Quantization) -> BaseModel:
     return BaseModel(model=freeze(base.model), tokenizer=base.tokenizer, name=base.name, _fingerprint=fingerprint)
 
 
-def embedding_fingerprint(weight: torch.Tensor) -> str:
+def embedding_fingerprint(weight: torch.Tensor, chunk_rows: int = 8192) -> str:
     """A short hash of the embedding matrix that identifies the base model.
 
     Hashed in bf16 so the same model loaded in fp32, fp16 or bf16 gives the
     same fingerprint, while any retrained or different model does not.
     """
-    data = weight.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy()
-    digest = hashlib.blake2b(data.tobytes(), digest_size=12).hexdigest()
     rows, dim = weight.shape
-    return f"{rows}x{dim}:{digest}"
+    return fingerprint_of_rows((weight[s : s + chunk_rows] for s in range(0, rows, chunk_rows)), rows, dim)
+
+
+def fingerprint_of_rows(chunks: Iterable[torch.Tensor], rows: int, dim: int) -> str:
+    """`embedding_fingerprint` of a table given a block of rows at a time, in order (streaming loaders,
+    dequantised tables): the same digest as the whole table's, without holding it in memory."""
+    digest = hashlib.blake2b(digest_size=12)
+    for chunk in chunks:
+        digest.update(chunk.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
+    return f"{rows}x{dim}:{digest.hexdigest()}"
 
 
 def freeze(model: nn.Module) -> nn.Module:

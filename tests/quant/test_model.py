@@ -136,3 +136,24 @@ def test_fingerprint_is_the_unquantised_embeddings():
     bare = BaseModel(quantized.model, quantized.tokenizer, "bare")
     assert bare.fingerprint != fingerprint
     assert (bare.vocab_size, bare.hidden_size, bare.dtype) == (base.vocab_size, base.hidden_size, torch.float32)
+
+
+def test_load_base_model_quantises_and_keeps_the_fp32_fingerprint(tmp_path):
+    from softprompt.models import load_base_model
+    from softprompt.testing import save_tiny
+
+    folder = save_tiny("llama", tmp_path / "tiny")
+    plain = load_base_model(str(folder))
+    for text in ("int8", "int4"):
+        base = load_base_model(str(folder), quantize=text)
+        assert base.quantization == Quantization.parse(text)
+        assert base.fingerprint == plain.fingerprint
+    with pytest.raises(SoftPromptError, match="quantize"):
+        load_base_model(str(folder), quantize="int2")
+
+
+def test_fingerprint_by_chunks_equals_the_whole_tables():
+    from softprompt.models import embedding_fingerprint
+
+    table = torch.randn(100, 16)
+    assert embedding_fingerprint(table, chunk_rows=7) == embedding_fingerprint(table)

@@ -28,6 +28,8 @@ import torch
 from .int4_layout import TILE_ROWS, nibbles, pack, tile_positions
 from .matrix import QuantizedMatrix, rows_in_chunks
 
+PACK_ROWS = 16 * TILE_ROWS  # rows quantised and packed at a time
+
 
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
@@ -61,26 +63,26 @@ class Int4Matrix(QuantizedMatrix):
             raise ValueError(
                 f"weight {tuple(weight.shape)} does not fit an int4 matrix {self.out_features}x{self.in_features}"
             )
-        dtype = self.scales_zeros.dtype
+        dtype = weight.dtype if self.scales_zeros.is_meta else self.scales_zeros.dtype
         gs, groups = self.group_size, self.padded_in // self.group_size
-        q = torch.zeros(self.padded_out, self.padded_in, dtype=torch.uint8)
-        scale = torch.zeros(self.padded_out, groups)
-        zero = torch.zeros(self.padded_out, groups)
-        for s, w in rows_in_chunks(weight.cpu()):
-            w = torch.nn.functional.pad(w, (0, self.padded_in - self.in_features)).view(len(w), groups, gs)
+        packed = torch.empty(self.padded_out, self.padded_in // 2, dtype=torch.uint8)
+        scale, zero = torch.zeros(self.padded_out, groups), torch.zeros(self.padded_out, groups)
+        # A chunk of rows at a time (a multiple of 64: rows never cross a block of the kernel's
+        # layout, so packing by chunks equals packing at once): only that chunk is ever in fp32.
+        for s, w in rows_in_chunks(weight.cpu(), PACK_ROWS):
+            e = min(s + PACK_ROWS, self.padded_out)
+            w = torch.nn.functional.pad(w, (0, self.padded_in - self.in_features, 0, e - s - len(w)))
+            w = w.view(e - s, groups, gs)
             low, high = w.amin(dim=-1), w.amax(dim=-1)
             step = (high - low) / 15
             safe = torch.where(step > 0, step, torch.ones_like(step))
-            q[s : s + len(w)] = (
-                torch.round((w - low[..., None]) / safe[..., None]).clamp_(0, 15).to(torch.uint8).flatten(1)
-            )
-            scale[s : s + len(w)], zero[s : s + len(w)] = step, low + 8 * step
-        self._set(q, scale, zero, dtype=dtype if not self.scales_zeros.is_meta else weight.dtype, device=weight.device)
+            q = torch.round((w - low[..., None]) / safe[..., None]).clamp_(0, 15).flatten(1)
+            packed[s:e] = pack(q)
+            scale[s:e], zero[s:e] = step, low + 8 * step
+        self._set(packed, scale, zero, dtype=dtype, device=weight.device)
 
-    def _set(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, *, dtype, device) -> None:
-        """q uint8 [padded_out, padded_in], scale/zero [padded_out, groups] -> the kernel's tensors."""
-        chunk = 16 * TILE_ROWS  # rows never cross a 64-row block, so packing by chunks equals packing at once
-        packed = torch.cat([pack(q[s : s + chunk]) for s in range(0, self.padded_out, chunk)])
+    def _set(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, *, dtype, device) -> None:
+        """The kernel's packed values [padded_out, padded_in / 2], scale and zero [padded_out, groups]."""
         self.packed = packed.to(device)
         self.scales_zeros = torch.stack([scale.T, zero.T], dim=-1).to(device, dtype).contiguous()
 
@@ -136,10 +138,14 @@ class Int4Matrix(QuantizedMatrix):
 
     def load_portable_(self, tensors: dict[str, torch.Tensor]) -> None:
         both = tensors["qweight"].cpu()
-        q = torch.zeros(self.padded_out, self.padded_in, dtype=torch.uint8)
-        q[: self.out_features] = nibbles(both)
+        packed = torch.empty(self.padded_out, self.padded_in // 2, dtype=torch.uint8)
+        for s in range(0, self.padded_out, PACK_ROWS):
+            e = min(s + PACK_ROWS, self.padded_out)
+            q = torch.zeros(e - s, self.padded_in, dtype=torch.uint8)
+            part = nibbles(both[s:e])
+            q[: len(part)] = part
+            packed[s:e] = pack(q)
         groups = self.padded_in // self.group_size
         scale, zero = (torch.zeros(self.padded_out, groups, dtype=tensors["scales"].dtype) for _ in range(2))
         scale[: self.out_features], zero[: self.out_features] = tensors["scales"].cpu(), tensors["zeros"].cpu()
-        device = tensors["qweight"].device
-        self._set(q, scale, zero, dtype=tensors["scales"].dtype, device=device)
+        self._set(packed, scale, zero, dtype=tensors["scales"].dtype, device=tensors["qweight"].device)

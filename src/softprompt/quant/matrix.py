@@ -11,6 +11,8 @@ the rows asked for.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,7 +96,7 @@ class QuantizedMatrix(nn.Module):
         return f"{self.mode}, out_features={self.out_features}, in_features={self.in_features}"
 
 
-def rows_in_chunks(weight: torch.Tensor, chunk: int = 1024):
+def rows_in_chunks(weight: torch.Tensor, chunk: int = 1024) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, fp32 rows) of `weight` a chunk at a time, so quantising a bf16 matrix never holds it all in fp32."""
     for s in range(0, weight.shape[0], chunk):
         yield s, weight[s : s + chunk].detach().to(torch.float32)
