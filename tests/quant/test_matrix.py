@@ -121,3 +121,27 @@ def test_portable_form_round_trips(kind, shape):
     assert torch.equal(again.matmul(x), m.matmul(x))
     if kind == "int4":
         assert m.portable()["qweight"].shape == (shape[0], -(-shape[1] // 32) * 16)
+
+
+def test_cuda_int8_hands_bitsandbytes_its_own_row_layout(monkeypatch):
+    """No GPU here: a stand-in for bitsandbytes checks what the CUDA path gives it (CB, SCB = absmax)."""
+    import sys
+    import types
+
+    from softprompt.quant.cuda import bnb_int8_matmul
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    m = Int8Matrix.from_float(torch.randn(32, 16))
+    x = torch.randn(3, 16)
+    assert bnb_int8_matmul(m.qweight, m.scales, x) is None  # not installed: the tile path runs instead
+
+    class State:
+        pass
+
+    def matmul(a, b, state):
+        assert b is state.CB and not state.has_fp16_weights and state.threshold == 0.0
+        return a.float() @ (state.CB.float() * state.SCB[:, None] / 127).T
+
+    fake = types.SimpleNamespace(MatmulLtState=State, matmul=matmul)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    torch.testing.assert_close(bnb_int8_matmul(m.qweight, m.scales, x), x @ m.dequantized().T, atol=1e-2, rtol=1e-2)

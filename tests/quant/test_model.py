@@ -157,3 +157,14 @@ def test_fingerprint_by_chunks_equals_the_whole_tables():
 
     table = torch.randn(100, 16)
     assert embedding_fingerprint(table, chunk_rows=7) == embedding_fingerprint(table)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_weight_count_is_unchanged_and_bytes_shrink(mode):
+    from softprompt.quant import weight_bytes, weight_count
+
+    model = wide_llama()
+    count, size = weight_count(model), weight_bytes(model)
+    quantize_model(model, Q[mode])
+    assert weight_count(model) == count
+    assert weight_bytes(model) < size * (0.27 if mode == "int8" else 0.2)

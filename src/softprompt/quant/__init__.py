@@ -7,7 +7,15 @@ with the loaders and the front ends.
 """
 
 from .config import QUANT_MODES, Quantization
-from .model import dequantized_model, load_tensor_, quantization_of, quantize_model, quantized_skeleton
+from .model import (
+    dequantized_model,
+    load_tensor_,
+    quantization_of,
+    quantize_model,
+    quantized_skeleton,
+    weight_bytes,
+    weight_count,
+)
 from .storage import load_quantized, save_quantized
 
 __all__ = [
@@ -20,4 +28,6 @@ __all__ = [
     "quantize_model",
     "quantized_skeleton",
     "save_quantized",
+    "weight_bytes",
+    "weight_count",
 ]

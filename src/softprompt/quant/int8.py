@@ -4,12 +4,14 @@ w ≈ q * scale[row] with q in [-127, 127] and scale = max|w[row]| / 127: the
 layout of PyTorch's CPU weight-only int8 kernel (and torchao's int8
 weight-only), and of bitsandbytes' row-wise int8 without its outlier split.
 One byte per weight plus 4 bytes per row. The table is its own portable form.
+On CUDA the same table feeds bitsandbytes' int8 kernel where installed (cuda.py).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .cuda import bnb_int8_matmul
 from .matrix import QuantizedMatrix, rows_in_chunks
 
 
@@ -48,6 +50,8 @@ class Int8Matrix(QuantizedMatrix):
         return self.scales.dtype
 
     def kernel_matmul(self, x: torch.Tensor) -> torch.Tensor | None:
+        if x.device.type == "cuda":
+            return bnb_int8_matmul(self.qweight, self.scales, x)
         if x.device.type != "cpu" or x.dtype != self.scales.dtype:
             return None
         return torch._weight_int8pack_mm(x.contiguous(), self.qweight, self.scales)

@@ -183,3 +183,20 @@ def dequantized_model(model: nn.Module) -> nn.Module:
     for p in plain.parameters():
         p.requires_grad_(False)
     return plain.eval()
+
+
+def weight_count(model: nn.Module) -> int:
+    """Parameters of the model as a plain model would count them (a quantised matrix: out x in)."""
+    plain = sum(p.numel() for p in model.parameters())
+    return plain + sum(m.out_features * m.in_features for _, m in quantized_modules(model))
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes the weights take in memory: parameters and buffers, each storage once."""
+    seen, total = set(), 0
+    for t in (*model.parameters(), *model.buffers()):
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key not in seen and not t.is_meta:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
