@@ -63,7 +63,7 @@ class Int4Matrix(QuantizedMatrix):
             raise ValueError(
                 f"weight {tuple(weight.shape)} does not fit an int4 matrix {self.out_features}x{self.in_features}"
             )
-        dtype = weight.dtype if self.scales_zeros.is_meta else self.scales_zeros.dtype
+        dtype = self.scales_zeros.dtype  # the skeleton's (or from_float's) compute dtype, meta or not
         gs, groups = self.group_size, self.padded_in // self.group_size
         packed = torch.empty(self.padded_out, self.padded_in // 2, dtype=torch.uint8)
         scale, zero = torch.zeros(self.padded_out, groups), torch.zeros(self.padded_out, groups)

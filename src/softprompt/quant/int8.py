@@ -35,7 +35,7 @@ class Int8Matrix(QuantizedMatrix):
             raise ValueError(
                 f"weight {tuple(weight.shape)} does not fit an int8 matrix {self.out_features}x{self.in_features}"
             )
-        dtype = self.scales.dtype if not self.scales.is_meta else weight.dtype
+        dtype = self.scales.dtype  # the skeleton's (or from_float's) compute dtype, meta or not
         q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
         scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
         for s, w in rows_in_chunks(weight):
