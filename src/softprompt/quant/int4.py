@@ -12,9 +12,11 @@ tests/quant/test_matrix.py). Asymmetric groups fit skewed groups better than a
 symmetric scale (llama.cpp's Q4_1 and K-quants are asymmetric too; bitsandbytes'
 NF4 is symmetric with a normal-quantile code book, which the CPU kernel lacks).
 
+Scale and zero are rounded to bf16 (what the fast kernel takes) before the
+weights are rounded to them, so every product path uses the same weights.
 In memory the 4-bit values are in the kernel's packed order (int4_layout.py), two
-per byte, and the scales and zeros fp32 [groups, rows, 2]: 0.5 + 8/group_size
-bytes per weight (0.75 at 32). Rows are padded to a multiple of 64 (the kernel's
+per byte, and the scales and zeros bf16 [groups, rows, 2]: 0.5 + 4/group_size
+bytes per weight (0.625 at 32). Rows are padded to a multiple of 64 (the kernel's
 row block) and inputs to a multiple of the group size with zeros; the products
 drop the padded rows, and padded inputs meet zeros in x, so neither changes a
 result. Files hold a portable order (`portable`): row-major, even input in the
@@ -26,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from .int4_layout import TILE_ROWS, nibbles, pack, tile_positions
-from .matrix import QuantizedMatrix, rows_in_chunks
+from .matrix import SCALE_DTYPE, QuantizedMatrix, on_cpu_in_bf16, rows_in_chunks
 
 PACK_ROWS = 16 * TILE_ROWS  # rows quantised and packed at a time
 
@@ -39,14 +41,14 @@ class Int4Matrix(QuantizedMatrix):
     mode = "int4"
 
     def __init__(self, out_features: int, in_features: int, group_size: int = 32, *, dtype=torch.float32, device=None):
-        super().__init__()
+        super().__init__(dtype)
         self.out_features, self.in_features, self.group_size = out_features, in_features, group_size
         self.padded_out, self.padded_in = _round_up(out_features, TILE_ROWS), _round_up(in_features, group_size)
         groups = self.padded_in // group_size
         self.register_buffer(
             "packed", torch.empty(self.padded_out, self.padded_in // 2, dtype=torch.uint8, device=device)
         )
-        self.register_buffer("scales_zeros", torch.empty(groups, self.padded_out, 2, dtype=dtype, device=device))
+        self.register_buffer("scales_zeros", torch.empty(groups, self.padded_out, 2, dtype=SCALE_DTYPE, device=device))
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, group_size: int = 32) -> Int4Matrix:
@@ -54,19 +56,15 @@ class Int4Matrix(QuantizedMatrix):
         matrix.load_float_(weight)
         return matrix
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.scales_zeros.dtype
-
     def load_float_(self, weight: torch.Tensor) -> None:
         if tuple(weight.shape) != (self.out_features, self.in_features):
             raise ValueError(
                 f"weight {tuple(weight.shape)} does not fit an int4 matrix {self.out_features}x{self.in_features}"
             )
-        dtype = self.scales_zeros.dtype  # the skeleton's (or from_float's) compute dtype, meta or not
         gs, groups = self.group_size, self.padded_in // self.group_size
         packed = torch.empty(self.padded_out, self.padded_in // 2, dtype=torch.uint8)
-        scale, zero = torch.zeros(self.padded_out, groups), torch.zeros(self.padded_out, groups)
+        scale = torch.zeros(self.padded_out, groups, dtype=SCALE_DTYPE)
+        zero = torch.zeros(self.padded_out, groups, dtype=SCALE_DTYPE)
         # A chunk of rows at a time (a multiple of 64: rows never cross a block of the kernel's
         # layout, so packing by chunks equals packing at once): only that chunk is ever in fp32.
         for s, w in rows_in_chunks(weight.cpu(), PACK_ROWS):
@@ -74,27 +72,27 @@ class Int4Matrix(QuantizedMatrix):
             w = torch.nn.functional.pad(w, (0, self.padded_in - self.in_features, 0, e - s - len(w)))
             w = w.view(e - s, groups, gs)
             low, high = w.amin(dim=-1), w.amax(dim=-1)
-            step = (high - low) / 15
-            safe = torch.where(step > 0, step, torch.ones_like(step))
-            q = torch.round((w - low[..., None]) / safe[..., None]).clamp_(0, 15).flatten(1)
+            step = ((high - low) / 15).to(SCALE_DTYPE)
+            mid = (low + 8 * step.float()).to(SCALE_DTYPE)  # the zero point: the value of q = 8
+            safe = torch.where(step > 0, step, torch.ones_like(step)).float()
+            q = torch.round((w - mid.float()[..., None]) / safe[..., None] + 8).clamp_(0, 15).flatten(1)
             packed[s:e] = pack(q)
-            scale[s:e], zero[s:e] = step, low + 8 * step
-        self._set(packed, scale, zero, dtype=dtype, device=weight.device)
+            scale[s:e], zero[s:e] = step, mid
+        self._set(packed, scale, zero, device=weight.device)
 
-    def _set(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, *, dtype, device) -> None:
+    def _set(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, *, device) -> None:
         """The kernel's packed values [padded_out, padded_in / 2], scale and zero [padded_out, groups]."""
         self.packed = packed.to(device)
-        self.scales_zeros = torch.stack([scale.T, zero.T], dim=-1).to(device, dtype).contiguous()
+        self.scales_zeros = torch.stack([scale.T, zero.T], dim=-1).to(device, SCALE_DTYPE).contiguous()
 
     def kernel_matmul(self, x: torch.Tensor) -> torch.Tensor | None:
-        if x.device.type != "cpu" or x.dtype != self.scales_zeros.dtype:
-            return None
         if self.padded_in != self.in_features:
             x = torch.nn.functional.pad(x, (0, self.padded_in - self.in_features))
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.contiguous(), self.packed, self.group_size, self.scales_zeros
+        out = on_cpu_in_bf16(
+            x,
+            lambda xb: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, self.packed, self.group_size, self.scales_zeros),
         )
-        return out[:, : self.out_features] if self.padded_out != self.out_features else out
+        return out if out is None or self.padded_out == self.out_features else out[:, : self.out_features]
 
     def _values(self, ids: torch.Tensor) -> torch.Tensor:
         """The 4-bit values of rows `ids` [R] -> uint8 [R, padded_in], read straight from the packed bytes."""
@@ -109,7 +107,7 @@ class Int4Matrix(QuantizedMatrix):
 
     def tile(self, start: int, stop: int) -> torch.Tensor:
         if start % TILE_ROWS:
-            return super().tile(start, stop)
+            return self.rows(torch.arange(start, stop, device=self.packed.device))
         # Whole 64-row tiles: one gather index for all of them instead of one per row.
         end = min(_round_up(stop, TILE_ROWS), self.padded_out)
         stream = nibbles(self.packed[start:end].reshape(-1, TILE_ROWS * self.padded_in // 2))
@@ -120,7 +118,8 @@ class Int4Matrix(QuantizedMatrix):
     def _dequantize(self, values: torch.Tensor, scales_zeros: torch.Tensor) -> torch.Tensor:
         """values uint8 [R, padded_in], scales_zeros [groups, R, 2] -> [R, in_features]."""
         rows, gs = values.shape[0], self.group_size
-        scale, zero = scales_zeros[..., 0].T[..., None], scales_zeros[..., 1].T[..., None]
+        scale = scales_zeros[..., 0].T[..., None].to(self.dtype)
+        zero = scales_zeros[..., 1].T[..., None].to(self.dtype)
         w = (values.view(rows, -1, gs).to(self.dtype) - 8) * scale + zero
         return w.view(rows, self.padded_in)[:, : self.in_features]
 
@@ -146,6 +145,6 @@ class Int4Matrix(QuantizedMatrix):
             q[: len(part)] = part
             packed[s:e] = pack(q)
         groups = self.padded_in // self.group_size
-        scale, zero = (torch.zeros(self.padded_out, groups, dtype=tensors["scales"].dtype) for _ in range(2))
+        scale, zero = (torch.zeros(self.padded_out, groups, dtype=SCALE_DTYPE) for _ in range(2))
         scale[: self.out_features], zero[: self.out_features] = tensors["scales"].cpu(), tensors["zeros"].cpu()
-        self._set(packed, scale, zero, dtype=tensors["scales"].dtype, device=tensors["qweight"].device)
+        self._set(packed, scale, zero, device=tensors["qweight"].device)

@@ -1,9 +1,12 @@
 """A frozen linear layer over a quantised matrix, whose backward gives only the input's gradient.
 
-The weights never train, so the backward needs grad_out @ W and nothing else:
-`QuantizedMatrix.input_grad` builds it a tile of rows at a time. Autograd
-keeps no activation for it (the matrix is all it needs). The bias, if any,
-stays a frozen fp32 parameter.
+While autograd records (training), the product is the exact one (tiles of
+dequantised rows in the model's dtype) and the backward needs grad_out @ W and
+nothing else: `QuantizedMatrix.input_grad` builds it a tile of rows at a time.
+Autograd keeps no activation for it (the matrix is all it needs). Without
+autograd (evaluation, prediction, decoding, the engine: all under no_grad)
+the packed-weight kernel runs instead (matrix.py says why it is bf16 inside).
+The bias, if any, stays a frozen fp32 parameter.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ class _FrozenMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, matrix: QuantizedMatrix) -> torch.Tensor:
         ctx.matrix = matrix
-        return matrix.matmul(x)
+        return matrix.exact_matmul(x)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -26,9 +29,10 @@ class _FrozenMatmul(torch.autograd.Function):
 
 
 def frozen_matmul(x: torch.Tensor, matrix: QuantizedMatrix) -> torch.Tensor:
-    """x [..., in] @ W.T -> [..., out], differentiable in x only."""
+    """x [..., in] @ W.T -> [..., out], differentiable in x only; exact while autograd records, else fast."""
     flat = x.reshape(-1, x.shape[-1])
-    return _FrozenMatmul.apply(flat, matrix).view(*x.shape[:-1], matrix.out_features)
+    out = _FrozenMatmul.apply(flat, matrix) if torch.is_grad_enabled() else matrix.fast_matmul(flat)
+    return out.view(*x.shape[:-1], matrix.out_features)
 
 
 class QuantizedLinear(nn.Module):

@@ -2,11 +2,25 @@
 
 A matrix is [out_features, in_features] (rows are output channels, as in
 nn.Linear; an embedding table is [vocab, dim], a tied LM head the same table).
-Each kind (int8.py, int4.py) provides the product with PyTorch's own kernel,
-the dequantised rows for a list of ids (an embedding lookup, a restricted
-head, a tile of the backward) and a portable form for files. Nothing here ever
-holds the whole fp32 matrix: every dequantisation is of `ROW_TILE` rows or of
-the rows asked for.
+Each kind (int8.py, int4.py) provides the dequantised rows for a list of ids
+(an embedding lookup, a restricted head), a tile of consecutive rows, the
+product with PyTorch's packed-weight kernel, and a portable form for files.
+
+Two products (linear.frozen_matmul picks by whether autograd is recording):
+
+- exact (training: gradients on): one tile of `row_tile` dequantised rows at a
+  time, multiplied in the model's dtype (fp32 on CPU). The result is the
+  dequantised model's to rounding, which is what makes the prompt's loss and
+  gradient equal an fp32 model's of the same weights (docs/quantization.md).
+- fast (inference: no_grad, as evaluation, prediction, decoding and the engine
+  run): PyTorch's packed-weight kernel. On CPU those kernels are vectorised for
+  bf16 activations only (with fp32 activations they fall back to scalar loops,
+  30-40x slower than fp32 matmul), so the input is rounded to bf16 and the
+  output comes back in the model's dtype: bf16 inference, about 3e-3 relative
+  per product, reading 1 (int8) or 0.5 (int4) bytes per weight instead of 4.
+
+Nothing here ever holds the whole fp32 matrix: every dequantisation is of
+`row_tile` rows or of the rows asked for.
 """
 
 from __future__ import annotations
@@ -17,25 +31,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Rows dequantised at a time in the backward and in the tile-by-tile product (a multiple of 64, the
-# row block of the int4 kernel layout). 512 rows of a 3584-wide matrix are 7 MB of fp32.
+# Rows dequantised at a time in the backward and in the exact product (a multiple of 64, the row
+# block of the int4 kernel layout). 512 rows of a 3584-wide matrix are 7 MB of fp32.
 ROW_TILE = 512
+# Scales (and int4 zero points) are stored in bf16: what the fast kernels take, and half the bytes.
+SCALE_DTYPE = torch.bfloat16
 
 
 class QuantizedMatrix(nn.Module):
-    """Base class: subclasses hold their tensors as buffers and implement the four methods below."""
+    """Base class: subclasses hold their tensors as buffers and implement the methods that raise here."""
 
     mode: str = ""
     out_features: int
     in_features: int
     row_tile: int = ROW_TILE
 
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        # The dtype rows are dequantised to and products come out in: the model's (fp32 on CPU).
+        self.dtype = dtype
+
     def kernel_matmul(self, x: torch.Tensor) -> torch.Tensor | None:
-        """x [M, in] @ W.T with PyTorch's packed-weight kernel, or None where it does not run (device, dtype)."""
+        """x [M, in] @ W.T with PyTorch's packed-weight kernel (bf16 inside), or None where none runs."""
         raise NotImplementedError
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Dequantised rows `ids` [R] -> [R, in], in the matrix's compute dtype."""
+        """Dequantised rows `ids` [R] -> [R, in], in `dtype`."""
+        raise NotImplementedError
+
+    def tile(self, start: int, stop: int) -> torch.Tensor:
+        """Dequantised rows start..stop-1 (consecutive: cheaper than `rows`)."""
         raise NotImplementedError
 
     def portable(self) -> dict[str, torch.Tensor]:
@@ -50,47 +75,35 @@ class QuantizedMatrix(nn.Module):
         raise NotImplementedError
 
     @property
-    def dtype(self) -> torch.dtype:
-        """What the dequantised rows and the products come out as (the dtype the model was loaded in)."""
-        raise NotImplementedError
-
-    @property
     def device(self) -> torch.device:
         return next(self.buffers()).device
 
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
-    def tile(self, start: int, stop: int) -> torch.Tensor:
-        return self.rows(torch.arange(start, stop, device=self.device))
+    def _tiles(self) -> Iterator[tuple[int, int]]:
+        for s in range(0, self.out_features, self.row_tile):
+            yield s, min(s + self.row_tile, self.out_features)
 
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """x [M, in] @ W.T -> [M, out]: the kernel where it runs, else one dequantised tile of rows at a time."""
+    def fast_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, in] @ W.T -> [M, out] with the packed kernel where one runs, else exactly."""
         out = self.kernel_matmul(x)
-        if out is not None:
-            return out
-        parts = [
-            F.linear(x, self.tile(s, min(s + self.row_tile, self.out_features)).to(x.dtype))
-            for s in range(0, self.out_features, self.row_tile)
-        ]
-        return torch.cat(parts, dim=-1)
+        return self.exact_matmul(x) if out is None else out
+
+    def exact_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ W.T one dequantised tile of rows at a time, in x's dtype."""
+        return torch.cat([F.linear(x, self.tile(s, e).to(x.dtype)) for s, e in self._tiles()], dim=-1)
 
     def input_grad(self, grad_out: torch.Tensor) -> torch.Tensor:
         """grad_out [M, out] @ W -> [M, in], summed over tiles of `row_tile` rows (never all of W at once)."""
         grad_in = grad_out.new_zeros(grad_out.shape[0], self.in_features)
-        for s in range(0, self.out_features, self.row_tile):
-            e = min(s + self.row_tile, self.out_features)
+        for s, e in self._tiles():
             grad_in.addmm_(grad_out[:, s:e], self.tile(s, e).to(grad_out.dtype))
         return grad_in
 
     def dequantized(self) -> torch.Tensor:
-        """The whole matrix in fp32: for tests and the reference model only (it is what quantising avoids)."""
-        return torch.cat(
-            [
-                self.tile(s, min(s + self.row_tile, self.out_features))
-                for s in range(0, self.out_features, self.row_tile)
-            ]
-        )
+        """The whole matrix dequantised: for tests and the reference model only (it is what quantising avoids)."""
+        return torch.cat([self.tile(s, e) for s, e in self._tiles()])
 
     def extra_repr(self) -> str:
         return f"{self.mode}, out_features={self.out_features}, in_features={self.in_features}"
@@ -100,3 +113,10 @@ def rows_in_chunks(weight: torch.Tensor, chunk: int = 1024) -> Iterator[tuple[in
     """(start, fp32 rows) of `weight` a chunk at a time, so quantising a bf16 matrix never holds it all in fp32."""
     for s in range(0, weight.shape[0], chunk):
         yield s, weight[s : s + chunk].detach().to(torch.float32)
+
+
+def on_cpu_in_bf16(x: torch.Tensor, kernel) -> torch.Tensor | None:
+    """`kernel(x in bf16)` back in x's dtype, on CPU; None elsewhere."""
+    if x.device.type != "cpu":
+        return None
+    return kernel(x.to(torch.bfloat16).contiguous()).to(x.dtype)

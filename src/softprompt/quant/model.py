@@ -146,7 +146,7 @@ def load_tensor_(model: nn.Module, name: str, tensor: torch.Tensor, q: Quantizat
         weight = tensor.T if getattr(module, "transposed", False) else tensor
         if tuple(weight.shape) != (module.matrix.out_features, module.matrix.in_features):
             raise SoftPromptError(f"tensor {name!r} has shape {tuple(tensor.shape)}, which does not fit the model")
-        module.matrix.load_float_(weight.to(module.matrix.dtype) if module.matrix.dtype.is_floating_point else weight)
+        module.matrix.load_float_(weight)
         return
     if attr in module._parameters:
         old = module._parameters[attr]
