@@ -5,6 +5,8 @@ For each model and precision it reports
   model built from the same dequantised weights: the bar of issue 33 is 1e-4;
 - what quantising itself costs: the relative error of the logits against the original fp32 model, and how
   often the top-1 next token agrees;
+- what the inference path adds (no_grad: PyTorch's packed kernels with bf16 activations): the relative
+  error of its logits against the exact ones;
 - the bytes per weight of the quantised matrices (linears, embedding, head: scales and padding included).
 
     python benchmarks/quant_exactness.py                          # the tiny test models
@@ -27,10 +29,11 @@ from softprompt.quant.model import quantized_modules
 from softprompt.testing import tiny_base
 
 TEXTS = (
-    "the movie was great fun and the actors were superb",
+    "The capital of France is Paris, and the capital of Germany is Berlin.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "Once upon a time there was a little girl who lived in a village near the forest.",
+    "The movie was a complete waste of time; the acting was wooden and the plot made no sense.",
     "dull",
-    "an utterly forgettable film, sadly, with a plot that goes nowhere",
-    "I would watch it again tomorrow",
 )
 PRECISIONS = ("int8", "int4", "int4/64", "int4/128")
 
@@ -51,7 +54,10 @@ def loss_and_grad(base: BaseModel, method: str, weights: torch.Tensor):
 
 
 def bytes_per_weight(base: BaseModel) -> float:
-    matrices = [m for _, m in quantized_modules(base.model)]
+    """Of the transformer blocks' matrices (the embedding and head are int8 in both modes)."""
+    embedding, head = base.model.get_input_embeddings(), base.model.get_output_embeddings()
+    tables = {id(embedding.matrix), id(head.matrix)}
+    matrices = [m for _, m in quantized_modules(base.model) if id(m) not in tables]
     return sum(m.nbytes() for m in matrices) / sum(m.out_features * m.in_features for m in matrices)
 
 
@@ -70,6 +76,13 @@ def measure(load, name: str, precision: str) -> dict:
         row[f"{method}_grad_rel"] = rel(grad, ref_grad)
         row[f"{method}_logits_vs_fp32"] = rel(logits, fp32_logits)
         row[f"{method}_top1_agree"] = (logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean().item()
+    with torch.no_grad():
+        batch = pad_batch([quantized.encode(t) for t in TEXTS], quantized.pad_token_id, side="left")
+        fast = input_logits(quantized, None, batch)[batch.attention_mask.bool()]
+    with torch.enable_grad():
+        exact = input_logits(quantized, None, batch).detach()[batch.attention_mask.bool()]
+    row["inference_vs_exact"] = rel(fast, exact)
+    row["positions"] = len(logits)
     return row
 
 
@@ -83,9 +96,10 @@ def main() -> None:
         loaders = {m: (lambda m=m: load_base_model(m)) for m in args.model}
     rows = []
     print(
-        "| model | precision | bytes/weight | loss rel (plain, deep) | grad rel (plain, deep) | logits vs fp32 | top-1 agree |"
+        "| model | precision | bytes/weight (blocks) | loss rel (plain, deep) | grad rel (plain, deep) "
+        "| logits vs fp32 | top-1 agree | inference vs exact |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, load in loaders.items():
         for precision in PRECISIONS:
             torch.manual_seed(0)
@@ -94,7 +108,7 @@ def main() -> None:
             print(
                 f"| {name} | {precision} | {r['bytes_per_weight']:.3f} | {r['plain_loss_rel']:.1e}, {r['deep_loss_rel']:.1e} "
                 f"| {r['plain_grad_rel']:.1e}, {r['deep_grad_rel']:.1e} | {r['plain_logits_vs_fp32']:.3f} "
-                f"| {r['plain_top1_agree']:.1%} |",
+                f"| {r['plain_top1_agree']:.1%} of {r['positions']} | {r['inference_vs_exact']:.1e} |",
                 flush=True,
             )
     if args.json:
