@@ -15,7 +15,7 @@ Two products (linear.frozen_matmul picks by whether autograd is recording):
 - fast (inference: no_grad, as evaluation, prediction, decoding and the engine
   run): PyTorch's packed-weight kernel. On CPU those kernels are vectorised for
   bf16 activations only (with fp32 activations they fall back to scalar loops,
-  30-40x slower than fp32 matmul), so the input is rounded to bf16 and the
+  an order of magnitude slower than an fp32 matmul), so the input is rounded to bf16 and the
   output comes back in the model's dtype: bf16 inference, about 3e-3 relative
   per product, reading 1 (int8) or 0.5 (int4) bytes per weight instead of 4.
 
