@@ -105,15 +105,18 @@ class Int4Matrix(QuantizedMatrix):
         ids = ids.to(self.packed.device, torch.int64)
         return self._dequantize(self._values(ids), self.scales_zeros[:, ids])
 
-    def tile(self, start: int, stop: int) -> torch.Tensor:
+    def _tile_values(self, start: int, stop: int) -> torch.Tensor:
+        """The 4-bit values of rows start..stop-1 -> uint8 [stop - start, padded_in]."""
         if start % TILE_ROWS:
-            return self.rows(torch.arange(start, stop, device=self.packed.device))
+            return self._values(torch.arange(start, stop, device=self.packed.device))
         # Whole 64-row tiles: one gather index for all of them instead of one per row.
         end = min(_round_up(stop, TILE_ROWS), self.padded_out)
         stream = nibbles(self.packed[start:end].reshape(-1, TILE_ROWS * self.padded_in // 2))
         order = tile_positions(self.padded_in).to(stream.device).flatten()
-        values = stream[:, order].view(end - start, self.padded_in)[: stop - start]
-        return self._dequantize(values, self.scales_zeros[:, start:stop])
+        return stream[:, order].view(end - start, self.padded_in)[: stop - start]
+
+    def tile(self, start: int, stop: int) -> torch.Tensor:
+        return self._dequantize(self._tile_values(start, stop), self.scales_zeros[:, start:stop])
 
     def _dequantize(self, values: torch.Tensor, scales_zeros: torch.Tensor) -> torch.Tensor:
         """values uint8 [R, padded_in], scales_zeros [groups, R, 2] -> [R, in_features]."""
@@ -124,10 +127,7 @@ class Int4Matrix(QuantizedMatrix):
         return w.view(rows, self.padded_in)[:, : self.in_features]
 
     def portable(self) -> dict[str, torch.Tensor]:
-        values = torch.cat(
-            [self._values(torch.arange(s, min(s + self.row_tile, self.out_features), device=self.packed.device))
-             for s in range(0, self.out_features, self.row_tile)]
-        )  # fmt: skip
+        values = torch.cat([self._tile_values(s, e) for s, e in self._tiles()])
         sz = self.scales_zeros[:, : self.out_features]
         return {
             "qweight": values[:, 0::2] | (values[:, 1::2] << 4),
