@@ -172,3 +172,13 @@ def test_weight_count_is_unchanged_and_bytes_shrink(mode):
     quantize_model(model, Q[mode])
     assert weight_count(model) == count
     assert weight_bytes(model) < size * 0.26
+
+
+def test_what_stays_unquantised_is_copied_off_the_loaders_memory():
+    """transformers maps safetensors files: a kept norm viewing the map would hold the whole file resident."""
+    model, _ = tiny_model("llama")
+    norm = model.model.norm.weight
+    quantize_model(model.eval(), Q["int8"])
+    kept = model.model.norm.weight
+    assert torch.equal(kept, norm) and kept.untyped_storage().data_ptr() != norm.untyped_storage().data_ptr()
+    assert not kept.requires_grad

@@ -82,7 +82,8 @@ def _sites(model: nn.Module) -> list[tuple[nn.Module, str]]:
 def quantize_model(model: nn.Module, q: Quantization) -> nn.Module:
     """Quantise `model` in place (see the module doc) and freeze it; returns it.
 
-    Each fp32 weight is freed once replaced (unless the caller holds another reference to it).
+    Each fp32 weight is freed once replaced (unless the caller holds another reference to it); a
+    quantised model is frozen: its backward gives inputs' gradients only.
     """
     if not q.enabled:
         return model
@@ -103,9 +104,26 @@ def quantize_model(model: nn.Module, q: Quantization) -> nn.Module:
                 continue
             done[id(child)] = new
         setattr(parent, name, new)
-    for p in model.parameters():  # a quantised model is frozen: its backward gives inputs' gradients only
-        p.requires_grad_(False)
+    _own_storage(model)
     return model
+
+
+def _own_storage(model: nn.Module) -> None:
+    """Freeze what stays unquantised and copy it into memory of its own (shared tensors stay shared).
+
+    transformers loads safetensors files by mapping them, and the norms it keeps would hold
+    the whole file's mapping (and every page of it the quantising read) resident.
+    """
+    copies: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for table, as_param in ((module._parameters, True), (module._buffers, False)):
+            for name, tensor in table.items():
+                if tensor is None or tensor.is_meta or isinstance(module, QuantizedMatrix):
+                    continue
+                if id(tensor) not in copies:
+                    data = tensor.detach().clone()
+                    copies[id(tensor)] = nn.Parameter(data, requires_grad=False) if as_param else data
+                table[name] = copies[id(tensor)]
 
 
 def quantized_modules(model: nn.Module) -> Iterator[tuple[str, QuantizedMatrix]]:
