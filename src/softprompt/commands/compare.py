@@ -15,7 +15,7 @@ import sys
 import time
 
 from ..errors import FieldError, worded
-from .options import add_device_argument, add_hidden_alias, device
+from .options import add_device_argument, add_hidden_alias, add_quantize_argument, device, quantize
 from .train import flag as train_flag
 
 # CompareConfig fields whose flag is train's name for the same setting (the old names stay as hidden aliases).
@@ -98,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--second-task-size", type=int, default=d.second_task_size, help="default: %(default)s")
     add_device_argument(parser)
+    add_quantize_argument(parser)
     parser.add_argument("--keep-weights", action="store_true", help="keep the fully fine-tuned weights in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (stage messages still go to stderr)")
 
@@ -134,6 +135,7 @@ def config_from_args(args: argparse.Namespace):
         second_task=second,
         second_task_size=args.second_task_size,
         device=device(args),
+        quantize=quantize(args),
         keep_weights=args.keep_weights,
     )
 

@@ -13,7 +13,7 @@ import json
 import time
 
 from ..errors import worded
-from .options import add_device_argument, device
+from .options import add_device_argument, add_quantize_argument, device, quantize
 from .train import add_data_arguments, flag, spec_from_args
 
 NAME = "eval"
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-model-mismatch", action="store_true", help="use a prompt trained on another model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_device_argument(parser)
+    add_quantize_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args, with_settings=False)  # flag problems show up before the model loads
     args.model = args.model or (None if args.prompt is None else _prompt_model(args.prompt)) or DEFAULT_MODEL
-    base = load_base_model(args.model, device=device(args))
+    base = load_base_model(args.model, device=device(args), quantize=quantize(args))
     prompt = None if args.prompt is None else load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     data = prepare(spec, need_train=False, meta=None if prompt is None else prompt.meta, name=flag)
     has_splits = isinstance(resolve_data(args.data), BuiltinDataset | SplitDataset)

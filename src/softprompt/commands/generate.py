@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from .options import add_device_argument, device
+from .options import add_device_argument, add_quantize_argument, device, quantize
 
 NAME = "generate"
 HELP = "generate text with a soft prompt (greedy or sampled, batched, --stream)"
@@ -54,6 +54,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, prompt_required: boo
     parser.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32)")
     parser.add_argument("--cache-mb", type=int, default=256, help="prompt key/value cache budget in MiB")
     add_device_argument(parser)
+    add_quantize_argument(parser)
     parser.add_argument(
         "--allow-model-mismatch", action="store_true", help="use a prompt even if it was trained on another model"
     )
@@ -71,7 +72,7 @@ def load_predictor(args: argparse.Namespace):
     from ..models import load_base_model
 
     prompts = {folder: load_prompt(folder) for folder in args.prompt}
-    base = load_base_model(args.model, device=device(args))
+    base = load_base_model(args.model, device=device(args), quantize=quantize(args))
     predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.batch_size)
     for folder, prompt in prompts.items():
         predictor.add_prompt(folder, prompt, allow_mismatch=args.allow_model_mismatch)

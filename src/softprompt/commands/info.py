@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 NAME = "info"
-HELP = "show what a prompt folder holds (method, T, d, size, init, base model, task)"
+HELP = "show what a prompt folder holds (method, T, d, size, init, base model and its precision, task)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe(folder: str) -> dict:
     from ..methods import load_prompt
-    from ..prompt import CONFIG_FILE
+    from ..prompt import CONFIG_FILE, trained_precision
 
     prompt_path = Path(folder)
     prompt = load_prompt(prompt_path)
@@ -40,6 +40,8 @@ def describe(folder: str) -> dict:
         "init": meta.init,
         "base_model": meta.base_model,
         "base_fingerprint": meta.base_fingerprint,
+        "base_quantization": meta.base_quantization,
+        "trained_precision": trained_precision(meta),
         "task": meta.task,
         "template": meta.template,
         "labels": list(meta.verbalizer) if meta.verbalizer else None,
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         ("init", info["init"] or "unknown"),
         ("base model", info["base_model"] or "unknown"),
         ("fingerprint", info["base_fingerprint"] or "none (PEFT file: not checked)"),
+        ("trained on weights", info["trained_precision"] or "unknown"),
         ("task", info["task"] or "unknown"),
     ]
     if info["template"]:

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from .options import add_device_argument, device
+from .options import add_device_argument, add_quantize_argument, device, quantize
 
 NAME = "inspect"
 HELP = "show what each virtual token of a prompt is close to in the model's vocabulary (a deep prompt: its layers)"
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     parser.add_argument("--batch-size", type=int, default=32, help="examples per scoring batch (default: 32)")
     add_device_argument(parser)
+    add_quantize_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inspect_prompt import format_text, inspect_prompt
     from ..methods import load_prompt
     from ..models import DEFAULT_MODEL, load_base_model
+    from ..prompt import precision_text, trained_precision
 
     if args.plot:
         require("plots", "inspect --plot")
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = load_prompt(args.prompt)
     model = args.model or prompt.meta.base_model or DEFAULT_MODEL
     print(f"loading {model} ...", file=sys.stderr)
-    base = load_base_model(model, device=device(args))
+    base = load_base_model(model, device=device(args), quantize=quantize(args))
     prompt = load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
     inspection = inspect_prompt(prompt, base, top_k=args.top_k)
     if args.data and isinstance(inspection, PrefixInspection):
@@ -74,9 +76,14 @@ def run(args: argparse.Namespace) -> int:
 
         path = plot_inspection(prompt, base, inspection, args.plot)
         print(f"wrote {path}", file=sys.stderr)
+    precision = {
+        "trained_on": trained_precision(prompt.meta),
+        "inspected_on": precision_text(base.quantization.to_dict()),
+    }
     if args.json:
-        print(json.dumps(inspection.to_dict(), indent=2))
+        print(json.dumps({**inspection.to_dict(), "precision": precision}, indent=2))
     else:
+        print(f"weights: trained on {precision['trained_on'] or 'unknown'}, inspected on {precision['inspected_on']}")
         print(format_text(inspection))
     return 0
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_DEVICE = "cpu"
+# softprompt.quant.QUANT_MODES, not imported: that imports torch, and `--help` must not (a test checks they agree).
+QUANTIZE_MODES = ("none", "int8", "int4")
+DEFAULT_QUANTIZE = "none"
 
 
 def add_device_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
@@ -25,6 +28,23 @@ def device(args: argparse.Namespace) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
+    """--quantize for every command that loads a model: the precision the frozen weights are kept in."""
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        default=None,
+        help="keep the frozen base model's weights quantised in memory and in the model cache: none (full "
+        "precision), int8 or int4 (docs/quantization.md); a prompt trained at one precision runs at another, with a "
+        f"one-line notice (default: {DEFAULT_QUANTIZE})",
+    )
+
+
+def quantize(args: argparse.Namespace) -> str:
+    """The --quantize asked for (a mode name; `load_base_model(..., quantize=...)` takes it as it is)."""
+    return args.quantize or DEFAULT_QUANTIZE
 
 
 def add_hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, **kwargs) -> None:

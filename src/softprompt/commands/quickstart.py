@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import worded
-from .options import add_device_argument, device
+from .options import add_device_argument, add_quantize_argument, device, quantize
 from .train import add_threads_argument, flag
 
 NAME = "quickstart"
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(parser)
     add_device_argument(parser)
+    add_quantize_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = RunSpec(data=DATASET, max_dev_examples=0, settings={"steps": args.steps})
     set_threads(args.threads)
     model = args.model or DEFAULT_MODEL
-    base = load_base_model(model, device=device(args))
+    base = load_base_model(model, device=device(args), quantize=quantize(args))
     data = prepare(spec)
     test_examples = data.test[: args.test_examples] if args.test_examples else data.test
     test = encode_eval_set(base, data.task, test_examples, max_tokens=data.max_input_tokens)

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from .options import add_device_argument, add_hidden_alias, device
+from .options import add_device_argument, add_hidden_alias, add_quantize_argument, device, quantize
 
 NAME = "serve"
 HELP = "serve every prompt folder under DIR over HTTP (classify, OpenAI-style completions) with one base model"
@@ -100,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-mb", type=int, default=256, help="prompt key/value cache size in MiB")
     add_device_argument(parser)
+    add_quantize_argument(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"softprompt serve: loading {args.model} ...", file=sys.stderr)
-    base = load_base_model(args.model, device=device(args))
+    base = load_base_model(args.model, device=device(args), quantize=quantize(args))
     predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.batch_size)
     registry = PromptRegistry(args.prompts, predictor, base)
     changes = registry.refresh()

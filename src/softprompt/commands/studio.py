@@ -12,7 +12,7 @@ import socket
 import sys
 
 from ..errors import SoftPromptError, worded
-from .options import add_device_argument, device
+from .options import add_device_argument, add_quantize_argument, device, quantize
 from .serve import add_allowed_hosts_argument
 from .train import flag
 
@@ -74,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cached inspect plots; the oldest go first (MiB; default: %(default)g)",
     )
     add_device_argument(parser)
+    add_quantize_argument(parser)
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.data_dir, flag="--data-dir", folder=True)
     folders = DataFolder(args.data_dir)
     print(f"softprompt studio: loading {args.model} ...", file=sys.stderr)
-    base = load_base_model(args.model, device=device(args))
+    base = load_base_model(args.model, device=device(args), quantize=quantize(args))
     predictor = Predictor(base)
     registry = PromptRegistry(folders.prompts, predictor, base)
     app = create_studio_app(predictor, registry, base, folders.root, settings, studio=limits)

@@ -22,7 +22,7 @@ from ..optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 from ..recipe import DEFAULT_DEV_EXAMPLES, SETTINGS, RunSpec, defaults
 from ..tasks import DEFAULT_KIND, task_class, task_kinds
 from ..train_config import GRADIENT_CHECKPOINTING, METHODS, REPARAMS
-from .options import add_device_argument, device
+from .options import add_device_argument, add_quantize_argument, device, quantize
 
 NAME = "train"
 HELP = "train a soft prompt on labelled data (the base model stays frozen)"
@@ -188,6 +188,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
         note="one process; under torchrun each rank takes its own. On a GPU the weights load in bf16, "
         "the prompt and its optimiser state stay fp32",
     )
+    add_quantize_argument(parser)
     """Large models and many processes (docs/distributed.md); no-ops in a plain single-process run."""
     parser.add_argument(
         "--device-map",
@@ -269,6 +270,8 @@ def _run(args: argparse.Namespace, dist) -> int:
             "--device and --device-map are for one process; under torchrun each rank takes its own device "
             "(--fsdp splits the model)"
         )
+    if dist.fsdp:
+        distributed.refuse_quantized_fsdp(quantize(args))  # before the model loads, which takes minutes at 7B
     spec = spec_from_args(args)
     data = prepare(spec, name=flag)  # data problems show up before the model loads
     out = Path(args.out or f"prompt-{data.name}")
@@ -282,6 +285,7 @@ def _run(args: argparse.Namespace, dist) -> int:
         device=dist.device if dist.enabled else device(args),
         device_map=parse_device_map(args.device_map),
         offload_folder=args.offload_folder,
+        quantize=quantize(args),
     )
     if dist.fsdp:
         held, whole = distributed.shard_base_model(base, dist)
