@@ -70,7 +70,7 @@ class PrefixInspection:
 
 def inspect_prefix(prompt: PrefixPrompt, base: BaseModel) -> PrefixInspection:
     """Per-layer norms against the model's own keys/values, and drift from the initial value."""
-    prompt.check_compatible(base, where="the deep prompt", allow_mismatch=True)
+    prompt.check_compatible(base, where="the deep prompt", allow_mismatch=True, note_precision=False)
     keys, values = prompt.layer_kv()
     ref_keys, ref_values = prompt.layer_kv(_reference_prefix(base))
     layers = [

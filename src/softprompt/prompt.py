@@ -6,7 +6,7 @@ File format (a folder, readable by Hugging Face PEFT as a prompt-tuning adapter)
     adapter_model.safetensors    one tensor `prompt_embeddings` [T, d], fp32;
                                  its metadata key "softprompt" holds our JSON
                                  (task, template, verbalizer, base model
-                                 fingerprint, training figures)
+                                 fingerprint and quantisation, training figures)
     initial_embeddings.safetensors  (optional) the prompt before training, so
                                  `inspect` can say how far each token moved
 
@@ -17,6 +17,7 @@ Only safetensors and JSON are read: never a pickle.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -45,6 +46,8 @@ METADATA_KEY = "softprompt"
 # Lester et al. sample initial prompt tokens from the 5,000 most common tokens.
 FREQUENT_TOKENS = 5000
 
+log = logging.getLogger("softprompt")
+
 
 @dataclass(frozen=True)
 class PromptMeta:
@@ -60,6 +63,8 @@ class PromptMeta:
     target_column: str | None = None  # text-to-text prompts: the data's target column
     base_model: str | None = None
     base_fingerprint: str | None = None
+    # The base model's quantisation when the prompt was made (`Quantization.to_dict()`); None: not recorded.
+    base_quantization: dict | None = None
     init: str | None = None
     training: dict = field(default_factory=dict)  # figures: steps, time, dev metrics, ...
     softprompt_version: str = __version__
@@ -96,6 +101,8 @@ def _meta_field_ok(name: str, value: object) -> bool:
     """Whether a metadata value has its field's type (a wrong one would fail far from the file, or crash)."""
     if name == "training":
         return isinstance(value, dict)
+    if name == "base_quantization":
+        return value is None or (isinstance(value, dict) and isinstance(value.get("mode"), str))
     if name == "verbalizer":
         return value is None or (
             isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
@@ -210,8 +217,14 @@ class BasePrompt(nn.Module):
             prompt.check_compatible(base, where=str(folder), allow_mismatch=allow_mismatch)
         return prompt
 
-    def check_compatible(self, base: BaseModel, *, where: str, allow_mismatch: bool = False) -> None:
-        """Refuse a prompt trained for another base model: its vectors would mean nothing here."""
+    def check_compatible(
+        self, base: BaseModel, *, where: str, allow_mismatch: bool = False, note_precision: bool = True
+    ) -> None:
+        """Refuse a prompt trained for another base model: its vectors would mean nothing here.
+
+        The same model at another precision is accepted, with a one-line notice (`note_precision=False`: none,
+        for a second check of a prompt whose loading said it already).
+        """
         misfit = self._misfit(base)
         if misfit:
             raise PromptFileError(
@@ -223,6 +236,15 @@ class BasePrompt(nn.Module):
                 f"{where}: the prompt was trained on '{self.meta.base_model}' (embedding fingerprint {want}) "
                 f"but '{base.name}' has fingerprint {base.fingerprint}; use the model it was trained on, "
                 f"or pass --allow-model-mismatch to use it anyway"
+            )
+        trained, here = trained_precision(self.meta), precision_text(base.quantization.to_dict())
+        if note_precision and trained is not None and trained != here:
+            # The fingerprint ignores precision on purpose: the same model at another precision is the same model.
+            log.warning(
+                "%s: notice: trained on %s weights, running on %s weights (scores may differ slightly)",
+                where,
+                trained,
+                here,
             )
 
     def save_pretrained(self, save_directory: str | Path, base: BaseModel | None = None) -> Path:
@@ -340,7 +362,32 @@ def check_length(num_virtual_tokens: int) -> None:
 def new_meta(base: BaseModel, meta: PromptMeta | None, init: str) -> PromptMeta:
     """A new prompt's metadata: `meta` with the init and the base model it is made for."""
     meta = meta or PromptMeta()
-    return replace(meta, init=init, base_model=meta.base_model or base.name, base_fingerprint=base.fingerprint)
+    return replace(
+        meta,
+        init=init,
+        base_model=meta.base_model or base.name,
+        base_fingerprint=base.fingerprint,
+        base_quantization=base.quantization.to_dict(),
+    )
+
+
+def precision_text(quantization: dict) -> str:
+    """A recorded quantisation (`Quantization.to_dict()`) in words: "full-precision", "int8", "int4 (groups of 32)"."""
+    mode = quantization["mode"]
+    group = quantization.get("group_size")
+    if mode == "none":
+        return "full-precision"
+    return f"{mode} (groups of {group})" if mode == "int4" and group else mode
+
+
+def trained_precision(meta: PromptMeta) -> str | None:
+    """The precision a prompt was made on, in words; None if unknown (a PEFT file).
+
+    softprompt's prompts from before quantisation existed record none and were made on full-precision weights.
+    """
+    if meta.base_quantization is not None:
+        return precision_text(meta.base_quantization)
+    return "full-precision" if meta.base_fingerprint else None
 
 
 def check_compatible(prompt: BasePrompt, base: BaseModel, *, where: str, allow_mismatch: bool = False) -> None:
