@@ -417,6 +417,15 @@ class NullLog:
         pass
 
 
+def refuse_quantized_fsdp(mode: str) -> None:
+    """FSDP shards float parameters; a quantised model's packed integer weights are not sharded here."""
+    if mode != "none":
+        raise SoftPromptError(
+            f"--fsdp cannot shard a quantised model (--quantize {mode}); under torchrun drop --fsdp (each rank then "
+            "holds the whole quantised model, already 4-8x smaller than fp32) or use --quantize none"
+        )
+
+
 def shard_base_model(base, dist: Dist) -> tuple[int, int]:
     """FSDP: shard every transformer block's frozen weights across the ranks (torch FSDP2 `fully_shard`).
 
@@ -429,6 +438,7 @@ def shard_base_model(base, dist: Dist) -> tuple[int, int]:
     """
     from torch.distributed.fsdp import fully_shard
 
+    refuse_quantized_fsdp(base.quantization.mode)
     blocks = transformer_blocks(base.model)
     if not blocks:
         raise SoftPromptError(f"--fsdp: cannot find the transformer blocks of {type(base.model).__name__}")
