@@ -211,6 +211,9 @@ class ModelCard(BaseModel):
     owned_by: str = "softprompt"
     root: str | None = Field(None, description="the base model every prompt runs on")
     parent: str | None = Field(None, description="a prompt's base model (None: this is the base model)")
+    quantization: str | None = Field(
+        None, description="the precision the base model's weights are held in: none, int8 or int4 (--quantize)"
+    )
 
 
 class ModelList(BaseModel):
