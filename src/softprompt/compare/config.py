@@ -42,6 +42,14 @@ TITLES = {
 }
 
 
+def full_finetune_refusal(quantize: str) -> str:
+    """The one sentence that says why full fine-tuning is not run on a quantised base model."""
+    return (
+        f"Full fine-tuning is not run on a quantised base model (--quantize {quantize}): it trains every weight, and "
+        "quantised weights are frozen integers; compare it with --quantize none."
+    )
+
+
 def parse_methods(text: str) -> tuple[str, ...]:
     """'zero-shot,lora' -> ('zero-shot', 'lora'), in the canonical order; refuses unknown names."""
     names = [m.strip() for m in text.split(",") if m.strip()]
@@ -87,6 +95,9 @@ class CompareConfig:
     second_task_size: int = 100
     second_task_max_tokens: int = 160
     device: str = "cpu"
+    # The frozen base model's precision (none, int8, int4); LoRA then trains fp32 adapters over the quantised
+    # linears (QLoRA), and full fine-tuning is refused (`refused`).
+    quantize: str = "none"
     keep_weights: bool = False  # keep the fully fine-tuned model's files (hundreds of MB) in --out
 
     def __post_init__(self):
@@ -115,6 +126,23 @@ class CompareConfig:
                 raise FieldError(name, f"must be a positive number, got {lr}")
         if not 0 <= self.warmup_fraction < 1:
             raise FieldError("warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        if self.quantize != "none":
+            from ..quant import Quantization  # imports torch: only when a quantised model is asked for
+
+            Quantization.parse(self.quantize)
+        if not self.runnable_methods:
+            raise FieldError("methods", f"leaves nothing to run: {' '.join(self.refused.values())}")
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Methods asked for that cannot run on this base model, each with the sentence that says why."""
+        if self.quantize == "none" or "full-finetune" not in self.methods:
+            return {}
+        return {"full-finetune": full_finetune_refusal(self.quantize)}
+
+    @property
+    def runnable_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.methods if m not in self.refused)
 
     @property
     def warmup_steps(self) -> int:
@@ -125,6 +153,8 @@ class CompareConfig:
         raw = asdict(self)
         for key in ("methods", "device", "keep_weights"):
             raw.pop(key)
+        if raw["quantize"] == "none":  # results saved before --quantize existed were measured at full precision
+            raw.pop("quantize")
         return raw
 
     def differences(self, saved: dict) -> list[str]:

@@ -26,6 +26,7 @@ def build_report(
     return {
         "softprompt_version": __version__,
         "config": {**config.fingerprint(), "methods": list(config.methods), "device": config.device},
+        "refused": config.refused,  # method -> why it was not run
         "model": model,
         "data": {
             "name": data.name,
@@ -228,8 +229,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Prompt tuning against the alternatives: {c['model']} on {d['name']}",
         "",
-        f"Model: `{c['model']}` ({model['parameters']:,} parameters, hidden size {model['hidden_size']}). "
-        f"Task: {d['description']}",
+        f"Model: `{c['model']}` ({model['parameters']:,} parameters, hidden size {model['hidden_size']}"
+        + (f"; frozen weights held in {c['quantize']}" if c.get("quantize") else "")
+        + f"). Task: {d['description']}",
         "",
         f"Budget: every trained method takes the same {c['steps']} optimiser steps of {c['batch_size']} examples "
         f"on the same batches (seed {c['seed']}). Test figures are on the first {d['test_examples']} examples of "
@@ -242,6 +244,7 @@ def markdown(report: dict) -> str:
         "",
         comparison_table(report),
         "",
+        *[f"Not run: {why}\n" for why in report.get("refused", {}).values()],
         *gaps_section(report),
         "## The seed's claims against this run",
         "",

@@ -48,7 +48,7 @@ def stderr_logger(start: float) -> Callable[[str], None]:
 def load_saved(out: Path, config: CompareConfig) -> dict[str, MethodResult]:
     """Finished methods from an earlier run; refuses results measured under other settings."""
     saved = {}
-    for method in config.methods:
+    for method in config.runnable_methods:
         path = result_path(out, method)
         if path.is_file():
             result = MethodResult.load(path)
@@ -79,7 +79,8 @@ def run_compare(
     base: BaseModel | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Measure every method in `config.methods`, write report.{json,md} and charts into `out`; return the report."""
+    """Measure every method in `config.methods` (but those `config.refused`), write report.{json,md} and charts
+    into `out`; return the report."""
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,9 @@ def run_compare(
         log(f"resuming: {', '.join(saved)} already measured in {out / METHODS_DIR}")
     if base is None:
         log(f"loading {config.model}")
-        base = load_base_model(config.model, device=config.device)
+        base = load_base_model(config.model, device=config.device, quantize=config.quantize)
+    for sentence in config.refused.values():
+        log(sentence)
     data = load_task_data(config)
     log(f"task {data.name}: {len(data.train):,} training examples, {len(data.test)} test examples")
 
@@ -103,12 +106,13 @@ def run_compare(
     test_rows = encode_eval_set(base, data.task, data.test, max_tokens=data.max_input_tokens)
     train_rows = None
     results = []
-    for i, method in enumerate(config.methods, start=1):
+    methods = config.runnable_methods
+    for i, method in enumerate(methods, start=1):
         if method in saved:
-            log(f"[{i}/{len(config.methods)}] {method}: done in an earlier run, skipped")
+            log(f"[{i}/{len(methods)}] {method}: done in an earlier run, skipped")
             results.append(saved[method])
             continue
-        log(f"[{i}/{len(config.methods)}] {method}")
+        log(f"[{i}/{len(methods)}] {method}")
         folder = out / method
         after = None
         if method in ("zero-shot", "few-shot"):

@@ -56,7 +56,7 @@ def run_seeds(
     if base is None:
         if log is not None:
             log(f"loading {config.model}")
-        base = load_base_model(config.model, device=config.device)
+        base = load_base_model(config.model, device=config.device, quantize=config.quantize)
     reports = {}
     for i, seed in enumerate(seeds, start=1):
         folder = seed_folder(out, seed)
