@@ -44,7 +44,7 @@ from ..optim import build_optimizer, build_scheduler
 from ..progress import Progress
 from ..tasks import ClassifyTask, Encoded
 from ..train import BatchPlan
-from .config import CompareConfig
+from .config import CompareConfig, full_finetune_refusal
 from .measure import parameter_counts, train_and_score, training_state_bytes
 from .result import MethodResult
 from .task_data import TaskData
@@ -210,6 +210,8 @@ class _LoopState:
 
 def full_finetune_copy(base: BaseModel) -> BaseModel:
     """A copy of the base model with every weight trainable."""
+    if base.quantization.enabled:
+        raise SoftPromptError(full_finetune_refusal(base.quantization.mode))
     model = copy.deepcopy(base.model)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -217,11 +219,16 @@ def full_finetune_copy(base: BaseModel) -> BaseModel:
 
 
 def lora_copy(base: BaseModel, r: int, alpha: int, seed: int | None = None):
-    """(BaseModel over a LoRA-wrapped copy, the PeftModel); PEFT picks the target modules per architecture.
+    """(BaseModel over a LoRA-wrapped copy, the PeftModel or QLoRA adapter); PEFT picks the target modules.
 
     `seed` fixes the adapters' random init (PEFT draws it from torch's global generator, which is
-    left as it was), so a run's seed decides its init as it decides its batches.
+    left as it was), so a run's seed decides its init as it decides its batches. On a quantised base
+    the adapters are qlora.py's (QLoRA: the same targets, init and files; PEFT cannot wrap those layers).
     """
+    if base.quantization.enabled:
+        from .qlora import qlora_copy
+
+        return qlora_copy(base, r, alpha, seed)
     from peft import LoraConfig, TaskType, get_peft_model
 
     task_type = TaskType.SEQ_2_SEQ_LM if base.is_seq2seq else TaskType.CAUSAL_LM

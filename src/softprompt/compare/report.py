@@ -263,7 +263,14 @@ def markdown(report: dict) -> str:
         "prompt trained through P-tuning's MLP encoder, folded into plain vectors on save. Trainable parameters "
         "count what trains (an MLP's too); the stored prompt is the folded one. "
         f"LoRA: PEFT, r={c['lora_r']}, alpha={c['lora_alpha']}, "
-        f"PEFT's default target modules, AdamW LR {c['lora_lr']}. Full fine-tuning: every weight, AdamW LR "
+        f"PEFT's default target modules, AdamW LR {c['lora_lr']}"
+        + (
+            f" (the base being {c['quantize']}, QLoRA: fp32 adapters over the frozen quantised layers, with PEFT's "
+            "targets, init and adapter files)"
+            if c.get("quantize")
+            else ""
+        )
+        + ". Full fine-tuning: every weight, AdamW LR "
         f"{c['full_lr']}. LoRA and full fine-tuning warm up linearly over {int(c['steps'] * c['warmup_fraction'])} "
         "steps, then decay linearly; all clip gradients at 1.0; all train on the label-word cross-entropy.",
         "- Storage: bytes on disk of the files a user keeps per task (tokenizer and shared base model excluded); "
