@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from softprompt.quant import Quantization, quantize_model
 
 from softprompt.cli import main
 from softprompt.compare.config import CompareConfig, full_finetune_refusal
@@ -14,18 +13,12 @@ from softprompt.compare.forgetting import weights_digest
 from softprompt.compare.qlora import LoraLinear, qlora_copy
 from softprompt.compare.run import run_compare
 from softprompt.errors import EXIT_USAGE, FieldError, SoftPromptError
-from softprompt.models import BaseModel, load_base_model
+from softprompt.models import load_base_model, quantize_base
 from softprompt.tasks import ClassifyTask, Encoded
 from softprompt.testing import save_tiny, tiny_base
 from test_compare import tiny_config, write_data
 
 SENTENCE = full_finetune_refusal("int8")
-
-
-def quantised_tiny(kind: str = "llama", mode: str = "int8") -> BaseModel:
-    base = tiny_base(kind)
-    quantize_model(base.model, Quantization.parse(mode))
-    return BaseModel(model=base.model, tokenizer=base.tokenizer, name=base.name)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def test_full_finetuning_is_refused_on_a_quantised_base_with_one_sentence(capsys
     err = capsys.readouterr().err
     assert SENTENCE in err and err.count("\n") == 1
     with pytest.raises(SoftPromptError, match="Full fine-tuning is not run"):
-        full_finetune_copy(quantised_tiny())
+        full_finetune_copy(quantize_base(tiny_base("llama"), "int8"))
 
 
 def test_results_measured_before_quantize_existed_still_resume():
@@ -59,7 +52,7 @@ def test_results_measured_before_quantize_existed_still_resume():
 
 
 def test_lora_on_a_quantised_base_trains_only_the_adapters():
-    base = quantised_tiny()
+    base = quantize_base(tiny_base("llama"), "int8")
     digest = weights_digest(base.model)
     model, adapter = lora_copy(base, r=4, alpha=8, seed=0)
     assert isinstance(adapter.layers["model.layers.0.self_attn.q_proj"], LoraLinear)

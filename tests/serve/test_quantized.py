@@ -8,10 +8,9 @@ import json
 
 import httpx
 import pytest
-from softprompt.quant import Quantization, quantize_model
 
 from softprompt.decode import GenerationConfig
-from softprompt.models import BaseModel
+from softprompt.models import quantize_base
 from softprompt.prefix import PrefixPrompt
 from softprompt.prompt import PromptMeta
 from softprompt.testing import tiny_base
@@ -21,9 +20,7 @@ from .conftest import fill_prompts, serving
 
 @pytest.fixture(scope="module")
 def quantised():
-    plain = tiny_base("llama")
-    quantize_model(plain.model, Quantization.parse("int8"))
-    return BaseModel(model=plain.model, tokenizer=plain.tokenizer, name="tiny-llama")
+    return quantize_base(tiny_base("llama"), "int8")
 
 
 @pytest.fixture(scope="module")
