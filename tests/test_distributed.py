@@ -335,3 +335,15 @@ def test_without_a_launcher_a_dead_peer_fails_the_collective_with_a_message(work
     assert [p.returncode for p in ranks] == [2, 17]
     assert "another rank stopped or did not answer while summing the prompt gradient" in errors[0]
     assert "last checkpoint (step 2)" in errors[0] and "--resume" in errors[0]
+
+
+def test_fsdp_refuses_a_quantised_model_in_one_sentence():
+    from softprompt.distributed import Dist, refuse_quantized_fsdp, shard_base_model
+    from softprompt.models import quantize_base
+    from softprompt.testing import tiny_base
+
+    refuse_quantized_fsdp("none")
+    with pytest.raises(SoftPromptError, match=r"--fsdp cannot shard a quantised model \(--quantize int8\)"):
+        refuse_quantized_fsdp("int8")
+    with pytest.raises(SoftPromptError, match=r"\(--quantize int4\).*use --quantize none"):
+        shard_base_model(quantize_base(tiny_base("llama"), "int4"), Dist())

@@ -72,6 +72,9 @@ def test_generate_and_inspect_say_it_once_too(trained, capsys, caplog):
     assert len(notices(caplog)) == 1
     shown = json.loads(capsys.readouterr().out)
     assert shown["precision"] == {"trained_on": "int8", "inspected_on": "full-precision"}
+    caplog.clear()
+    assert main(["inspect", str(root / "p"), "--model", model, "--quantize", "int8"]) == 0  # nearest tokens on int8
+    assert notices(caplog) == [] and "weights: trained on int8, inspected on int8" in capsys.readouterr().out
 
 
 def test_deep_prompt_across_precisions_one_notice_and_fingerprint_unchanged(tmp_path, caplog):

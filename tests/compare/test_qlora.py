@@ -103,6 +103,10 @@ def test_compare_on_a_quantised_base_runs_lora_and_the_baselines_and_reports_the
     assert report["config"]["quantize"] == "int8"
     lora = next(m for m in report["methods"] if m["method"] == "lora")
     assert lora["steps"] == 2 and lora["forgetting"]["measured_after"]
+    # A quantised matrix counts as its out x in weights, as the same model in fp32 counts them.
+    fp32_total = sum(p.numel() for p in load_base_model(config.model).model.parameters())
+    assert report["model"]["parameters"] == report["methods"][0]["total_parameters"] == fp32_total
+    assert lora["total_parameters"] == fp32_total + lora["trainable_parameters"] > fp32_total
     assert (folder / "out" / "lora" / "adapter_model.safetensors").is_file()
     text = (folder / "out" / "report.md").read_text()
     assert f"Not run: {SENTENCE}" in text and "QLoRA" in text

@@ -49,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..fileio import check_output_path
     from ..models import DEFAULT_MODEL, load_base_model
     from ..prompt import CONFIG_FILE, WEIGHTS_FILE
+    from ..quant import weight_count
     from ..recipe import RunSpec, prepare, run_training, set_threads
 
     start = time.perf_counter()
@@ -82,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         (f"test accuracy after training ({subset})", f"{after['accuracy']:.1%}"),
         ("test macro-F1 after training", f"{after['macro_f1']:.3f}"),
         ("trainable parameters", f"{trained.prompt.num_parameters:,}"),
-        ("frozen model parameters", f"{sum(p.numel() for p in base.model.parameters()):,}"),
+        ("frozen model parameters", f"{weight_count(base.model):,}"),
         ("prompt file size (PEFT files)", f"{files / 1024:.1f} KiB"),
         ("training time", f"{trained.wall_time_s:.0f} s ({trained.examples_seen:,} examples)"),
         ("total time", f"{time.perf_counter() - start:.0f} s"),

@@ -132,9 +132,11 @@ def files_bytes(folder: str | Path, names: Iterable[str] | None = None) -> int:
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters; shared (tied) tensors count once."""
+    """(trainable, total) parameters; shared (tied) tensors count once, a quantised matrix as its out x in."""
+    from ..quant import weight_count
+
     params = list(model.parameters())  # parameters() already yields each shared tensor once
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    return sum(p.numel() for p in params if p.requires_grad), weight_count(model)
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:

@@ -24,6 +24,7 @@ async def info(state: Studio) -> dict:
 
     return {
         "model": state.base.name,
+        "quantization": str(state.base.quantization),  # --quantize: the precision the base model's weights are held in
         "max_upload_bytes": state.uploads.max_bytes,
         "defaults": defaults(),
         "tasks": describe_kinds(),

@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
 from ...errors import SoftPromptError
+from ...prompt import trained_precision
 from ...serve.app import APIError
 from ...serve.registry import name_problem
 from ..operations import draw_plot
@@ -114,7 +115,8 @@ def _prompt_entry(info, prompt) -> dict:
     training = {} if prompt is None else prompt.meta.training
     if not isinstance(training, dict):
         raise ValueError(f"its metadata field 'training' is {type(training).__name__}, not an object")
-    entry = {**dataclasses.asdict(info), "training": dict(training)}
+    precision = None if prompt is None else trained_precision(prompt.meta)
+    entry = {**dataclasses.asdict(info), "training": dict(training), "trained_precision": precision}
     json.dumps(entry, allow_nan=False)  # what the response will do: fail here, for this prompt only
     return entry
 
