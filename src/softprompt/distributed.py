@@ -422,7 +422,7 @@ def refuse_quantized_fsdp(mode: str) -> None:
     if mode != "none":
         raise SoftPromptError(
             f"--fsdp cannot shard a quantised model (--quantize {mode}); under torchrun drop --fsdp (each rank then "
-            "holds the whole quantised model, already 4-8x smaller than fp32) or use --quantize none"
+            "holds the whole quantised model, already 4-5x smaller than fp32) or use --quantize none"
         )
 
 

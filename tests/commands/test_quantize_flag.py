@@ -66,7 +66,7 @@ def loader_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in READS_FILES_ONLY])
-@pytest.mark.parametrize("asked", [None, "int8", "int4"])
+@pytest.mark.parametrize("asked", [None, "int8", "int4", "INT4/64"])
 def test_every_command_that_loads_a_model_passes_quantize_to_the_loader(
     command, asked, loader_calls, tmp_path, monkeypatch, capsys
 ):
@@ -74,7 +74,7 @@ def test_every_command_that_loads_a_model_passes_quantize_to_the_loader(
     argv = _argv(tmp_path)[command]  # a new command that loads a model needs a line here, and --quantize
     assert main(argv + ([] if asked is None else ["--quantize", asked])) == EXIT_USAGE
     assert "stopped where the model loads" in capsys.readouterr().err
-    assert loader_calls == [asked or DEFAULT_QUANTIZE]
+    assert loader_calls == [(asked or DEFAULT_QUANTIZE).lower()]
 
 
 def test_one_definition_one_default_and_the_modes_of_the_quant_package():
@@ -89,12 +89,16 @@ def test_one_definition_one_default_and_the_modes_of_the_quant_package():
             assert flag is None, name
             continue
         assert flag is not None, name
-        assert tuple(flag.choices) == QUANTIZE_MODES and flag.default is None, name
+        assert flag.metavar == "{none,int8,int4}" and flag.default is None, name
         assert f"(default: {DEFAULT_QUANTIZE})" in flag.help, name
 
 
-def test_an_unknown_mode_is_a_usage_error_before_anything_loads(capsys):
+def test_an_unknown_mode_or_group_size_is_a_usage_error_before_the_model_loads(capsys, forbid_model_load):
+    forbid_model_load("before --quantize is checked")
     with pytest.raises(SystemExit) as stop:
         main(["generate", "hi", "--quantize", "int3"])
     assert stop.value.code == EXIT_USAGE
-    assert "--quantize" in capsys.readouterr().err
+    assert "--quantize: choose from none, int8, int4" in capsys.readouterr().err
+    assert main(["generate", "hi", "--quantize", "int4/7"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--quantize" in err and "32, 64, 128" in err

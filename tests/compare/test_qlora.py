@@ -46,6 +46,9 @@ def test_full_finetuning_is_refused_on_a_quantised_base_with_one_sentence(capsys
 def test_results_measured_before_quantize_existed_still_resume():
     assert "quantize" not in CompareConfig().fingerprint()  # what older reports saved
     assert CompareConfig(quantize="int4").fingerprint()["quantize"] == "int4"
+    assert CompareConfig(quantize="INT4/64").fingerprint()["quantize"] == "int4/64"
+    with pytest.raises(FieldError, match="quantize"):
+        CompareConfig(quantize="int5")
     assert CompareConfig(quantize="int4").differences(CompareConfig().fingerprint()) == [
         "quantize: saved None, now 'int4'"
     ]

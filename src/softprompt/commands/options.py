@@ -34,17 +34,33 @@ def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
     """--quantize for every command that loads a model: the precision the frozen weights are kept in."""
     parser.add_argument(
         "--quantize",
-        choices=QUANTIZE_MODES,
+        type=_quantize_mode,
         default=None,
+        metavar="{" + ",".join(QUANTIZE_MODES) + "}",
         help="keep the frozen base model's weights quantised in memory and in the model cache: none (full "
-        "precision), int8 or int4 (docs/quantization.md); a prompt trained at one precision runs at another, with a "
-        f"one-line notice (default: {DEFAULT_QUANTIZE})",
+        "precision), int8, or int4 (groups of 32 inputs; int4/64, int4/128: coarser) (docs/quantization.md); a "
+        f"prompt trained at one precision runs at another, with a one-line notice (default: {DEFAULT_QUANTIZE})",
     )
 
 
+def _quantize_mode(text: str) -> str:
+    # The mode is checked as the flags are parsed (no torch needed); int4's group size when the model loads.
+    if text.strip().lower().partition("/")[0] not in QUANTIZE_MODES:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(QUANTIZE_MODES)} (int4/64, int4/128), not {text!r}")
+    return text.strip().lower()
+
+
 def quantize(args: argparse.Namespace) -> str:
-    """The --quantize asked for (a mode name; `load_base_model(..., quantize=...)` takes it as it is)."""
-    return args.quantize or DEFAULT_QUANTIZE
+    """The --quantize asked for, checked and written as `Quantization` writes it ("int8", "int4/64")."""
+    if args.quantize is None:
+        return DEFAULT_QUANTIZE
+    from ..errors import FieldError
+    from ..quant import Quantization
+
+    try:
+        return str(Quantization.parse(args.quantize))
+    except FieldError as e:
+        raise e.worded(lambda _: "--quantize") from None
 
 
 def add_hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, **kwargs) -> None:

@@ -129,7 +129,7 @@ class CompareConfig:
         if self.quantize != "none":
             from ..quant import Quantization  # imports torch: only when a quantised model is asked for
 
-            Quantization.parse(self.quantize)
+            self.quantize = str(Quantization.parse(self.quantize))
         if not self.runnable_methods:
             raise FieldError("methods", f"leaves nothing to run: {' '.join(self.refused.values())}")
 
