@@ -212,7 +212,8 @@ class ModelCard(BaseModel):
     root: str | None = Field(None, description="the base model every prompt runs on")
     parent: str | None = Field(None, description="a prompt's base model (None: this is the base model)")
     quantization: str | None = Field(
-        None, description="the precision the base model's weights are held in: none, int8 or int4 (--quantize)"
+        None,
+        description="the precision the base model's weights are held in: none, int8, int4, int4/64 ... (--quantize)",
     )
 
 

@@ -46,7 +46,7 @@ async def get_model(model_id: str, state: State) -> schemas.ModelCard:
 
 
 def _card(state: ServeState, name: str | None) -> schemas.ModelCard:
-    quantization = state.base.quantization.mode if state.base is not None else None
+    quantization = str(state.base.quantization) if state.base is not None else None
     if name is None:
         return schemas.ModelCard(id=state.base_id, root=state.base_id, quantization=quantization)
     return schemas.ModelCard(id=name, root=state.base_id, parent=state.base_id, quantization=quantization)
