@@ -16,7 +16,7 @@ from softprompt.errors import EXIT_USAGE, SoftPromptError
 from softprompt.prompt import PromptMeta, SoftPrompt
 from softprompt.testing import tiny_base
 
-READS_FILES_ONLY = {"info"}  # commands that never load a model
+READS_FILES_ONLY = {"info", "models"}  # commands that never load a model (models: install/list, quant-load's)
 
 
 def _argv(tmp_path) -> dict[str, list[str]]:
