@@ -400,3 +400,14 @@ def test_a_tied_dev_metric_keeps_the_weights_with_the_lower_dev_loss(tiny_models
     assert [r["dev_loss"] for r in dev_lines] == [1.0, 0.5, 0.3, 0.4, 0.3]
     saved = SoftPrompt.load(tmp_path, base)
     assert torch.equal(saved.embeddings, load_checkpoint(tmp_path / "checkpoint").tensors["best_prompt"])
+
+
+def test_resume_refuses_another_precision_of_the_model(tiny_models, tmp_path):
+    from softprompt.models import quantize_base
+    from softprompt.testing import tiny_base
+
+    base = tiny_models("llama")
+    rows, dev = setup(base)
+    run(base, tmp_path, config(steps=2), rows, dev)
+    with pytest.raises(SoftPromptError, match="trained on none weights; resume with --quantize none"):
+        run(quantize_base(tiny_base("llama"), "int8"), tmp_path, config(steps=2), rows, dev, resume=True)

@@ -409,6 +409,7 @@ def _save(folder, config, signature, base, state: _State, prompt, best, optimize
         "config": asdict(config),
         "data_signature": signature,
         "base_fingerprint": base.fingerprint,
+        "base_quantization": str(base.quantization),
         "state": {**asdict(state), "position": list(state.position)},
         **optim_values,
     }
@@ -427,6 +428,12 @@ def _restore(
         raise SoftPromptError(f"{folder}: --resume needs the same settings as the interrupted run; " + "; ".join(diffs))
     if v.get("base_fingerprint") != base.fingerprint:
         raise SoftPromptError(f"{folder}: the checkpoint was trained on another base model; use the same --model")
+    saved = v.get("base_quantization", "none")  # checkpoints from before quantisation: full precision
+    if saved != str(base.quantization):
+        # Another precision would give another result than the uninterrupted run.
+        raise SoftPromptError(
+            f"{folder}: the interrupted run trained on {saved} weights; resume with --quantize {saved}"
+        )
     if v.get("data_signature") != signature:
         raise SoftPromptError(
             f"{folder}: the training or dev data differ from the interrupted run's; use the same --data"
