@@ -54,11 +54,12 @@ def test_results_measured_before_quantize_existed_still_resume():
     ]
 
 
-def test_lora_on_a_quantised_base_trains_only_the_adapters():
-    base = quantize_base(tiny_base("llama"), "int8")
+@pytest.mark.parametrize("kind, mode", [("llama", "int8"), ("gpt2", "int4"), ("qwen2", "int8"), ("gemma3", "int4")])
+def test_lora_on_a_quantised_base_trains_only_the_adapters(kind, mode):
+    base = quantize_base(tiny_base(kind), mode)
     digest = weights_digest(base.model)
     model, adapter = lora_copy(base, r=4, alpha=8, seed=0)
-    assert isinstance(adapter.layers["model.layers.0.self_attn.q_proj"], LoraLinear)
+    assert adapter.layers and all(isinstance(layer, LoraLinear) for layer in adapter.layers.values())
     task = ClassifyTask("Text: {text}\nLabel:", {"a": " yes", "b": " no"})
     rows = [Encoded((5, 6, 7), 0), Encoded((8, 9), 1)]
     before = task.loss(base, None, *task.collate(base, rows))
