@@ -31,7 +31,19 @@ from .errors import (
     describe_os_error,
 )
 
-COMMANDS = ("quickstart", "train", "eval", "predict", "generate", "info", "inspect", "serve", "compare", "studio")
+COMMANDS = (
+    "quickstart",
+    "train",
+    "eval",
+    "predict",
+    "generate",
+    "info",
+    "inspect",
+    "serve",
+    "compare",
+    "studio",
+    "models",
+)
 EPILOG = """exit codes: 0 all done; 1 some inputs failed (the others were answered); 2 a usage error, or a
 bad input file, prompt folder or output path; 70 an internal error (a bug: please report it); 130 interrupted"""
 

