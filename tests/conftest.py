@@ -30,5 +30,6 @@ def forbid_model_load(monkeypatch):
             raise AssertionError(f"the model must not load {why}")
 
         monkeypatch.setattr("softprompt.models._resolve_to_folder", no_model)
+        monkeypatch.setattr("softprompt.models.locate", no_model)  # the quantised loaders start there
 
     return forbid

@@ -285,7 +285,7 @@ def test_the_hub_id_of_a_builtin_loads_the_builtin(monkeypatch, tmp_path):
     from softprompt import models
     from softprompt.model_names import BUILTIN_MODELS, builtin_alias, resolvable_name
 
-    monkeypatch.setattr(models, "_builtin_gguf_path", lambda builtin: f"gguf of {builtin.filename}")
+    monkeypatch.setattr(models, "builtin_gguf_path", lambda alias: f"gguf of {BUILTIN_MODELS[alias].filename}")
     monkeypatch.setattr(models, "_convert_gguf_cached", lambda path: f"converted {path}")
     want = f"converted gguf of {BUILTIN_MODELS['smollm2-135m'].filename}"
     assert models._resolve_to_folder("HuggingFaceTB/SmolLM2-135M-Instruct") == want

