@@ -83,7 +83,11 @@ def test_the_cache_is_built_once_and_read_after(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "cache"))
     load_base_model(str(path), quantize="int8")
-    assert len(list((tmp_path / "cache" / "models").glob("*-int8"))) == 1
+    (int8,) = (tmp_path / "cache" / "models").glob("*-int8")
+    # A damaged (or other-version) cached copy is built again, not an error.
+    (int8 / "quantized.safetensors").write_bytes(b"not safetensors")
+    rebuilt = load_base_model(str(path), quantize="int8")
+    assert torch.equal(logits(rebuilt), logits(quantize_model(load_base_model(str(path)).model, Quantization("int8"))))
 
 
 @pytest.mark.parametrize("source", ["gguf", "folder"])
@@ -173,3 +177,13 @@ def test_the_7b_shape_is_qwen2_7b():
     assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (28, 3584, 18944)
     assert (config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (28, 4, 152064)
     assert not config.tie_word_embeddings
+
+
+def test_a_copy_made_by_other_quantisation_code_is_not_read(tmp_path, monkeypatch):
+    """Another layout may load without error and compute garbage: the cache key holds the code's digest."""
+    path = save_tiny_gguf("qwen2", tmp_path / "q.gguf")
+    load_base_model(str(path), quantize="int4")
+    monkeypatch.setattr(quantized_load, "quant_format", lambda: "0ther000")
+    load_base_model(str(path), quantize="int4")
+    folders = sorted(p.name.split("-")[1] for p in (tmp_path / "cache" / "models").iterdir())
+    assert len(folders) == 2 and "0ther000" in folders

@@ -21,8 +21,10 @@ in seconds (`quant.load_quantized`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +117,22 @@ def cache_folder(source: Source, q: Quantization, dtype: torch.dtype) -> Path:
     tag = f"int4-g{q.group_size}" if q.mode == "int4" else q.mode
     if dtype != torch.float32:
         tag += f"-{str(dtype).removeprefix('torch.')}"
-    return models_dir() / f"{source.key[:32]}-{tag}"
+    return models_dir() / f"{source.key[:24]}-{quant_format()}-{tag}"
+
+
+@functools.cache
+def quant_format() -> str:
+    """A digest of the quantisation code: a copy written by another version of its layouts is never read.
+
+    (A file of an older int4 layout loads without error and computes garbage, so a
+    version number someone must remember to bump is not enough.)
+    """
+    from . import quant
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(quant.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 @dataclass
@@ -132,10 +149,14 @@ def load_quantized_source(source: Source, q: Quantization, *, dtype: torch.dtype
 
     folder = cache_folder(source, q, dtype)
     if (folder / SOURCE_FILE).is_file():
-        config = AutoConfig.from_pretrained(str(folder))
-        meta = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
-        model = load_quantized(folder, config, q, dtype=dtype)
-        return Loaded(model, AutoTokenizer.from_pretrained(str(folder)), meta["fingerprint"], folder)
+        try:
+            config = AutoConfig.from_pretrained(str(folder))
+            meta = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+            model = load_quantized(folder, config, q, dtype=dtype)
+            return Loaded(model, AutoTokenizer.from_pretrained(str(folder)), meta["fingerprint"], folder)
+        except Exception as e:  # safetensors, json, the quant layer: whatever makes the copy unreadable
+            # The cache is ours: a copy written by another version (or damaged) is made again, not a user's problem.
+            print(f"softprompt: rebuilding the cached model {folder.name} ({e})", file=sys.stderr)
     config, tokenizer = source.config(), source.tokenizer()
     model, fingerprint = build_quantized(config, source.stream(config), q, dtype=dtype, shown=source.shown)
 
