@@ -61,6 +61,8 @@ class PromptMeta:
     template: str | None = None  # e.g. "Review: {text}\nSentiment:"
     verbalizer: dict[str, str] | None = None  # label -> answer words, e.g. {"fresh": " positive"}
     target_column: str | None = None  # text-to-text prompts: the data's target column
+    format: str | None = None  # "chat": trained on conversations (tasks/chat.py); None: on `template`
+    system: str | None = None  # chat prompts: the system message all training rows shared
     base_model: str | None = None
     base_fingerprint: str | None = None
     # The base model's quantisation when the prompt was made (`Quantization.to_dict()`); None: not recorded.
@@ -93,7 +95,8 @@ class PromptMeta:
 
 
 _TEXT_FIELDS = frozenset(
-    {"task", "template", "target_column", "base_model", "base_fingerprint", "init", "softprompt_version"}
+    {"task", "template", "target_column", "format", "system", "base_model", "base_fingerprint", "init"}
+    | {"softprompt_version"}
 )
 
 

@@ -193,6 +193,7 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
             skip_invalid=spec.skip_invalid,
             column_flags={"input": name("text_column"), "output": name(output_field)},
             name=shown,
+            messages=kind_class.format == "chat",
         )
         skipped += len(loaded.skipped)
         return loaded.examples
@@ -222,7 +223,7 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
             train, dev, test = splits.train, splits.dev, ()
     if need_train and not train:
         raise SoftPromptError(f"{spec.data_name or spec.data}: no training examples left after the dev split; add rows")
-    task = kind_class.build(template, labels=verbalizer, output_column=out_col)
+    task = kind_class.build(template, labels=verbalizer, output_column=out_col).with_data(train)
     if builtin is not None:
         data_name = builtin.name
     else:

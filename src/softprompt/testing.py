@@ -141,3 +141,34 @@ def _llama_permute(weights, n_head: int):
     """llama.cpp's row order for q/k (its convert_hf_to_gguf.py `permute`)."""
     rows = weights.shape[0]
     return weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
+# Chat templates in the style of real models', written for the byte-level tiny tokenizer: its one special
+# end token `<eos>` ends each turn, as <|eot_id|> does for Llama-3 and <|im_end|> for Qwen2 and SmolLM2;
+# markers are shortened (every byte is a token and the tiny context is 256).
+CHAT_TEMPLATES = {
+    "llama3": (
+        "{{ '<s>' }}{% for m in messages %}{{ '<h>' + m['role'] + '</h>\n\n' + m['content'] | trim + eos_token }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<h>assistant</h>\n\n' }}{% endif %}"
+    ),
+    "qwen2": (
+        "{% if messages[0]['role'] == 'system' %}{{ '<|im_start|>system\n' + messages[0]['content'] + eos_token + '\n' }}"
+        "{% else %}{{ '<|im_start|>system\nBe helpful.' + eos_token + '\n' }}{% endif %}"
+        "{% for m in messages %}{% if not (m['role'] == 'system' and loop.first) %}"
+        "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + eos_token + '\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    "smollm2": (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are SmolLM' + eos_token + '\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + eos_token + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+}
+
+
+def tiny_chat_base(kind: str = "llama", template: str = "qwen2", seed: int = 0) -> BaseModel:
+    """A tiny base model whose tokenizer has one of CHAT_TEMPLATES (its own tokenizer: nothing leaks)."""
+    base = tiny_base(kind, seed)
+    base.tokenizer.chat_template = CHAT_TEMPLATES[template]
+    return base

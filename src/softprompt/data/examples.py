@@ -43,6 +43,7 @@ def load_examples(
     require_output: bool = True,
     column_flags: Mapping[str, str] = DEFAULT_COLUMN_FLAGS,
     name: str | None = None,
+    messages: bool = False,
 ) -> LoadedData:
     """Read and validate a data file.
 
@@ -51,7 +52,8 @@ def load_examples(
     column name, not a bad row. With `require_output=False` (unlabelled inputs to predict) a
     missing or empty output becomes "". `column_flags` maps "input"/"output" to the CLI flag
     that chooses that column, named in the hint of missing-column messages. Messages name the
-    file `name`, else its path.
+    file `name`, else its path. With `messages` the rows are conversations (`data.messages`: the
+    input is the conversation, the output its final assistant turn) and the column names are unused.
     """
     path = Path(path)
     name = name or str(path)
@@ -60,15 +62,12 @@ def load_examples(
     skipped: list[str] = []
     for number, row in read_rows(path, name=name):
         try:
-            example = _example(
-                row,
-                f"{name}:{number}",
-                input_column,
-                output_column,
-                labels,
-                require_output,
-                column_flags,
-            )
+            if messages:
+                example = _chat_example(row, f"{name}:{number}", labels, require_output)
+            else:
+                example = _example(
+                    row, f"{name}:{number}", input_column, output_column, labels, require_output, column_flags
+                )
         except DataError as e:
             is_first_row = not examples and not skipped
             if not skip_invalid or (is_first_row and isinstance(e, _MissingColumnError)):
@@ -107,6 +106,18 @@ def _example(
         allowed = ", ".join(repr(label) for label in sorted(labels))
         raise DataError(f"{where}: '{output_column}' is {output!r}, not one of the labels: {allowed}")
     return Example(input=text, output=output, where=where)
+
+
+def _chat_example(row: Mapping[str, object], where: str, labels: frozenset[str] | None, require: bool) -> Example:
+    from softprompt.data.messages import MESSAGES_COLUMN, chat_example
+
+    if MESSAGES_COLUMN not in row:
+        raise _MissingColumnError(_missing_column(where, MESSAGES_COLUMN, row, None))
+    example = chat_example(row, where, require_answer=require)
+    if labels is not None and example.output and example.output not in labels:
+        allowed = ", ".join(repr(label) for label in sorted(labels))
+        raise DataError(f"{where}: the final assistant turn is {example.output!r}, not one of the labels: {allowed}")
+    return example
 
 
 def _missing_column(where: str, column: str, row: Mapping[str, object], flag: str | None) -> str:

@@ -60,6 +60,9 @@ class Task(ABC):
     output_field: ClassVar[str] = "target_column"  # the run setting naming the output column
     has_labels: ClassVar[bool] = False  # a closed label set: read from --labels or the data; served by /v1/classify
     default_init: ClassVar[str] = "vocab"  # the prompt initialisation when the user chooses none
+    # "template": a text goes into `template`; "chat": rows are conversations (OpenAI `messages`) rendered
+    # by the model's chat template (tasks/chat.py). Prompt files record it; the server serves by it.
+    format: ClassVar[str] = "template"
     template: str
 
     # -- building -------------------------------------------------------------------
@@ -77,6 +80,10 @@ class Task(ABC):
     @abstractmethod
     def meta_fields(self) -> dict[str, object]:
         """The `PromptMeta` fields that store this task (`task` = kind, template, ...)."""
+
+    def with_data(self, examples: Sequence) -> Task:
+        """The task as its training examples complete it (a chat task keeps their shared system message)."""
+        return self
 
     # -- data -----------------------------------------------------------------------
 

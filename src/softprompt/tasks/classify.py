@@ -83,7 +83,7 @@ class ClassifyTask(Task):
 
     def label_token_ids(self, base: BaseModel) -> list[list[int]]:
         """Each label's answer tokens; refuses labels that encode identically."""
-        ids = [base.encode(words) for words in self.verbalizer.values()]
+        ids = [base.encode(self.answer_words(words)) for words in self.verbalizer.values()]
         seen: dict[tuple[int, ...], str] = {}
         for label, toks in zip(self.labels, ids):
             if not toks:
@@ -94,6 +94,10 @@ class ClassifyTask(Task):
                 )
             seen[tuple(toks)] = label
         return ids
+
+    def answer_words(self, words: str) -> str:
+        """The text a label's answer words are scored as, after the input."""
+        return words
 
     def encode_target(self, base: BaseModel, target: str, where: str) -> int:
         """The label's index (the input ends at the answer position)."""

@@ -79,16 +79,22 @@ class GenerateTask(Task):
     def predict(
         self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds: Sequence[str] | None = None
     ) -> list[str]:
-        """Greedy answers, as long as the longest gold answer allows (when golds are given) plus a little."""
-        from ..decode import GenerationConfig, generate_texts
-
-        budget = GenerationConfig.max_new_tokens
-        if golds:
-            budget = max(len(base.encode(g)) for g in golds) + ANSWER_SLACK
-        texts = generate_texts(base, prompt, batch, GenerationConfig(max_new_tokens=budget))
-        return [t.strip() for t in texts]
+        return generate_answers(base, prompt, batch, golds)
 
     def report(self, predictions: Sequence[str], golds: Sequence[str]) -> dict:
         from ..metrics import generation_report
 
         return generation_report(predictions, golds)
+
+
+def generate_answers(
+    base: BaseModel, prompt: PromptState, batch: TokenBatch, golds: Sequence[str] | None = None
+) -> list[str]:
+    """Greedy answers, as long as the longest gold answer allows (when golds are given) plus a little."""
+    from ..decode import GenerationConfig, generate_texts
+
+    budget = GenerationConfig.max_new_tokens
+    if golds:
+        budget = max(len(base.encode(g)) for g in golds) + ANSWER_SLACK
+    texts = generate_texts(base, prompt, batch, GenerationConfig(max_new_tokens=budget))
+    return [t.strip() for t in texts]

@@ -61,6 +61,7 @@ def describe_kinds() -> list[dict]:
             "has_labels": cls.has_labels,
             "default_init": cls.default_init,
             "metric": cls.metric,
+            "format": cls.format,
         }
         for kind, cls in ((k, _KINDS[k]) for k in task_kinds())
     ]
