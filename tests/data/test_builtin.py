@@ -3,8 +3,8 @@
 import collections
 import dataclasses
 import hashlib
-import json
 import importlib.util
+import json
 import random
 import re
 
@@ -71,7 +71,8 @@ def test_registry_and_unknown_name():
     with pytest.raises(TypeError):
         BUILTIN_DATASETS["x"] = BUILTIN_DATASETS["bbc-news"]  # type: ignore[index]
     with pytest.raises(
-        SoftPromptError, match=r"'imdb' \(built-in: bbc-news, rotten-tomatoes, sms-spam, trec, trec-chat, word-analogies\)"
+        SoftPromptError,
+        match=r"'imdb' \(built-in: bbc-news, rotten-tomatoes, sms-spam, trec, trec-chat, word-analogies\)",
     ):
         builtin_dataset("imdb")
 

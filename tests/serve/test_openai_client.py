@@ -2,35 +2,43 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
 from softprompt.decode import GenerationConfig
 from softprompt.forward import input_logits, pad_batch
-from softprompt.testing import tiny_base
+from softprompt.recipe import RunSpec, run_training
+from softprompt.testing import tiny_chat_base
 
 from .conftest import fill_prompts, save_prompt, serving
 
-# A ChatML-like template, so the byte-level tiny tokenizer can render conversations.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
+CONVERSATION = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
 
 
 @pytest.fixture(scope="module")
 def chat_base():
-    base = tiny_base("llama")  # its own tokenizer: the chat template does not leak into other tests
-    base.tokenizer.chat_template = CHAT_TEMPLATE
-    return base
+    return tiny_chat_base("llama", "qwen2")  # its own tokenizer: the chat template does not leak into other tests
 
 
 @pytest.fixture(scope="module")
 def server(chat_base, tmp_path_factory):
     folder = fill_prompts(chat_base, tmp_path_factory.mktemp("prompts"))
     save_prompt(chat_base, folder / "gen5", t=5, seed=4, task="generate")
+    train_chat_prompt(chat_base, folder / "chat", tmp_path_factory.mktemp("data"))
     with serving(chat_base, folder) as srv:
         yield srv
+
+
+def train_chat_prompt(base, folder, scratch):
+    """A prompt trained (a few steps) on conversations: the `chat` task."""
+    data = scratch / "chat.jsonl"
+    rows = [[*CONVERSATION[:1], {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "ok"}] for i in range(12)]  # fmt: skip
+    data.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
+    spec = RunSpec(data=str(data), task="chat", settings={"steps": 2, "num_virtual_tokens": 3, "batch_size": 4})
+    result = run_training(spec, scratch / "run", base, show_progress=False)
+    result.prompt.save(folder, base)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +52,7 @@ def alone(server, name, text, max_tokens, **config) -> str:
 
 def test_models_list_and_retrieve(client):
     models = {m.id: m for m in client.models.list()}
-    assert set(models) == {"tiny-llama", "gen", "gen5", "sent", "sent-multi"}
+    assert set(models) == {"tiny-llama", "chat", "gen", "gen5", "sent", "sent-multi"}
     assert models["gen"].parent == "tiny-llama" and models["tiny-llama"].parent is None
     assert client.models.retrieve("gen5").id == "gen5"
     assert client.models.retrieve("tiny-llama").owned_by == "softprompt"
@@ -158,16 +166,27 @@ def test_what_is_not_supported_is_refused_not_ignored(client, args, field):
     assert field in str(refused.value)
 
 
-def test_chat_plain_and_streamed_render_the_base_models_template(server, client, chat_base):
-    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
+def test_chat_with_a_chat_trained_prompt_is_what_generate_gives_for_the_messages(server, client, chat_base):
+    done = client.chat.completions.create(model="chat", messages=CONVERSATION, max_tokens=6, temperature=0)
+    # `softprompt generate` / `predict` take the same messages (as JSON) and render them as training did.
+    assert done.choices[0].message.content == alone(server, "chat", json.dumps(CONVERSATION), 6)
+    rendered = chat_base.tokenizer.apply_chat_template(CONVERSATION, add_generation_prompt=True, tokenize=False)
+    assert done.usage.prompt_tokens == 3 + len(chat_base.encode(rendered))  # exactly the chat template's tokens
+    # Without the system message the one the training rows shared is put first, as in training.
+    bare = client.chat.completions.create(model="chat", messages=CONVERSATION[1:], max_tokens=6, temperature=0)
+    assert bare.choices[0].message.content == done.choices[0].message.content
+    assert bare.usage.prompt_tokens == done.usage.prompt_tokens
+
+
+def test_chat_to_a_template_prompt_goes_through_its_template(server, client, chat_base):
+    messages = CONVERSATION[1:]
     done = client.chat.completions.create(model="gen", messages=messages, max_tokens=6, temperature=0)
-    rendered = chat_base.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    want = client.completions.create(
-        model="gen", prompt=rendered, max_tokens=6, temperature=0, extra_body={"template": False}
-    )  # the soft prompt in front of the rendered chat, as in completions
+    want = client.completions.create(model="gen", prompt="hi there", max_tokens=6, temperature=0)
     assert done.object == "chat.completion" and done.choices[0].message.role == "assistant"
     assert done.choices[0].message.content == want.choices[0].text
-    assert done.usage.prompt_tokens == 3 + len(chat_base.encode(rendered))
+    assert done.usage.prompt_tokens == 3 + len(chat_base.encode("Q: hi there\nA:"))
+    with pytest.raises(openai.UnprocessableEntityError, match="trained on the text template"):
+        client.chat.completions.create(model="gen", messages=CONVERSATION, max_tokens=6)
     stream = client.chat.completions.create(
         model="gen", messages=messages, max_tokens=6, temperature=0, stream=True, stream_options={"include_usage": True}
     )

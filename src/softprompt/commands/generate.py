@@ -80,7 +80,13 @@ def load_predictor(args: argparse.Namespace):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("texts", nargs="+", metavar="TEXT", help="input text(s); the prompt's template is applied")
+    parser.add_argument(
+        "texts",
+        nargs="+",
+        metavar="TEXT",
+        help="input text(s); the prompt's template is applied. A chat prompt takes a conversation as OpenAI "
+        'messages JSON (\'[{"role": "user", "content": "hi"}]\'), or a text as the user\'s turn',
+    )
     add_model_arguments(parser, prompt_required=False)
     add_generation_arguments(parser)
     parser.add_argument("--stream", action="store_true", help="print tokens as they come")

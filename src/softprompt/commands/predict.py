@@ -6,7 +6,9 @@ Example:
 
 Inputs: JSON Lines / CSV / TSV / Parquet files (column --text-column), any
 other file or stdin as plain lines (stdin holding JSON objects is read as
-JSON Lines). A row may name its prompt folder in --prompt-column; otherwise
+JSON Lines). A row of OpenAI `messages` (no --text-column field) is a
+conversation: a chat prompt renders it as it was trained (a final assistant
+turn is dropped: it is what gets predicted). A row may name its prompt folder in --prompt-column; otherwise
 every --prompt answers every input (one line per prompt), or with --ensemble
 the prompts vote (or average) into one line. Classification prompts give the
 label and each label's probability; generation prompts give the text. A bad
@@ -179,9 +181,19 @@ def _from_rows(rows, text_column: str, prompt_column: str, name: str) -> list[In
 
     if not rows:
         raise DataError(f"{name}: no inputs")
-    if all(text_column not in row for _, row in rows):
+    if all(text_column not in row and MESSAGES_COLUMN not in row for _, row in rows):
         raise DataError(f"{name}: no row has the column '{text_column}'; choose another with --text-column")
     return [
-        Input(row.get(text_column, ""), str(row[prompt_column]) if row.get(prompt_column) else None, where)
+        Input(_text(row, text_column), str(row[prompt_column]) if row.get(prompt_column) else None, where)
         for where, row in rows
     ]
+
+
+MESSAGES_COLUMN = "messages"
+
+
+def _text(row: dict, text_column: str) -> object:
+    """The row's text; a conversation (OpenAI `messages`, when the row has no text column) as its JSON."""
+    if text_column not in row and isinstance(row.get(MESSAGES_COLUMN), list):
+        return json.dumps(row[MESSAGES_COLUMN], ensure_ascii=False)
+    return row.get(text_column, "")

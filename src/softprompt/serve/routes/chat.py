@@ -1,12 +1,17 @@
 """POST /v1/chat/completions: OpenAI's chat completions, whole or streamed.
 
-How a chat meets a soft prompt: the messages are rendered with the base model's
-own chat template (422 if it has none), and the named prompt's virtual tokens go
-in front of that text, exactly where they go in completions. The prompt's own
-text template is not applied: the chat template takes its place. So a prompt
-trained on chat-formatted text (its template the chat template around {text})
-behaves in chat as it was trained; one trained on plain text behaves as it would
-in front of any other text.
+How a chat meets a soft prompt depends on the format the prompt was trained on
+(docs/chat.md):
+
+- a chat prompt (task `chat` or `chat_classify`): the conversation goes to the
+  prompt's task, which renders it exactly as training did (tasks/chat.py), the
+  prompt's virtual tokens in front of everything;
+- a prompt trained on a text template (`classify`, `generate`): the one user
+  message is put into the prompt's own template, as completions would; any
+  other conversation is refused with a 422 saying why (measured: the template
+  beats the chat template by far for such prompts, benchmarks/results/chat/);
+- the base model, or a prompt without a task (a PEFT file): the base model's
+  chat template renders the messages, the prompt's virtual tokens in front.
 """
 
 from __future__ import annotations
@@ -45,12 +50,12 @@ async def chat(body: schemas.ChatRequest, state: State, request: Request):
         (m for m in (body.max_completion_tokens, body.max_tokens) if m is not None), schemas.DEFAULT_MAX_TOKENS
     )
     check_max_tokens(state, max_tokens)
-    text = await asyncio.to_thread(render, state, body.messages)
+    text, template = await asyncio.to_thread(chat_input, state, name, body.messages)
     texts = await check_texts(state, [text], "messages", new_tokens=max_tokens * body.n)
     operation = Generate(
         generation_config(body, max_tokens),
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        template=False,
+        template=template,
     )
     items = choices(name, texts, body.n, body.seed)
     reply = ChatReply(
@@ -64,6 +69,28 @@ async def chat(body: schemas.ChatRequest, state: State, request: Request):
     )
     state.metrics.observe_inputs("/v1/chat/completions", 1)
     return await respond(state, request, operation, items, reply, stream=body.stream, param="messages")
+
+
+def chat_input(state: ServeState, name: str | None, messages: list[schemas.ChatMessage]) -> tuple[str, bool]:
+    """(the text the predictor gets, whether it goes into the prompt's task) for a conversation to `name`."""
+    if not messages:
+        raise APIError(422, "'messages' is empty: send at least one message", param="messages")
+    task = None if name is None else getattr(state.predictor, "task", lambda _: None)(name)
+    if task is None:
+        return render(state, messages), False
+    turns = [{"role": _role(m.role), "content": _content(m.content)} for m in messages]
+    if task.format == "chat":
+        from ...data.messages import messages_text
+
+        return messages_text(turns), True
+    if len(turns) != 1 or turns[0]["role"] != "user":
+        raise APIError(
+            422,
+            f"prompt '{name}' was trained on the text template {task.template!r}, not on conversations: send "
+            "one user message, which goes into that template (or train a chat prompt: --task chat)",
+            param="messages",
+        )
+    return turns[0]["content"], True
 
 
 def render(state: ServeState, messages: list[schemas.ChatMessage]) -> str:

@@ -1,0 +1,171 @@
+"""Chat prompts: zero-shot chat vs a chat-trained prompt vs the same data trained as plain input/target.
+
+    nice -n 10 .venv/bin/python benchmarks/chat_formats.py --threads 1 [--steps 200] [--test 300] \
+        [--out benchmarks/results/chat]
+
+On the built-in `trec-chat` task (trec's questions as conversations with a system
+message; the answer type's word as the assistant's reply), on one base model
+(default smollm2-135m), scored by exact match on the first --test test
+conversations (the same questions for every row, with a 95% Wilson interval):
+
+- zero-shot: the bare model through its chat template (the system message says the task);
+- chat-trained: a `chat` prompt trained on the conversations, served as trained;
+- plain-trained: a `generate` prompt trained on the same questions and answer words as
+  input/target (template "Question: {text}\\nAnswer type:"), scored two ways a chat request
+  could reach it: through its own template (the serving rule of docs/chat.md) and with the
+  chat template rendering the conversation and the prompt in front (the rule before it).
+
+Both prompts: the same steps, batch, length, learning rate and seed; the best of --evals
+dev evaluations on the first --dev dev examples is kept, as `softprompt train` does.
+Writes OUT/results.json and OUT/results.md (and the two prompts under OUT/prompts/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from softprompt.data import Example, builtin_dataset
+from softprompt.evaluate import encode_eval_set, evaluate
+from softprompt.models import load_base_model
+from softprompt.recipe import RunData, RunSpec, run_training, set_threads
+from softprompt.tasks import GenerateTask
+from softprompt.tasks.chat import ChatTask, parse_conversation
+
+PLAIN_TEMPLATE = "Question: {text}\nAnswer type:"
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def as_plain(example: Example) -> Example:
+    """A conversation's question and answer as input/target (the answer after a space, as answer words go)."""
+    turns = parse_conversation(example.input)
+    return Example(turns[1]["content"], " " + turns[2]["content"], example.where)
+
+
+def score(name: str, base, task, prompt, examples, batch: int) -> dict:
+    rows = encode_eval_set(base, task, examples)
+    start = time.perf_counter()
+    report = evaluate(base, task, prompt, rows.rows, batch_size=batch, keep_predictions=True)
+    hits = round(report["exact_match"] * report["n"])
+    low, high = wilson(hits, report["n"])
+    print(f"{name}: exact match {report['exact_match']:.3f} [{low:.3f}, {high:.3f}] n={report['n']}", file=sys.stderr)
+    return {
+        "exact_match": report["exact_match"],
+        "interval95": [round(low, 4), round(high, 4)],
+        "token_f1": report["token_f1"],
+        "loss": report.get("loss"),
+        "n": report["n"],
+        "seconds": round(time.perf_counter() - start, 1),
+        "first_predictions": report["predictions"][:8],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=16, help="virtual tokens of both prompts")
+    parser.add_argument("--lr", type=float, default=0.03)
+    parser.add_argument("--test", type=int, default=300, help="first N test conversations scored")
+    parser.add_argument("--dev", type=int, default=100, help="first N dev examples scored at each evaluation")
+    parser.add_argument("--evals", type=int, default=4, help="dev evaluations along the run")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/chat")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_base_model(args.model)
+    chat = builtin_dataset("trec-chat").load()
+    test_chat = chat.test[: args.test]
+    test_plain = tuple(map(as_plain, test_chat))
+    settings = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "num_virtual_tokens": args.tokens,
+        "lr": args.lr,
+        "eval_every": max(1, args.steps // args.evals),
+        "checkpoint_every": args.steps,
+        "seed": args.seed,
+    }
+    results: dict = {"model": args.model, "data": "trec-chat", "settings": settings, "test": len(test_chat)}
+    chat_task = ChatTask().with_data(chat.train)
+    results["zero_shot_chat"] = score("zero-shot chat", base, chat_task, None, test_chat, 32)
+
+    chat_spec = RunSpec(data="trec-chat", max_dev_examples=args.dev, settings=settings)
+    start = time.perf_counter()
+    trained = run_training(chat_spec, out / "prompts" / "chat", base, show_progress=False)
+    results["chat_trained"] = {
+        **score("chat-trained, served as trained", base, chat_task, trained.prompt, test_chat, 32),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+
+    plain_task = GenerateTask(PLAIN_TEMPLATE)
+    plain_data = RunData(
+        plain_task,
+        tuple(map(as_plain, chat.train)),
+        tuple(map(as_plain, chat.dev)),
+        test_plain,
+        "trec-plain",
+        64,
+    )
+    plain_spec = replace(chat_spec, data="trec", task="generate", template=PLAIN_TEMPLATE)
+    start = time.perf_counter()
+    plain = run_training(plain_spec, out / "prompts" / "plain", base, data=plain_data, show_progress=False)
+    seconds = round(time.perf_counter() - start, 1)
+    results["plain_trained_own_template"] = {
+        **score("plain-trained, through its own template", base, plain_task, plain.prompt, test_plain, 32),
+        "train_seconds": seconds,
+    }
+    results["plain_trained_chat_template"] = score(
+        "plain-trained, chat template with the prompt in front", base, chat_task, plain.prompt, test_chat, 32
+    )
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+ROWS = (
+    ("zero_shot_chat", "zero-shot, through the chat template"),
+    ("chat_trained", "chat-trained prompt, served as trained (chat)"),
+    ("plain_trained_own_template", "plain input/target prompt, through its own template (the serving rule)"),
+    ("plain_trained_chat_template", "plain input/target prompt, chat template with the prompt in front"),
+)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# Chat formats on {results['data']} ({results['model']})",
+        "",
+        f"First {results['test']} test conversations; exact match on the generated reply (95% Wilson interval). "
+        f"Training: {json.dumps(results['settings'])}.",
+        "",
+        "| how | exact match | 95% interval | token F1 |",
+        "|---|---|---|---|",
+    ]
+    for key, label in ROWS:
+        r = results.get(key)
+        if r:
+            low, high = r["interval95"]
+            lines.append(f"| {label} | {r['exact_match']:.3f} | [{low:.3f}, {high:.3f}] | {r['token_f1']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
