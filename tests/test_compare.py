@@ -520,3 +520,30 @@ def test_several_models_and_seeds_chart_the_means(setup, capsys):
         assert (out / row["folder"] / "seed-1" / "report.json").is_file()
         for m in summary["methods"]:
             assert row["test"][m["method"]]["accuracy"] == m["test"]["accuracy"]
+
+
+def test_prompt_methods_and_lora_on_conversations(tmp_path):
+    """Chat data compares as classification through chat: the final replies are the labels."""
+    from softprompt.compare.task_data import load_task_data
+    from softprompt.tasks.chat import ChatClassifyTask
+    from softprompt.testing import CHAT_TEMPLATES, tiny_model
+
+    model, tokenizer = tiny_model("llama")
+    tokenizer.chat_template = CHAT_TEMPLATES["llama3"]
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    system = {"role": "system", "content": "Good or bad?"}
+    with open(tmp_path / "data.jsonl", "w") as f:
+        for i in range(40):
+            reply = "good" if i % 2 else "bad"
+            turns = [system, {"role": "user", "content": f"{WORDS['pos' if i % 2 else 'neg'][i % 4]} {i}"}]
+            f.write(json.dumps({"messages": [*turns, {"role": "assistant", "content": reply}]}) + "\n")
+    config = tiny_config(tmp_path, template=None, labels=None, methods=("zero-shot", "prompt-tuning", "lora"))
+    data = load_task_data(config)
+    assert isinstance(data.task, ChatClassifyTask) and data.task.labels == ("bad", "good")
+    assert data.task.system == "Good or bad?" and len(data.test) == 4
+    base = load_base_model(str(tmp_path / "model"))
+    report = run_compare(config, tmp_path / "out", base=base, show_progress=False, log=lambda m: None)
+    methods = by_method(report)
+    assert set(methods) == {"zero-shot", "prompt-tuning", "lora"}
+    assert all(0 <= m["test"]["accuracy"] <= 1 and m["test"]["n"] == 4 for m in methods.values())

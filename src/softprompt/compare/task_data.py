@@ -1,4 +1,10 @@
-"""The task all methods share: template, verbalizer, train split and the fixed test subset."""
+"""The task all methods share: template, verbalizer, train split and the fixed test subset.
+
+Conversations (a built-in chat dataset, or a data file of OpenAI `messages` rows) are
+compared as classification through chat (`chat_classify`): the final assistant replies
+are the labels, scored at the start of the assistant's turn; every method sees the same
+chat-rendered inputs.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,13 @@ from ..data import (
     SplitDataset,
     builtin_dataset,
     load_examples,
+    read_rows,
     resolve_data,
     split_examples,
 )
 from ..errors import SoftPromptError
 from ..tasks import ClassifyTask
+from ..tasks.chat import ChatClassifyTask
 from .config import CompareConfig
 
 
@@ -34,10 +42,14 @@ def load_task_data(config: CompareConfig) -> TaskData:
     """A built-in dataset by name, or a data file with `config.template` and `config.labels`."""
     source = resolve_data(config.data)
     if isinstance(source, BuiltinDataset):
-        if source.task != ClassifyTask.kind:
+        chat = source.task == "chat"
+        if source.task != ClassifyTask.kind and not chat:
             raise SoftPromptError(f"compare scores classification; '{source.name}' is a {source.task} task")
         splits = source.load()
-        task = ClassifyTask(config.template or source.template, dict(config.labels or source.verbalizer))
+        if chat:
+            task = _chat_task(config, splits.train)
+        else:
+            task = ClassifyTask(config.template or source.template, dict(config.labels or source.verbalizer))
         train, test, hint, about = splits.train, splits.test, source.max_input_tokens, source.description
     else:
         task, train, test = _from_file(source, config)
@@ -77,6 +89,8 @@ def second_task_data(name: str, size: int) -> TaskData:
 def _from_file(source: Path | SplitDataset, config: CompareConfig):
     """A data file (or data set folder) split 90/10; a SplitDataset's own train and test splits when it has both."""
     name = source.name if isinstance(source, SplitDataset) else source
+    if _holds_conversations(source):
+        return _from_chat_rows(source, config)
     if not config.template or not config.labels:
         raise SoftPromptError(
             f"{name}: a data file needs --template (with {{text}}) and --labels (e.g. 'pos=positive,neg=negative')"
@@ -92,3 +106,36 @@ def _from_file(source: Path | SplitDataset, config: CompareConfig):
     examples = load(source.shown(parts["train"][0]), parts["train"][1]) if parts else load(None, source)
     splits = split_examples(examples, dev_fraction=0.0, test_fraction=0.1, seed=split_seed(config))
     return task, splits.train, splits.test
+
+
+def _chat_task(config: CompareConfig, train) -> ChatClassifyTask:
+    """Classification through chat: the labels are the final assistant replies (or --labels)."""
+    labels = config.labels or {label: label for label in sorted({ex.output for ex in train})}
+    return ChatClassifyTask("{text}", dict(labels)).with_data(train)
+
+
+def _holds_conversations(source: Path | SplitDataset) -> bool:
+    path = source.part("train")[1] if isinstance(source, SplitDataset) and source.part("train") else source
+    if isinstance(path, SplitDataset):
+        return False
+    first = next(iter(read_rows(path)), None)
+    return first is not None and "messages" in first[1]
+
+
+def _from_chat_rows(source: Path | SplitDataset, config: CompareConfig):
+    load = lambda split, path: load_examples(path, name=split, messages=True).examples  # noqa: E731
+    if isinstance(source, SplitDataset):
+        (train_split, train_path) = source.part("train")
+        train = load(source.shown(train_split), train_path)
+        test_part = source.part("test")
+        test = load(source.shown(test_part[0]), test_part[1]) if test_part else None
+    else:
+        train, test = load(None, source), None
+    if test is None:
+        splits = split_examples(train, dev_fraction=0.0, test_fraction=0.1, seed=split_seed(config))
+        train, test = splits.train, splits.test
+    task = _chat_task(config, train)
+    unknown = sorted({ex.output for ex in test} - set(task.labels))
+    if unknown:
+        raise SoftPromptError(f"the test replies {unknown[:3]} are not among the labels {list(task.labels)}")
+    return task, train, test
