@@ -150,3 +150,20 @@ def test_render_refuses_a_template_that_rewrites_earlier_turns():
     )
     with pytest.raises(SoftPromptError, match="renders a conversation's earlier turns differently"):
         render_chat(base, MULTI, answer=True)
+
+
+def test_a_chat_classification_prompt_classifies_and_generates_from_one_rendering(base):
+    task = ChatClassifyTask("{text}", {"city": "city", "country": "country"}, system="Be brief.")
+    prompt = SoftPrompt.initialize(base, 3, "random", seed=0, meta=PromptMeta(**task.meta_fields()))
+    predictor = Predictor(base)
+    predictor.add_prompt("cc", prompt)
+    convo = json.dumps(MULTI[1:2])  # no system message: the task's goes first
+    (result,) = predictor.classify([("cc", convo)])  # what /v1/classify answers
+    assert result.label in ("city", "country") and sum(result.probs.values()) == pytest.approx(1)
+    # /v1/chat/completions and /v1/classify see the same tokens: the conversation up to the assistant's reply.
+    ids = predictor.generation_input("cc", convo)[1]
+    assert (
+        ids
+        == list(task.encode(base, json.dumps(MULTI[:2])).ids)
+        == list(ChatTask(system="Be brief.").encode(base, convo).ids)
+    )
