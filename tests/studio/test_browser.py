@@ -186,3 +186,45 @@ def _alert(driver):
         return driver.switch_to.alert
     except NoAlertPresentException:
         return None
+
+
+def test_a_chat_upload_trains_a_chat_prompt_tried_in_a_chat_box(browser, tmp_path):
+    import json
+
+    from softprompt.testing import tiny_chat_base
+
+    chat_base = tiny_chat_base("llama", "qwen2")
+    data = tmp_path / "chats.jsonl"
+    turns = lambda i: [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "yes" if i % 2 else "no"}]  # noqa: E731
+    data.write_text("".join(json.dumps({"messages": turns(i)}) + "\n" for i in range(16)))
+    with studio(chat_base, tmp_path / "data") as server:
+        b = browser
+        b.get(server.url + "/studio/")
+        wait_until(lambda: b.execute_script("return document.body.dataset.ready") == "1", 30)
+        b.find_element(By.ID, "tab-train").click()
+        b.find_element(By.ID, "upload-file").send_keys(str(data))
+        wait_until(lambda: "16 conversations" in text(b, "#upload-status"), 20)
+        assert Select(b.find_element(By.ID, "task")).first_selected_option.text == "chat"
+        assert not b.find_element(By.ID, "column-choice").is_displayed()
+        assert "user: q0 | assistant: no" in text(b, "#preview")
+        for element_id, value in {"job-name": "chatty", "num_virtual_tokens": "3", "steps": "2", "batch_size": "4"}.items():  # fmt: skip
+            field = b.find_element(By.ID, element_id)
+            field.clear()
+            field.send_keys(value)
+        b.find_element(By.ID, "start-button").click()
+        wait_until(lambda: text(b, "#stat-state") == "finished", 120, 0.2)
+        b.find_element(By.ID, "tab-prompts").click()
+        wait_until(lambda: b.find_elements(By.CSS_SELECTOR, '#prompt-table tr[data-name="chatty"]'), 20)
+        b.find_element(By.CSS_SELECTOR, '#prompt-table tr[data-name="chatty"]').click()
+        assert b.find_element(By.ID, "new-chat").is_displayed()
+        for message, turns_shown in (("hello", 2), ("again", 4)):  # the conversation goes on
+            b.find_element(By.ID, "try-text").send_keys(message)
+            b.find_element(By.ID, "try-button").click()
+            wait_until(lambda n=turns_shown: len(b.find_elements(By.CSS_SELECTOR, "#soft-result .turn")) == n, 30)
+            wait_until(lambda n=turns_shown: len(b.find_elements(By.CSS_SELECTOR, "#hard-result .turn")) == n, 30)
+        assert "user: hello" in text(b, "#soft-result") and "assistant:" in text(b, "#soft-result")
+        assert "Soft prompt: chatty (chat, T=3)" in text(b, "#soft-result h3")
+        assert "Base model, no prompt" in text(b, "#hard-result h3")
+        shot(b, "7-chat-box")
+        b.find_element(By.ID, "new-chat").click()
+        assert not b.find_elements(By.CSS_SELECTOR, "#soft-result .turn")

@@ -130,3 +130,18 @@ def test_a_deeply_nested_json_line_names_the_file_and_line(tmp_path):
     nested = "[" * 50_000 + "]" * 50_000
     with pytest.raises(UploadError, match=r"^d\.jsonl:2: JSON nested too deeply"):
         save(UploadStore(tmp_path), "d.jsonl", f'{{"text": "a", "label": "b"}}\n{{"text": {nested}}}\n'.encode(), 4096)
+
+
+def test_a_conversations_file_is_checked_and_described_as_chat(tmp_path):
+    store = UploadStore(tmp_path)
+    turns = lambda i: [  # noqa: E731
+        {"role": "system", "content": "Reply yes or no."},
+        {"role": "user", "content": f"is {i} even?"},
+        {"role": "assistant", "content": "no" if i % 2 else "yes"},
+    ]
+    info = save(store, "chats.jsonl", "".join(json.dumps({"messages": turns(i)}) + "\n" for i in range(6)).encode())
+    assert info.chat and info.columns == ["messages"] and info.label_counts == {"yes": 3, "no": 3}
+    assert info.preview[0] == {"messages": "system: Reply yes or no. | user: is 0 even? | assistant: yes"}
+    bad = json.dumps({"messages": [{"role": "user", "content": "q"}]}) + "\n"
+    with pytest.raises(UploadError, match=r"bad.jsonl:1: the conversation must end with an assistant turn"):
+        save(store, "bad.jsonl", bad.encode())

@@ -25,6 +25,7 @@ are removed with `delete`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -35,7 +36,8 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data import read_rows
+from ..data import load_examples, read_rows
+from ..data.messages import MESSAGES_COLUMN
 from ..errors import DataError, SoftPromptError
 
 ALLOWED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -66,7 +68,8 @@ class UploadInfo:
     preview: list[dict[str, str]]
     text_column: str | None  # best guess: the column with the longest texts
     label_column: str | None  # best guess: a column with few distinct values
-    label_counts: dict[str, int] = field(default_factory=dict)  # of the guessed label column
+    label_counts: dict[str, int] = field(default_factory=dict)  # of the guessed label column (chat: final replies)
+    chat: bool = False  # rows of OpenAI `messages`: trained with a chat task kind, no columns to choose
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,6 +201,8 @@ def describe(path: Path, upload_id: str, shown_name: str) -> UploadInfo:
         raise UploadError(str(e)) from None
     if rows == 0:
         raise UploadError(f"{shown_name}: no data rows (a header alone is not enough)")
+    if MESSAGES_COLUMN in columns:
+        return _describe_chat(path, upload_id, shown_name, rows)
     if len(columns) < 2:
         raise UploadError(
             f"{shown_name}: only one column ({', '.join(columns) or 'none'}); a training file needs a text "
@@ -216,6 +221,32 @@ def describe(path: Path, upload_id: str, shown_name: str) -> UploadInfo:
         text_column=text_column,
         label_column=label_column,
         label_counts=counts,
+    )
+
+
+def _describe_chat(path: Path, upload_id: str, shown_name: str, rows: int) -> UploadInfo:
+    """A conversations file: every row checked now (file:line), a preview of each conversation, the final replies."""
+    try:
+        loaded = load_examples(path, name=shown_name, messages=True)
+    except DataError as e:
+        raise UploadError(str(e)) from None
+    preview = [
+        {MESSAGES_COLUMN: " | ".join(f"{t['role']}: {t['content']}" for t in json.loads(ex.input))[:300]}
+        for ex in loaded.examples[:PREVIEW_ROWS]
+    ]
+    replies = Counter(ex.output for ex in loaded.examples)
+    counts = dict(replies.most_common()) if len(replies) <= MAX_LABELS else {}
+    return UploadInfo(
+        id=upload_id,
+        name=shown_name,
+        bytes=path.stat().st_size,
+        rows=rows,
+        columns=[MESSAGES_COLUMN],
+        preview=preview,
+        text_column=MESSAGES_COLUMN,
+        label_column=None,
+        label_counts=counts,
+        chat=True,
     )
 
 

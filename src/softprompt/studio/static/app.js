@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { info: null, prompts: [], selected: null, upload: null, jobId: null, poll: null };
+const state = { info: null, prompts: [], selected: null, upload: null, jobId: null, poll: null, chat: null };
 // Requests that change something carry this process's token (from the page the server rendered).
 const TOKEN = document.querySelector('meta[name="studio-token"]').content;
 
@@ -120,6 +120,60 @@ function selectPrompt(name) {
   state.selected = name;
   document.querySelectorAll("#prompt-table tbody tr").forEach((r) => r.classList.toggle("selected", r.dataset.name === name));
   $("#try-name").textContent = name;
+  newChat();
+}
+
+// -- the chat box: a prompt trained on conversations is tried as a conversation ----------------
+
+const isChat = (prompt) => !!prompt && (taskKind(prompt.task) || {}).format === "chat";
+
+function newChat() {
+  state.chat = { name: state.selected, soft: [], hard: [] };
+  const prompt = state.prompts.find((p) => p.name === state.selected);
+  $("#new-chat").classList.toggle("hidden", !isChat(prompt));
+  $("#try-text").placeholder = isChat(prompt) ? "Your message" : "Type a text to classify or continue";
+  $("#hard-label").textContent = isChat(prompt)
+    ? "Hard prompt for the base model beside it (its system message)"
+    : "Hard prompt (put before the template; may contain {text})";
+  for (const id of ["#soft-result", "#hard-result"]) $(id + " .body").replaceChildren(el("span", { class: "muted" }, "\u2014"));
+}
+
+function showChat(target, history, pending) {
+  const turns = history.map((m) => el("div", { class: "turn " + m.role }, el("b", {}, m.role + ": "), m.content));
+  target.replaceChildren(...turns, ...(pending ? [el("span", { class: "muted" }, pending)] : []));
+}
+
+async function baseModelId() {
+  if (!state.baseId) state.baseId = (await api("/v1/models")).data.find((m) => !m.parent).id;
+  return state.baseId;
+}
+
+// The soft prompt answers the conversation as it was trained; beside it the base model without the soft
+// prompt, the hard prompt (if typed) as its system message. Each side keeps its own history.
+async function tryChat(prompt, text, hardText) {
+  if (!state.chat || state.chat.name !== prompt.name) newChat();
+  $("#soft-result h3").textContent = `Soft prompt: ${prompt.name} (chat, T=${prompt.num_virtual_tokens})`;
+  $("#hard-result h3").textContent = hardText.trim() ? "Base model, the hard prompt as system message" : "Base model, no prompt";
+  const ask = async (model, history, system, target) => {
+    history.push({ role: "user", content: text });
+    showChat(target, history, "running\u2026");
+    try {
+      const messages = system ? [{ role: "system", content: system }, ...history] : history;
+      const out = await postJSON("/v1/chat/completions", { model, messages, max_tokens: 48, temperature: 0 });
+      history.push({ role: "assistant", content: out.choices[0].message.content });
+      showChat(target, history);
+    } catch (e) {
+      history.pop();
+      showChat(target, history);
+      target.append(el("div", { class: "error" }, e.message));
+    }
+  };
+  const base = await baseModelId();
+  await Promise.all([
+    ask(prompt.name, state.chat.soft, null, $("#soft-result .body")),
+    ask(base, state.chat.hard, hardText.trim(), $("#hard-result .body")),
+  ]);
+  $("#try-text").value = "";
 }
 
 function bars(probs) {
@@ -137,6 +191,7 @@ async function tryPrompts() {
   const text = $("#try-text").value;
   if (!prompt) return void ($("#try-error").textContent = "Choose a prompt in the list first.");
   if (!text.trim()) return void ($("#try-error").textContent = "Type a text to try.");
+  if (isChat(prompt)) return tryChat(prompt, text, $("#hard-text").value);
   const soft = $("#soft-result .body"), hard = $("#hard-result .body");
   $("#soft-result h3").textContent = `Soft prompt: ${prompt.name} (T=${prompt.num_virtual_tokens})`;
   soft.replaceChildren(el("span", { class: "muted" }, "running\u2026"));
@@ -211,7 +266,14 @@ async function uploadFile(file) {
 
 function showUpload(info) {
   state.upload = info;
-  $("#upload-status").textContent = `${info.name}: ${info.rows.toLocaleString()} rows, ${info.columns.length} columns, ${bytes(info.bytes)}`;
+  $("#upload-status").textContent = info.chat
+    ? `${info.name}: ${info.rows.toLocaleString()} conversations, ${bytes(info.bytes)}`
+    : `${info.name}: ${info.rows.toLocaleString()} rows, ${info.columns.length} columns, ${bytes(info.bytes)}`;
+  // A conversations file trains a chat kind (its rows are whole conversations: no columns to choose).
+  if (info.chat && taskKind($("#task").value).format !== "chat") $("#task").value = "chat";
+  if (!info.chat && taskKind($("#task").value).format === "chat") $("#task").value = state.info.defaults.task;
+  $("#labels-field").classList.toggle("hidden", !taskKind($("#task").value).has_labels);
+  $("#column-choice").classList.toggle("hidden", !!info.chat);
   for (const id of ["#text-column", "#label-column"]) {
     $(id).replaceChildren(...info.columns.map((c) => el("option", { value: c }, c)));
   }
@@ -234,7 +296,7 @@ function taskKind(kind) {
 function labelSummary() {
   const info = state.upload;
   if (!info) return;
-  const counts = info.label_column === $("#label-column").value ? info.label_counts : null;
+  const counts = info.chat || info.label_column === $("#label-column").value ? info.label_counts : null;
   if (counts && Object.keys(counts).length && taskKind($("#task").value).has_labels) {
     $("#label-summary").textContent = "labels: " + Object.entries(counts).map(([k, v]) => `${k} (${v})`).join(", ");
     $("#labels").value = Object.keys(counts).map((k) => `${k}=${k}`).join(",");
@@ -272,7 +334,7 @@ function jobSpec() {
     overwrite: $("#overwrite").checked,
   };
   for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed"]) spec[key] = Number($("#" + key).value);
-  if (state.upload) {
+  if (state.upload && !state.upload.chat) {
     spec.text_column = $("#text-column").value;
     spec.label_column = $("#label-column").value;
   }
@@ -516,12 +578,14 @@ async function init() {
   document.querySelectorAll("[data-goto]").forEach((a) => a.addEventListener("click", (e) => { e.preventDefault(); showTab(a.dataset.goto); }));
   $("#refresh-prompts").addEventListener("click", loadPrompts);
   $("#try-button").addEventListener("click", tryPrompts);
+  $("#new-chat").addEventListener("click", newChat);
   $("#upload-file").addEventListener("change", (e) => e.target.files[0] && uploadFile(e.target.files[0]));
   $("#builtin").addEventListener("change", (e) => chooseBuiltin(e.target.value));
   $("#label-column").addEventListener("change", () => { state.upload.label_column = $("#label-column").value; state.upload.label_counts = {}; labelSummary(); });
   $("#task").addEventListener("change", () => {
     $("#labels-field").classList.toggle("hidden", !taskKind($("#task").value).has_labels);
     if (state.upload) $("#template").value = taskKind($("#task").value).default_template;
+    labelSummary();
   });
   $("#optimizer").addEventListener("change", showDefaultLR);
   $("#reparam").addEventListener("change", showDefaultLR);
