@@ -167,3 +167,15 @@ def test_a_chat_classification_prompt_classifies_and_generates_from_one_renderin
         == list(task.encode(base, json.dumps(MULTI[:2])).ids)
         == list(ChatTask(system="Be brief.").encode(base, convo).ids)
     )
+
+
+def test_chat_classification_learns_the_reply_through_its_end_of_turn(base):
+    """Its loss is the chat loss of a conversation whose final reply is the label words."""
+    task = ChatClassifyTask("{text}", {"city": "city", "country": "country"})
+    convo = [MULTI[1], {"role": "assistant", "content": "country"}]
+    prompt = SoftPrompt.initialize(base, 3, "random", seed=2)
+    state = prompt_state(base, prompt)
+    got = task.loss(base, state, *task.collate(base, [task.encode(base, json.dumps(convo), "country")]))
+    chat = ChatTask()
+    want = chat.loss(base, state, *chat.collate(base, [chat.encode(base, json.dumps(convo), "country")]))
+    assert torch.allclose(got, want, atol=1e-5)

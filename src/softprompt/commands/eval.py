@@ -75,7 +75,8 @@ def _run(args: argparse.Namespace) -> int:
         if key in report:
             print(f"{key:<12} {report[key]:.4f}")
     if "loss" in report:
-        print(f"{'loss':<12} {report['loss']:.4f}  (mean cross-entropy over the labels, on the gold label)")
+        what = "over the labels, on the gold label" if data.task.format != "chat" else "of the gold reply's tokens"
+        print(f"{'loss':<12} {report['loss']:.4f}  (mean cross-entropy {what})")
     print(f"{'n':<12} {report['n']}  ({rows.truncated} truncated, {seconds:.1f}s, {report['n'] / seconds:.1f} ex/s)")
     return 0
 

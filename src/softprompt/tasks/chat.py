@@ -8,8 +8,11 @@ token for token what it saw in training:
   those with `weight: 0`), each with its end-of-turn token; answers are
   generated and scored on the final assistant turn (exact match, token F1).
 - `chat_classify`: classification whose answer is the assistant's reply (the
-  label words, with no leading space, start the assistant turn); scored over
-  the labels like `classify`, so `/v1/classify` serves it too.
+  label words, with no leading space, start the assistant turn); it learns the
+  reply as the chat kind does (the label words and the end-of-turn token, over
+  the whole vocabulary), so a chat completion answers with the label and stops,
+  and it predicts by ranking the labels like `classify`, so `/v1/classify`
+  serves it too.
 
 The soft prompt goes in front of everything, system turn included: the shared
 prefix keys/values of the one forward (forward.py) are what make serving many
@@ -352,3 +355,34 @@ class ChatClassifyTask(_ChatInput, ClassifyTask):
         """The conversation up to the assistant's reply (a final assistant turn is the answer: dropped)."""
         encoded = self._input(base, text, max_tokens, where)
         return encoded if target is None else replace(encoded, target=self.encode_target(base, target, where))
+
+    def answer_tokens(self, base: BaseModel) -> int:
+        return max(len(ids) for ids in self.label_token_ids(base))  # the reply is learned through its end of turn
+
+    def loss(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, target: torch.Tensor) -> torch.Tensor:
+        """Mean over rows of the full-vocabulary cross-entropy of each row's reply (its label words, then the
+        end-of-turn token), rows weighted by `class_weights`.
+
+        Not the rank loss over the labels alone: that would leave the first token the model generates,
+        and whether it stops after the label, untrained, and a chat completion should answer the label.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        from ..forward import next_token_logits
+
+        eos = base.tokenizer.eos_token_id
+        replies = [ids + ([] if eos is None else [eos]) for ids in self.label_token_ids(base)]
+        labels = target.tolist()
+        wanted = [replies[i] for i in labels]
+        logits = next_token_logits(base, prompt, batch, [w[:-1] for w in wanted]).float()
+        tokens = torch.tensor([tok for w in wanted for tok in w], device=logits.device)
+        owner = torch.tensor([r for r, w in enumerate(wanted) for _ in w], device=logits.device)
+        per_token = F.cross_entropy(logits, tokens, reduction="none")
+        sizes = torch.tensor([len(w) for w in wanted], device=logits.device, dtype=per_token.dtype)
+        per_row = torch.zeros(len(wanted), device=logits.device, dtype=per_token.dtype).index_add(0, owner, per_token)
+        per_row = per_row / sizes
+        if self.class_weights is None:
+            return per_row.mean()
+        weights = torch.tensor([self.class_weights[i] for i in labels], device=logits.device, dtype=per_row.dtype)
+        return (per_row * weights).sum() / weights.sum()
