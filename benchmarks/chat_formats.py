@@ -15,7 +15,11 @@ conversations (the same questions for every row, with a 95% Wilson interval):
   could reach it: through its own template (the serving rule of docs/chat.md) and with the
   chat template rendering the conversation and the prompt in front (the rule before it).
 
-Both prompts: the same steps, batch, length, learning rate and seed; the best of --evals
+With --classify, a `chat_classify` prompt too (the same data, the replies as labels), scored
+by ranking the labels (what /v1/classify answers) and by its generated reply (what
+/v1/chat/completions answers).
+
+Every prompt: the same steps, batch, length, learning rate and seed; the best of --evals
 dev evaluations on the first --dev dev examples is kept, as `softprompt train` does.
 Writes OUT/results.json and OUT/results.md (and the two prompts under OUT/prompts/).
 """
@@ -35,7 +39,7 @@ from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.models import load_base_model
 from softprompt.recipe import RunData, RunSpec, run_training, set_threads
 from softprompt.tasks import GenerateTask
-from softprompt.tasks.chat import ChatTask, parse_conversation
+from softprompt.tasks.chat import ChatClassifyTask, ChatTask, parse_conversation
 
 PLAIN_TEMPLATE = "Question: {text}\nAnswer type:"
 
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evals", type=int, default=4, help="dev evaluations along the run")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classify", action="store_true", help="also train and score a chat_classify prompt")
     parser.add_argument("--out", default="benchmarks/results/chat")
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -135,6 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     results["plain_trained_chat_template"] = score(
         "plain-trained, chat template with the prompt in front", base, chat_task, plain.prompt, test_chat, 32
     )
+    if args.classify:
+        spec = replace(chat_spec, task="chat_classify")
+        start = time.perf_counter()
+        labelled = run_training(spec, out / "prompts" / "chat_classify", base, show_progress=False)
+        seconds = round(time.perf_counter() - start, 1)
+        task = ChatClassifyTask.from_meta(labelled.prompt.meta)
+        rows = encode_eval_set(base, task, test_chat)
+        ranked = evaluate(base, task, labelled.prompt, rows.rows, batch_size=32)
+        results["chat_classify_ranked"] = {"accuracy": ranked["accuracy"], "n": ranked["n"], "train_seconds": seconds}
+        print(f"chat_classify, labels ranked: accuracy {ranked['accuracy']:.3f}", file=sys.stderr)
+        results["chat_classify_generated"] = score(
+            "chat_classify, generated reply", base, chat_task, labelled.prompt, test_chat, 32
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))
@@ -146,6 +164,7 @@ ROWS = (
     ("chat_trained", "chat-trained prompt, served as trained (chat)"),
     ("plain_trained_own_template", "plain input/target prompt, through its own template (the serving rule)"),
     ("plain_trained_chat_template", "plain input/target prompt, chat template with the prompt in front"),
+    ("chat_classify_generated", "chat_classify prompt, its generated reply (chat completions)"),
 )
 
 
@@ -164,6 +183,9 @@ def markdown(results: dict) -> str:
         if r:
             low, high = r["interval95"]
             lines.append(f"| {label} | {r['exact_match']:.3f} | [{low:.3f}, {high:.3f}] | {r['token_f1']:.3f} |")
+    ranked = results.get("chat_classify_ranked")
+    if ranked:
+        lines += ["", f"chat_classify prompt, labels ranked (/v1/classify): accuracy {ranked['accuracy']:.3f}"]
     return "\n".join(lines) + "\n"
 
 
