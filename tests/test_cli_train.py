@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from softprompt.cli import main
 from softprompt.methods import load_prompt
 from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import SoftPrompt
+from softprompt.methods import load_prompt
 from softprompt.testing import save_tiny
 
 
@@ -44,7 +44,7 @@ def test_train_then_eval(model_dir, data_file, tmp_path, capsys):
     out = tmp_path / "prompt"
     assert main(train_args(model_dir, data_file, out, "--steps", "4", "--template", "R: {text}\nS:")) == 0
     assert "finished: 4 steps" in capsys.readouterr().out
-    prompt = SoftPrompt.load(out)
+    prompt = load_prompt(out)
     assert prompt.num_virtual_tokens == 3 and prompt.meta.task == "classify"
     assert prompt.meta.template == "R: {text}\nS:" and prompt.meta.verbalizer == {"pos": " yes", "neg": " no"}
     assert prompt.meta.training["steps"] == 4 and (out / "metrics.jsonl").is_file()
@@ -89,7 +89,7 @@ def test_gradient_checkpointing_flag_alone_means_full_and_trains_the_same_prompt
         assert main(train_args(model_dir, data_file, out, "--steps", "2", *flag)) == 0
         saved = json.loads((out / "checkpoint" / "state.json").read_text())["config"]
         assert saved["gradient_checkpointing"] == name
-        prompts[name] = SoftPrompt.load(out).embeddings
+        prompts[name] = load_prompt(out).weights
     assert torch.equal(prompts["full"], prompts["off"])
 
 
@@ -104,7 +104,7 @@ def test_builtin_dataset_needs_no_task_flags(model_dir, tmp_path, capsys):
     out = tmp_path / "rt"
     args = ["train", "--model", model_dir, "--data", "rotten-tomatoes", "--steps", "1", "--max-dev-examples", "8"]
     assert main([*args, "--num-virtual-tokens", "2", "--out", str(out), "--quiet"]) == 0
-    meta = SoftPrompt.load(out).meta
+    meta = load_prompt(out).meta
     assert meta.template == "Review: {text}\nSentiment:" and meta.verbalizer == {
         "fresh": " positive",
         "rotten": " negative",
@@ -169,7 +169,7 @@ def test_quickstart_prints_the_table(model_dir, tmp_path, capsys):
         "total time",
     ):
         assert row in table
-    assert SoftPrompt.load(out).meta.training["steps"] == 1
+    assert load_prompt(out).meta.training["steps"] == 1
 
 
 def test_train_and_eval_on_a_saved_dataset_dict(model_dir, tmp_path, capsys):
@@ -180,7 +180,7 @@ def test_train_and_eval_on_a_saved_dataset_dict(model_dir, tmp_path, capsys):
     out = tmp_path / "prompt"
     args = ["train", "--model", model_dir, "--data", str(saved), "--num-virtual-tokens", "2", "--steps", "2"]
     assert main([*args, "--batch-size", "2", "--eval-every", "1", "--out", str(out), "--quiet"]) == 0
-    meta = SoftPrompt.load(out).meta
+    meta = load_prompt(out).meta
     assert meta.verbalizer == {"neg": " neg", "pos": " pos"}  # the labels found in the train split
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["dev_n"] for r in records if "dev_n" in r][0] == 1  # the validation split

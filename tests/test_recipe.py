@@ -14,8 +14,9 @@ from softprompt.commands.train import flag
 from softprompt.compare.config import CompareConfig
 from softprompt.errors import FieldError, SoftPromptError, worded
 from softprompt.recipe import RunSpec, build_config, defaults, parse_labels, prepare, run_training
-from softprompt.studio.runner import JobSpec, form_label
-from softprompt.train_config import TrainConfig
+from softprompt.method_registry import DEFAULT_METHOD, METHODS, VARIANTS
+from softprompt.studio.runner import JobSpec, form_label, form_schema
+from softprompt.train_config import TrainConfig, setting
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "softprompt"
 
@@ -39,22 +40,86 @@ def _train_help_defaults() -> dict[str, str]:
 
 
 def test_every_front_end_shows_the_same_defaults():
+    """One source: the CLI's help and parsed run, the studio's form schema and compare's settings agree with the
+    method registry's recipes."""
     d = defaults()
-    assert (d["optimizer"], d["lr"], d["schedule"], d["steps"], d["batch_size"]) == ("adamw", 0.01, "cosine", 300, 16)
-    assert (d["num_virtual_tokens"], d["init"], d["template"]) == (20, "labels", "Input: {text}\nLabel:")
-    # The CLI's help, the studio's form (JobSpec and /studio/api/info serve defaults()), compare and TrainConfig.
+    assert (d["method"], d["num_virtual_tokens"], d["lr"]) == (DEFAULT_METHOD, 10, 0.02)
+    assert (d["optimizer"], d["schedule"], d["steps"], d["batch_size"], d["init"]) == (
+        "adamw",
+        "cosine",
+        300,
+        16,
+        "labels",
+    )
     shown = _train_help_defaults()
-    for key in ("num_virtual_tokens", "batch_size", "steps", "eval_every", "seed"):
-        assert f"default: {d[key]}" in shown[key], key
-    assert f"default: {d['optimizer']} (LR {d['lr']})" in shown["optimizer"]
+    recipes = {m: METHODS[m].recipe for m in METHODS}
+    assert all(f"{m} {r.num_virtual_tokens}" in shown["num_virtual_tokens"] for m, r in recipes.items())
+    assert all(f"{m} {r.lr['none']:g}" in shown["lr"] for m, r in recipes.items())
+    for key in ("batch_size", "eval_every", "seed", "schedule", "balance"):
+        assert f"(default: {d[key]})" in shown[key], key
+    assert f"(default: {d['method']})" in shown["method"]
+    # The CLI with no setting flags trains with exactly defaults().
+    args = build_parser().parse_args(["train", "--data", "rotten-tomatoes"])
+    from softprompt.commands.train import spec_from_args
+
+    config = TrainConfig(**spec_from_args(args).settings)
+    assert (config.method, config.num_virtual_tokens, config.learning_rate) == (d["method"], 10, d["lr"])
+    # The studio's form: its schema carries the same defaults and each method's recipe.
+    schema = form_schema()
+    assert schema["defaults"] == d
+    by_name = {s["name"]: s for s in schema["settings"]}
+    assert by_name["method"]["default"] == d["method"] and by_name["batch_size"]["default"] == d["batch_size"]
+    assert by_name["num_virtual_tokens"]["default_text"] in shown["num_virtual_tokens"]
     job = JobSpec(name="x", data="rotten-tomatoes")
-    for key in ("num_virtual_tokens", "steps", "batch_size", "optimizer", "eval_every", "seed", "max_dev_examples"):
-        assert getattr(job, key) == d[key], key
-    assert job.lr is None and TrainConfig(optimizer=job.optimizer).learning_rate == d["lr"]
+    assert job.config() == TrainConfig() and job.max_dev_examples == d["max_dev_examples"]
+    # compare runs each prompt method at its own recipe: the values train --method M gets.
     compare = CompareConfig()
-    assert (compare.num_virtual_tokens, compare.batch_size, compare.prompt_optimizer) == (
-        d["num_virtual_tokens"], d["batch_size"], d["optimizer"],
-    )  # fmt: skip
+    for name, variant in VARIANTS.items():
+        mine = TrainConfig(**compare.method_settings(name))
+        alone = TrainConfig(method=variant.method, reparam=variant.reparam)
+        assert (mine.num_virtual_tokens, mine.learning_rate, mine.optimizer) == (
+            alone.num_virtual_tokens, alone.learning_rate, alone.optimizer,
+        ), name  # fmt: skip
+        assert d["by_method"][variant.method]["num_virtual_tokens"] == mine.num_virtual_tokens
+    assert d["by_method"]["prompt"]["num_virtual_tokens"] == 20 and d["by_method"]["prompt"]["lr"] == 0.01
+    # A compare flag overrides every method's recipe.
+    forced = CompareConfig(num_virtual_tokens=5, prompt_lr=0.1)
+    assert {TrainConfig(**forced.method_settings(n)).num_virtual_tokens for n in VARIANTS} == {5}
+
+
+def test_plain_prompt_stays_exactly_a_plain_prompt():
+    config = TrainConfig(method="prompt")
+    assert (config.method, config.reparam, config.num_virtual_tokens, config.learning_rate) == (
+        "prompt",
+        "none",
+        20,
+        0.01,
+    )
+
+
+def test_a_new_trainconfig_field_appears_in_the_cli_and_the_studio_form(monkeypatch, capsys):
+    """Adding a declared field is the only edit: the CLI's --help and the studio's form schema show it."""
+    import dataclasses
+
+    import softprompt.train_config as train_config
+
+    toy = dataclasses.make_dataclass(
+        "TrainConfig",
+        [("toy_knob", int, setting(7, "a toy knob for this test", label="Toy knob"))],
+        bases=(TrainConfig,),
+    )
+    monkeypatch.setattr(train_config, "TrainConfig", toy)
+    help_text = _train_help_defaults()
+    assert help_text["toy_knob"] == "a toy knob for this test (default: 7)"
+    fields = {s["name"]: s for s in form_schema()["settings"]}
+    assert fields["toy_knob"]["label"] == "Toy knob" and fields["toy_knob"]["default"] == 7
+    assert fields["toy_knob"]["type"] == "int" and form_schema()["defaults"]["toy_knob"] == 7
+    job = JobSpec.from_dict({"name": "x", "data": "rotten-tomatoes", "toy_knob": 3})
+    assert job.settings == {"toy_knob": 3} and job.config().toy_knob == 3
+    args = build_parser().parse_args(["train", "--data", "rotten-tomatoes", "--toy-knob", "4"])
+    from softprompt.commands.train import spec_from_args
+
+    assert spec_from_args(args).settings == {"toy_knob": 4}
 
 
 def test_a_setting_error_names_the_field_in_each_front_ends_words():

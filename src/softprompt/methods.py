@@ -19,13 +19,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import SoftPromptError
+from .method_registry import METHOD_NAMES
 from .models import BaseModel
 from .prefix import PrefixPrompt
 from .prompt import BasePrompt, SoftPrompt, prompt_folder, read_peft_config
 
 Prompt = SoftPrompt | PrefixPrompt
-# Keyed by the names in train_config.METHODS (a torch-free module, for --help and the studio); a test checks they agree.
-PROMPT_CLASSES: dict[str, type[BasePrompt]] = {cls.METHOD: cls for cls in (SoftPrompt, PrefixPrompt)}
+# The class of each method in the registry (a torch-free module, for --help and the studio), in its order.
+_CLASSES = {cls.METHOD: cls for cls in (SoftPrompt, PrefixPrompt)}
+PROMPT_CLASSES: dict[str, type[BasePrompt]] = {name: _CLASSES[name] for name in METHOD_NAMES}
 BY_PEFT_TYPE = {cls.PEFT_TYPE: cls for cls in PROMPT_CLASSES.values()}
 
 

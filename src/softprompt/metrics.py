@@ -51,6 +51,11 @@ def per_label_scores(
     return scores
 
 
+def recall_text(per_label: dict[str, dict[str, float]]) -> str:
+    """Per-class recall in one line ("ham 0.99, spam 0.86"): a starved class shows as 0.00."""
+    return ", ".join(f"{label} {s['recall']:.2f}" for label, s in per_label.items())
+
+
 def macro_f1(pred: Sequence[str], gold: Sequence[str], labels: Sequence[str] | None = None) -> float:
     """Unweighted mean F1 over `labels` (default: every label in gold or pred)."""
     return _mean_f1(per_label_scores(pred, gold, labels))

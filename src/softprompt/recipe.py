@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FieldError, SoftPromptError
+from .method_registry import METHOD_NAMES, METHODS
 from .tasks import DEFAULT_KIND, task_class, task_kinds
-from .train_config import TrainConfig
+from .train_config import FROM_RECIPE, TrainConfig, config_class, setting_names, settings
 from .typecheck import check_field_types
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from .train import TrainResult
 
 DEFAULT_DEV_EXAMPLES = 300  # dev examples scored at each evaluation
-SETTINGS = tuple(f.name for f in fields(TrainConfig))
 
 
 @dataclass
@@ -64,10 +64,10 @@ class RunSpec:
             parse_labels(self.labels, self.template or "")  # refuse a malformed list now, before any file is read
         if self.max_dev_examples < 0:
             raise FieldError("max_dev_examples", f"must be >= 0, got {self.max_dev_examples}")
-        unknown = sorted(set(self.settings) - set(SETTINGS))
+        unknown = sorted(set(self.settings) - set(setting_names()))
         if unknown:
             raise FieldError(unknown[0], "is not a training setting")
-        TrainConfig(**self.settings)  # each chosen setting is checked now, with the same rules as in training
+        config_class()(**self.settings)  # each chosen setting is checked now, with the same rules as in training
 
 
 @dataclass(frozen=True)
@@ -93,26 +93,36 @@ class RunStart:
     dev_examples: int
     total_steps: int
     metric: str | None  # the dev metric that picks the best prompt; None without dev data
+    balance_note: str = ""  # what class balancing does in this run ("" when nothing)
 
 
-def defaults(task: str = DEFAULT_KIND) -> dict[str, object]:
-    """The settings a run gets when the user chooses nothing: what every front end shows as its defaults."""
-    config = TrainConfig()
+def defaults(task: str = DEFAULT_KIND, method: str | None = None) -> dict[str, object]:
+    """The settings a run gets when the user chooses nothing (or only `method`): what every front end shows.
+
+    Every TrainConfig setting with the value a run would use (`lr`: the learning rate, `steps`: the
+    step count without --epochs), the task kind's template and init, and under "by_method" each
+    method's recipe (the fields a recipe fills, and its LR), for a form that switches method.
+    """
+    config = config_class()() if method is None else config_class()(method=method)
     return {
         "task": task,
         "template": task_class(task).default_template,
-        "method": config.method,
-        "reparam": config.reparam,
-        "num_virtual_tokens": config.num_virtual_tokens,
+        **{s.name: getattr(config, s.name) for s in settings()},
         "init": default_init(task),
-        "optimizer": config.optimizer,
         "lr": config.learning_rate,
-        "schedule": config.schedule,
         "steps": config.total_steps(0),
-        "batch_size": config.batch_size,
-        "eval_every": config.eval_every,
         "max_dev_examples": DEFAULT_DEV_EXAMPLES,
-        "seed": config.seed,
+        "by_method": {m: method_defaults(m) for m in METHOD_NAMES} if method is None else None,
+    }
+
+
+def method_defaults(method: str, reparam: str = "none") -> dict[str, object]:
+    """What `method`'s recipe sets when the user leaves it to the recipe (compare and `info` show it)."""
+    config = TrainConfig(method=method, reparam=reparam)
+    return {
+        **{name: getattr(config, name) for name in FROM_RECIPE},
+        "lr": config.learning_rate,
+        "lr_by_reparam": dict(METHODS[method].recipe.lr),
     }
 
 
@@ -254,14 +264,14 @@ def _read_split(source, role: str, read: Callable, *, required: bool = False) ->
 def build_config(spec: RunSpec, data: RunData, saved: Mapping | None = None) -> TrainConfig:
     """The TrainConfig of a run: the spec's settings, then (resuming) the checkpoint's, then the defaults."""
     chosen = dict(saved or {})
-    chosen = {k: v for k, v in chosen.items() if k in SETTINGS}
+    chosen = {k: v for k, v in chosen.items() if k in setting_names()}
     chosen.update(spec.settings)
     if saved is None:
         chosen.setdefault("max_input_tokens", data.max_input_tokens)
         chosen.setdefault("init", default_init(data.task.kind))
     if chosen.get("max_grad_norm") == 0:
         chosen["max_grad_norm"] = None
-    return TrainConfig(**chosen)
+    return config_class()(**chosen)
 
 
 def set_threads(threads: int | None) -> None:
@@ -302,6 +312,7 @@ def run_training(
     settings the spec leaves unset take the checkpoint's values. `base_model_name` is recorded in the
     prompt's metadata (default: the model's own name).
     """
+    from .balance import balance_note
     from .distributed import Dist
     from .evaluate import encode_eval_set
     from .prompt import PromptMeta
@@ -321,7 +332,15 @@ def run_training(
     metric = task.metric if dev is not None else None
     if on_start is not None:
         on_start(
-            RunStart(config, len(rows), cut, 0 if dev is None else len(dev), config.total_steps(len(rows)), metric)
+            RunStart(
+                config,
+                len(rows),
+                cut,
+                0 if dev is None else len(dev),
+                config.total_steps(len(rows)),
+                metric,
+                balance_note(task, rows, config.balance),
+            )
         )
     return train(
         base,

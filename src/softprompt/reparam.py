@@ -29,9 +29,9 @@ from torch import nn
 
 from .errors import SoftPromptError
 from .forward import PromptState
+from .method_registry import REPARAMS
 from .models import BaseModel
 from .prompt import BasePrompt, PromptMeta
-from .train_config import REPARAMS
 
 
 class Direct(nn.Module):
@@ -46,15 +46,17 @@ class Direct(nn.Module):
 
 
 class EncodedPrompt(nn.Module):
-    """weights = mlp(inputs): P-tuning's encoder (plain prompts) or prefix tuning's projection (deep prompts)."""
+    """weights = start + mlp(inputs): P-tuning's encoder (plain prompts) or prefix tuning's projection (deep
+    prompts), learning the change from the init (`start`, fixed: a buffer remade from the seed on resume)."""
 
-    def __init__(self, inputs: torch.Tensor, mlp: nn.Sequential):
+    def __init__(self, inputs: torch.Tensor, mlp: nn.Sequential, start: torch.Tensor):
         super().__init__()
         self.inputs = nn.Parameter(inputs.detach().to(torch.float32).clone())
         self.mlp = mlp
+        self.register_buffer("start", start.detach().to(torch.float32).clone(), persistent=False)
 
     def forward(self) -> torch.Tensor:
-        return self.mlp(self.inputs)
+        return self.start + self.mlp(self.inputs)
 
 
 class ResidualPrompt(nn.Module):
@@ -104,20 +106,24 @@ def build_encoder(prompt: BasePrompt, reparam: str, *, hidden: int | None = None
     else:  # a deep prompt: prefix tuning's projection, from token_dim-sized inputs (PEFT: an nn.Embedding, N(0, 1))
         mlp = nn.Sequential(_linear(dim, hidden, gen), nn.Tanh(), _linear(hidden, width, gen))
         inputs = torch.randn(start.shape[0], dim, generator=gen)
-    _start_at_mean(mlp[-1], start)
-    return EncodedPrompt(inputs, mlp)
+    with torch.no_grad():  # the MLP's output starts at zero, so the prompt starts exactly at its init
+        mlp[-1].weight.zero_()
+        mlp[-1].bias.zero_()
+    return EncodedPrompt(inputs, mlp, _offset(start))
 
 
-def _start_at_mean(last: nn.Linear, start: torch.Tensor) -> None:
-    """The MLP's output starts as the init's mean row in every slot (zero weight, that mean as bias).
+def _offset(start: torch.Tensor) -> torch.Tensor:
+    """What the MLP's output is added to: the init itself, every slot its own row.
 
     PEFT's default init makes random vectors of another scale (a deep prompt's keys/values far from
-    the model's own), which at compare's 50-step budget left both MLP methods near chance; from the
-    init's mean the weight still gets its gradient (the hidden layer is not zero) and trains.
+    the model's own), which at compare's 50-step budget left both MLP methods near chance. Starting
+    every slot at the init's mean row instead (an earlier fix) gave a rank-one prompt that had lost
+    the label words: at a tenth of the LR the slots parted too slowly and P-tuning predicted no
+    example of a whole class after 50 steps (benchmarks/results/recipe/ptuning.md). From the init
+    itself the MLP only learns the change; the last layer's weight still gets its gradient (the
+    hidden layer is not zero) and trains.
     """
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.copy_(start.mean(dim=0))
+    return start
 
 
 class TrainablePrompt:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from .balance import balanced_task
 from .checkpoint import Checkpoint, load_checkpoint, optimization_state, restore_optimization, save_checkpoint
 from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
@@ -172,6 +173,7 @@ def train(
     out = Path(out)
     dist = dist or Dist()
     started = time.perf_counter()
+    task = balanced_task(task, train_rows, config.balance)  # the loss only: answers are decided as before
     check_rows_fit(base, task, train_rows, config.num_virtual_tokens)
     if dev is not None:  # here, not at the first dev evaluation minutes into the run
         check_rows_fit(base, task, dev.rows, config.num_virtual_tokens)

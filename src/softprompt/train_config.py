@@ -1,76 +1,172 @@
-"""TrainConfig: everything that determines a training run, and the one home of the training defaults.
+"""TrainConfig: everything that determines a training run, and the one declaration of every training setting.
 
-Every front end (the `train` flags, the studio's form, quickstart, compare, the benchmarks)
-reads its defaults from this dataclass. The module does not import torch, so `softprompt
---help` and the studio's settings can show the defaults without loading it.
+Each field is declared once, with its type, default, choices and help (`setting`). The `train`
+flags, the studio's form (its schema, labels and validation) and `compare`'s per-method settings are
+generated from these declarations (`settings()`), so a new field appears in each of them with no
+other edit. Fields left unset (None) that a method's recipe covers (prompt length, LR, optimiser,
+recompute, reparameterisation width) take the method's measured value (`method_registry`).
+
+The module does not import torch, so `softprompt --help` and the studio's schema can show the
+defaults without loading it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+import sys
+import typing
+from dataclasses import Field, asdict, dataclass, field, fields
 
 from .errors import FieldError
+from .method_registry import DEFAULT_METHOD, GRADIENT_CHECKPOINTING, METHOD_NAMES, METHODS, REPARAMS
 from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
+from .tasks import task_class, task_kinds
+from .tasks.base import TRUNCATE_SIDES
 from .typecheck import check_field_types
 
 DEFAULT_STEPS = 300
-TRUNCATE_SIDES = ("left", "right")
-# Prompt methods (methods.py maps each to its class): plain input vectors, or keys/values in every layer.
-METHODS = ("prompt", "prefix")
-# How the prompt is parameterised while it trains (reparam.py); always folded into plain weights on save.
-REPARAMS = ("none", "mlp", "residual")
-# What the backward pass keeps (recompute.py; that module imports torch, so the names are repeated here).
-GRADIENT_CHECKPOINTING = ("off", "selective", "full")
 # Settings that change how a run computes but not what it computes: --resume may change them.
 RESULT_NEUTRAL = ("gradient_checkpointing",)
-# The default LR is the optimizer's times this. An MLP's weights move every output at once: on smollm2-135m
-# (rotten-tomatoes, 60 steps) prefix tuning's projection reached 44% dev accuracy at AdamW 0.01 and 81% at 0.001.
+# Another optimiser than a recipe's: its default LR times this. On smollm2-135m (rotten-tomatoes, 60 steps)
+# prefix tuning's projection reached 44% dev accuracy at AdamW 0.01 and 81% at 0.001.
 REPARAM_LR_SCALE = {"none": 1.0, "mlp": 0.1, "residual": 1.0}
+# Class balance (train.balanced_task): auto corrects the loss when the training labels are imbalanced.
+BALANCE = ("auto", "off")
+# Fields a recipe fills when the user leaves them unset.
+FROM_RECIPE = ("num_virtual_tokens", "optimizer", "gradient_checkpointing", "reparam_hidden")
+
+
+def setting(
+    default: object,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    label: str | None = None,
+    basic: bool = False,
+    default_text: str | None = None,
+    cli: dict | None = None,
+) -> Field:
+    """A TrainConfig field with what every front end shows of it.
+
+    `label`: the studio form's label (default: the field name in words); `basic`: on the form's first
+    rows (the others under "More settings"); `default_text`: how help words a default that is not a
+    plain value (a recipe's, a computed one); `cli`: extra argparse keywords for its flag.
+    """
+    meta = {"help": help, "choices": choices, "label": label, "basic": basic, "default_text": default_text}
+    return field(default=default, metadata={**meta, "cli": dict(cli or {})})
+
+
+def _per_method(attr: str) -> str:
+    """A recipe field's default as help shows it: one value, or each method's."""
+    values = {name: getattr(m.recipe, attr) for name, m in METHODS.items()}
+    if attr == "lr":
+        shown = {
+            name: f"{lr['none']:g} (" + ", ".join(f"{rp} {v:g}" for rp, v in lr.items() if rp != "none") + ")"
+            for name, lr in values.items()
+        }
+    else:
+        shown = {name: "none" if v is None else str(v) for name, v in values.items()}
+    if len(set(shown.values())) == 1:
+        return f"the method's recipe: {next(iter(shown.values()))}"
+    return "the method's recipe: " + ", ".join(f"{name} {v}" for name, v in shown.items())
 
 
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (saved in checkpoints; resume refuses a different one)."""
 
-    method: str = "prompt"  # prompt (input vectors: prompt tuning) | prefix (keys/values per layer: prefix tuning)
-    reparam: str = "none"  # none | mlp (P-tuning / prefix projection) | residual (residual prompt tuning)
-    reparam_hidden: int | None = None  # the reparam MLP's width; None: the prompt's token dimension (as PEFT)
-    num_virtual_tokens: int = 20  # prompt length T
-    init: str = "labels"  # labels | vocab | random | text:"..." | file:PATH
-    # adamw by measurement: on SmolLM2-135M (embedding std 0.136) the paper's Adafactor LR 0.3
-    # moves each prompt value by ~0.3 per step and the loss rose; adafactor 0.03 trailed adamw 0.01.
-    optimizer: str = "adamw"  # adamw | adafactor (the paper: constant LR 0.3, for T5-scale embeddings)
-    lr: float | None = None  # None = 0.01 for adamw, 0.3 for adafactor (a tenth with reparam mlp)
-    weight_decay: float = 0.0
-    batch_size: int = 16  # examples per micro-batch
-    grad_accum: int = 1  # micro-batches per optimiser step
-    steps: int | None = None  # optimiser steps; None = from epochs, else DEFAULT_STEPS
-    epochs: float | None = None
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # constant | linear | cosine (after warmup); decay lowers end-of-run noise
-    max_grad_norm: float | None = 1.0  # None or 0 = no clipping
-    eval_every: int = 50  # dev evaluation every N steps (and at the end)
-    patience: int | None = None  # stop after N evaluations without improvement
-    eval_batch_size: int = 32
-    checkpoint_every: int = 50
-    max_input_tokens: int | None = None  # inputs longer than this are truncated
-    truncate: str = "left"  # which side of the text to cut
-    seed: int = 0
-    bucket_batches: int = 50  # batches per length-sorted bucket (1 = no bucketing)
-    # selective: recompute element-wise work in backward (less memory, little time); full: rerun each
-    # transformer block in backward (far less memory, a second forward); off. Same gradient either way.
-    gradient_checkpointing: str = "selective"
+    method: str = setting(
+        DEFAULT_METHOD,
+        "what trains: " + "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()),
+        choices=METHOD_NAMES,
+        basic=True,
+    )
+    reparam: str = setting(
+        "none",
+        "train through a network, folded into plain weights on save: mlp (P-tuning's encoder / prefix tuning's "
+        "projection) or residual (residual prompt tuning)",
+        choices=REPARAMS,
+        label="Reparameterisation",
+        basic=True,
+    )
+    reparam_hidden: int | None = setting(
+        None,
+        "width of the reparam network (none: the prompt's token dimension)",
+        default_text=_per_method("reparam_hidden"),
+        label="Reparam width",
+    )
+    num_virtual_tokens: int | None = setting(
+        None, "prompt length T", default_text=_per_method("num_virtual_tokens"), label="Prompt length T", basic=True
+    )
+    init: str = setting(
+        "labels",
+        'labels | vocab | random | text:"..." | file:PROMPT_DIR',
+        default_text="the task kind's: " + ", ".join(f"{task_class(k).default_init} for {k}" for k in task_kinds()),
+    )
+    optimizer: str | None = setting(
+        None,
+        "adamw, or adafactor (the paper's: constant LR 0.3, for T5-scale embeddings)",
+        choices=OPTIMIZERS,
+        default_text=_per_method("optimizer"),
+        basic=True,
+    )
+    lr: float | None = setting(
+        None,
+        "learning rate",
+        label="Learning rate",
+        default_text=_per_method("lr") + f"; adafactor {DEFAULT_LR['adafactor']} (a tenth with reparam mlp)",
+        basic=True,
+    )
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    batch_size: int = setting(16, "examples per micro-batch", label="Batch", basic=True)
+    grad_accum: int = setting(1, "micro-batches per optimiser step")
+    steps: int | None = setting(
+        None, "optimiser steps", default_text=f"{DEFAULT_STEPS} unless epochs is given", basic=True
+    )
+    epochs: float | None = setting(None, "train for this many passes over the data instead of steps")
+    warmup_steps: int = setting(0, "linear LR warmup steps")
+    schedule: str = setting("cosine", "LR after warmup (decay lowers end-of-run noise)", choices=SCHEDULES)
+    max_grad_norm: float | None = setting(1.0, "clip the gradient norm (0 = off)")
+    eval_every: int = setting(50, "dev evaluation every N steps (and at the end)", label="Dev eval every", basic=True)
+    patience: int | None = setting(None, "stop after N dev evaluations without improvement")
+    eval_batch_size: int = setting(32, "examples per dev-evaluation batch")
+    checkpoint_every: int = setting(50, "checkpoint every N steps")
+    max_input_tokens: int | None = setting(
+        None, "truncate longer inputs", default_text="the built-in dataset's hint, else the model's context"
+    )
+    truncate: str = setting("left", "which side of an over-long text to cut", choices=TRUNCATE_SIDES)
+    seed: int = setting(0, "seed for init and data order", basic=True)
+    bucket_batches: int = setting(50, "batches per length-sorted bucket (1 = no bucketing)")
+    gradient_checkpointing: str | None = setting(
+        None,
+        "what the backward pass computes again instead of keeping in memory (same gradient): selective "
+        "(element-wise work), full (the flag alone: each transformer block, for long inputs; far less memory "
+        "for a second forward's time), off",
+        choices=GRADIENT_CHECKPOINTING,
+        default_text=_per_method("gradient_checkpointing"),
+        label="Recompute",
+        cli={"nargs": "?", "const": "full"},
+    )
+    balance: str = setting(
+        "auto",
+        "auto: when the training labels are imbalanced (the largest class over 3x the smallest), weight the "
+        "loss by inverse square-root class frequency so a rare class is not starved; off: plain loss",
+        choices=BALANCE,
+        label="Class balance",
+    )
 
     def __post_init__(self):
         check_field_types(self)
-        choices = (
-            ("method", METHODS), ("reparam", REPARAMS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-            ("truncate", TRUNCATE_SIDES), ("gradient_checkpointing", GRADIENT_CHECKPOINTING),
-        )  # fmt: skip
-        for name, allowed in choices:
-            if getattr(self, name) not in allowed:
-                raise FieldError(name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.method not in METHODS:
+            raise FieldError("method", f"must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
+        recipe = METHODS[self.method].recipe
+        for name in FROM_RECIPE:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(recipe, name))
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed and getattr(self, f.name) not in allowed:
+                raise FieldError(f.name, f"must be one of {', '.join(allowed)}, got {getattr(self, f.name)!r}")
         if self.steps is not None and self.epochs is not None:
             raise FieldError("steps", lambda name: f"give {name('steps')} or {name('epochs')}, not both")
         at_least_one = (
@@ -92,7 +188,12 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer] * REPARAM_LR_SCALE[self.reparam]
+        if self.lr is not None:
+            return self.lr
+        recipe = METHODS[self.method].recipe
+        if self.optimizer == recipe.optimizer:
+            return recipe.lr[self.reparam]
+        return DEFAULT_LR[self.optimizer] * REPARAM_LR_SCALE[self.reparam]
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
@@ -102,10 +203,19 @@ class TrainConfig:
             return max(1, math.ceil(self.epochs * per_epoch))
         return DEFAULT_STEPS
 
+    def summary(self) -> str:
+        """The settings a run trains with, in one line (train's start line, `info`, reports)."""
+        how = "" if self.reparam == "none" else f" through a {self.reparam} network"
+        return (
+            f"{self.method}{how}, T={self.num_virtual_tokens}, init={self.init}, {self.optimizer} "
+            f"lr={self.learning_rate:g}, batch {self.batch_size}x{self.grad_accum}, balance={self.balance}"
+        )
+
     def differences(self, other: dict) -> list[str]:
         """Settings that differ from `other` (a saved config; a setting it predates counts as its default)
         and would change the result."""
-        mine, default = asdict(self), asdict(TrainConfig())
+        mine = asdict(self)
+        default = asdict(TrainConfig(method=other.get("method", self.method)))
         saved = {k: other.get(k, default[k]) for k in mine}
         return [
             f"{k}: checkpoint {saved[k]!r}, now {mine[k]!r}"
@@ -117,3 +227,63 @@ class TrainConfig:
     def from_dict(cls, raw: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared TrainConfig field, as the front ends generate it."""
+
+    name: str
+    type: type  # int | float | str (the value's type when set)
+    optional: bool  # None is a value (unset: the default rule)
+    default: object
+    help: str
+    choices: tuple[str, ...] | None
+    label: str
+    basic: bool
+    default_text: str  # the default as help shows it
+    cli: dict
+
+    def help_text(self) -> str:
+        return f"{self.help} (default: {self.default_text})"
+
+
+def config_class() -> type[TrainConfig]:
+    """TrainConfig as this module holds it now (a test may put a subclass with a toy field in its place)."""
+    return sys.modules[__name__].TrainConfig
+
+
+def settings(cls: type | None = None) -> tuple[Setting, ...]:
+    """Every declared training setting of `cls` (default: TrainConfig), in declaration order."""
+    cls = cls or config_class()
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        want = hints[f.name]
+        options = [t for t in typing.get_args(want) if t is not type(None)] or [want]
+        meta = f.metadata
+        shown = meta.get("default_text") or ("none" if f.default is None else str(f.default))
+        out.append(
+            Setting(
+                name=f.name,
+                type=options[0],
+                optional=type(None) in typing.get_args(want),
+                default=f.default,
+                help=meta.get("help", ""),
+                choices=meta.get("choices"),
+                label=meta.get("label") or f.name.replace("_", " ").capitalize(),
+                basic=bool(meta.get("basic")),
+                default_text=shown,
+                cli=dict(meta.get("cli") or {}),
+            )
+        )
+    return tuple(out)
+
+
+def setting_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(config_class()))
+
+
+def label_of(name: str) -> str | None:
+    """A setting's form label (None for a name that is no setting)."""
+    return next((s.label for s in settings() if s.name == name), None)

@@ -112,6 +112,11 @@ def test_upload_train_try_inspect_download_in_a_browser(browser, base, tmp_path)
             field = b.find_element(By.ID, element_id)
             field.clear()
             field.send_keys(value)
+        # A plain prompt (the default method is a deep one): the inspect tab shows its nearest tokens. The form's
+        # settings are drawn from the server's schema; a blank one shows its default, the method's recipe.
+        assert b.find_element(By.ID, "seed").get_attribute("placeholder") == "0"
+        Select(b.find_element(By.ID, "method")).select_by_value("prompt")
+        assert b.find_element(By.ID, "balance").get_attribute("value") == "auto"
         shot(b, "2b-train-upload-preview")
         b.find_element(By.ID, "start-button").click()
         wait_until(lambda: b.find_elements(By.CSS_SELECTOR, "#chart polyline.loss"), 60)

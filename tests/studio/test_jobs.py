@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from softprompt.errors import SoftPromptError
+from softprompt.methods import load_prompt
 from softprompt.prompt import SoftPrompt
 from softprompt.studio.jobs import JOB_FILE, JobBusy, JobQueue, QueueFull
 from softprompt.studio.runner import JobSpec, NameTaken, publish, resolve, train_job
@@ -120,7 +121,7 @@ def test_a_restart_keeps_finished_jobs_and_reports_the_running_one_as_interrupte
 def test_real_training_stops_resumes_and_publishes_the_prompt(base, tmp_path):
     uploads = UploadStore(tmp_path / "uploads")
     path = reviews_csv(tmp_path / "uploads" / "12345678-reviews.csv")
-    job_spec = JobSpec(**small_job(path.name, steps=6, eval_every=2))
+    job_spec = JobSpec.from_dict(small_job(path.name, steps=6, eval_every=2))
     assert len(resolve(job_spec, uploads)[1].train) == 22
     prompts = tmp_path / "prompts"
     queue = JobQueue(
@@ -142,7 +143,7 @@ def test_real_training_stops_resumes_and_publishes_the_prompt(base, tmp_path):
     assert finished.state == "finished" and finished.step == 6 and finished.result["steps"] == 6
     losses = [r["step"] for r in queue.metrics(job.id) if "loss" in r]
     assert losses == [1, 2, 3, 4, 5, 6]  # the resumed run continued, no step repeated or lost
-    prompt = SoftPrompt.load(prompts / "reviews", base)
+    prompt = load_prompt(prompts / "reviews", base)  # the default method's prompt (a deep one)
     assert prompt.meta.template == TEMPLATE and prompt.meta.verbalizer == {"pos": "p", "neg": "n"}
     assert prompt.meta.training["status"] == "finished" and not (prompts / "reviews" / "checkpoint").exists()
 
@@ -172,11 +173,11 @@ def test_data_problems_are_found_before_queueing(tmp_path):
     uploads = UploadStore(tmp_path)
     path = reviews_csv(tmp_path / "12345678-r.csv")
     with pytest.raises(SoftPromptError, match=r"^r\.csv:2: missing column 'body'.*Text column"):
-        resolve(JobSpec(**small_job(path.name, text_column="body")), uploads)
+        resolve(JobSpec.from_dict(small_job(path.name, text_column="body")), uploads)
     with pytest.raises(SoftPromptError, match="no uploaded file"):
-        resolve(JobSpec(**small_job("12345678-gone.csv")), uploads)
+        resolve(JobSpec.from_dict(small_job("12345678-gone.csv")), uploads)
     with pytest.raises(SoftPromptError) as e:
-        resolve(JobSpec(**small_job(path.name, label_column="nope")), uploads)
+        resolve(JobSpec.from_dict(small_job(path.name, label_column="nope")), uploads)
     assert "missing column 'nope'" in str(e.value) and str(tmp_path) not in str(e.value)
 
 

@@ -73,16 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--few-shot-k", type=int, default=d.few_shot_k, help="in-context examples (default: %(default)s)"
     )
     parser.add_argument("--instruction", help="the hard prompts' instruction (default: names the answer words)")
-    parser.add_argument("--num-virtual-tokens", type=int, default=d.num_virtual_tokens, help="default: %(default)s")
-    parser.add_argument(
-        "--optimizer",
-        default=d.prompt_optimizer,
-        choices=("adamw", "adafactor"),
-        help="the prompt methods' optimizer, as train's (default: %(default)s)",
-    )
-    add_hidden_alias(parser, "--prompt-optimizer", "--optimizer", choices=("adamw", "adafactor"))
-    parser.add_argument("--lr", type=float, help="the prompt methods' LR (default: train's for the optimizer)")
-    add_hidden_alias(parser, "--prompt-lr", "--lr", type=float)
+    _add_prompt_overrides(parser)
     parser.add_argument("--lora-r", type=int, default=d.lora_r, help="default: %(default)s")
     parser.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="default: %(default)s")
     parser.add_argument("--lora-lr", type=float, default=d.lora_lr, help="AdamW LR (default: %(default)s)")
@@ -101,6 +92,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_quantize_argument(parser)
     parser.add_argument("--keep-weights", action="store_true", help="keep the fully fine-tuned weights in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (stage messages still go to stderr)")
+
+
+def _add_prompt_overrides(parser: argparse.ArgumentParser) -> None:
+    """--num-virtual-tokens, --optimizer, --lr: train's flags (help and choices from TrainConfig's declarations);
+    given, the value is used by every prompt method, else each method trains at its own recipe."""
+    from ..compare.config import PROMPT_OVERRIDES
+    from ..train_config import settings
+
+    declared = {s.name: s for s in settings()}
+    for name, key in PROMPT_OVERRIDES.items():
+        s = declared[key]
+        kwargs = {"choices": s.choices} if s.choices else {"type": s.type}
+        parser.add_argument(
+            flag(name), default=None, help=f"{s.help}, for every prompt method (default: {s.default_text})", **kwargs
+        )
+        if name in _FLAGS:  # the old spelling (--prompt-lr) still works
+            add_hidden_alias(parser, "--" + name.replace("_", "-"), flag(name), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace):

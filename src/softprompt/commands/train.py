@@ -17,11 +17,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..data import BUILTIN_DATASETS
 from ..errors import SoftPromptError, worded
-from ..optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
-from ..recipe import DEFAULT_DEV_EXAMPLES, SETTINGS, RunSpec, defaults
-from ..tasks import DEFAULT_KIND, task_class, task_kinds
-from ..train_config import GRADIENT_CHECKPOINTING, METHODS, REPARAMS
+from ..recipe import DEFAULT_DEV_EXAMPLES, RunSpec
+from ..tasks import DEFAULT_KIND, task_kinds
+from ..train_config import setting_names, settings
 from .options import add_device_argument, add_quantize_argument, device, quantize
 
 NAME = "train"
@@ -33,6 +33,29 @@ def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def add_setting_arguments(
+    parser: argparse.ArgumentParser, *, only: tuple[str, ...] | None = None, skip: tuple[str, ...] = ()
+) -> None:
+    """One flag per declared TrainConfig setting (`train_config.settings()`), its help and default read from the
+    declaration. Flags default to None ("not given"): --resume then takes the checkpoint's value, a new run the
+    setting's default (or its method's recipe)."""
+    for s in settings():
+        if (only is not None and s.name not in only) or s.name in skip:
+            continue
+        kwargs: dict = {"default": None, "help": s.help_text().replace("%", "%%"), **s.cli}
+        if s.choices:
+            kwargs["choices"] = s.choices
+        if s.type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif s.type in (int, float):
+            kwargs["type"] = s.type
+        parser.add_argument(flag(s.name), **kwargs)
+
+
+# Settings that are also data flags (eval reads its data the way training did).
+DATA_SETTINGS = ("max_input_tokens", "truncate")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by train and eval: what the data is and how examples become inputs."""
     parser.add_argument(
@@ -41,8 +64,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="data file (.jsonl/.csv/.tsv/.parquet) or built-in dataset name "
-        "(rotten-tomatoes, bbc-news, sms-spam, trec, word-analogies)",
+        help=f"data file (.jsonl/.csv/.tsv/.parquet) or built-in dataset name ({', '.join(BUILTIN_DATASETS)})",
     )
     parser.add_argument(
         "--task",
@@ -64,19 +86,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-invalid", action="store_true", help="skip and count malformed rows instead of stopping at the first"
     )
-    parser.add_argument(
-        "--max-input-tokens",
-        type=int,
-        default=None,
-        help="truncate longer inputs (default: the built-in dataset's hint, else the model's context)",
-    )
-    parser.add_argument("--truncate", choices=("left", "right"), default=None, help="which side of an over-long text to cut (default: left)")  # fmt: skip
+    add_setting_arguments(parser, only=DATA_SETTINGS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # Flags default to None ("not given"): --resume takes the checkpoint's value for those; the
-    # defaults shown are recipe.defaults(), the ones every front end uses.
-    d = defaults()
     add_data_arguments(parser)
     parser.add_argument(
         "--dev-data", default=None, help="dev data file (default: the built-in dev split, or 10%% of --data)"
@@ -87,85 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"evaluate on the first N dev examples (default: {DEFAULT_DEV_EXAMPLES}; 0 = no dev evaluation)",
     )
-    parser.add_argument(
-        "--method",
-        choices=METHODS,
-        default=None,
-        help=f"prompt: T input vectors (prompt tuning); prefix: T keys/values in every layer (prefix tuning / "
-        f"P-tuning v2, decoder-only models) (default: {d['method']})",
-    )
-    parser.add_argument(
-        "--reparam",
-        choices=REPARAMS,
-        default=None,
-        help="train through an MLP, folded into plain vectors on save: mlp (P-tuning's encoder / prefix tuning's "
-        f"projection) or residual (residual prompt tuning) (default: {d['reparam']})",
-    )
-    parser.add_argument(
-        "--reparam-hidden", type=int, default=None, help="width of the reparam MLP (default: the token dimension)"
-    )
-    parser.add_argument(
-        "--num-virtual-tokens", type=int, default=None, help=f"prompt length T (default: {d['num_virtual_tokens']})"
-    )
-    parser.add_argument(
-        "--init",
-        default=None,
-        help='labels | vocab | random | text:"..." | file:PROMPT_DIR (default: '
-        + ", ".join(f"{task_class(k).default_init} for {k}" for k in task_kinds())
-        + ")",
-    )
-    parser.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        default=None,
-        help=f"default: {d['optimizer']} (LR {d['lr']}); adafactor uses the paper's LR {DEFAULT_LR['adafactor']} "
-        "unless --lr",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="learning rate (default: "
-        + ", ".join(f"{lr} {name}" for name, lr in DEFAULT_LR.items())
-        + "; a tenth of that with --reparam mlp)",
-    )
-    parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help=f"examples per micro-batch (default: {d['batch_size']})"
-    )
-    parser.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default: 1)")
-    parser.add_argument(
-        "--steps", type=int, default=None, help=f"optimiser steps (default: {d['steps']} unless --epochs)"
-    )
-    parser.add_argument(
-        "--epochs", type=float, default=None, help="train for this many passes over the data instead of --steps"
-    )
-    parser.add_argument("--warmup-steps", type=int, default=None, help="linear LR warmup (default: 0)")
-    parser.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        default=None,
-        help=f"LR after warmup (default: {d['schedule']})",
-    )
-    parser.add_argument(
-        "--max-grad-norm", type=float, default=None, help="clip the gradient norm (default: 1.0; 0 = off)"
-    )
-    parser.add_argument(
-        "--eval-every", type=int, default=None, help=f"dev evaluation every N steps (default: {d['eval_every']})"
-    )
-    parser.add_argument("--patience", type=int, default=None, help="stop after N dev evaluations without improvement")
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (default: 50)")
-    parser.add_argument("--seed", type=int, default=None, help=f"seed for init and data order (default: {d['seed']})")
-    parser.add_argument(
-        "--gradient-checkpointing",
-        nargs="?",
-        const="full",
-        choices=GRADIENT_CHECKPOINTING,
-        default=None,
-        help="what the backward pass computes again instead of keeping in memory (same gradient): selective "
-        "(default: element-wise work), full (the flag alone: each transformer block, for long inputs; far less "
-        "memory for a second forward's time), off",
-    )
+    add_setting_arguments(parser, skip=DATA_SETTINGS)
     parser.add_argument("--out", default=None, help="output prompt folder (default: ./prompt-<data>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same flags)")
     parser.add_argument(
@@ -227,7 +162,7 @@ def spec_from_args(args: argparse.Namespace, *, with_settings: bool = True) -> R
     """The RunSpec the data and task flags (and, for train, the training flags) stand for."""
     settings = {}
     if with_settings:
-        settings = {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
+        settings = {k: getattr(args, k) for k in setting_names() if getattr(args, k, None) is not None}
     return RunSpec(
         data=args.data,
         task=args.task,
@@ -297,9 +232,7 @@ def _run(args: argparse.Namespace, dist) -> int:
             f"training on {start.train_examples:,} examples ({start.truncated:,} truncated to "
             f"{config.max_input_tokens} tokens{f', {data.skipped:,} invalid rows skipped' if data.skipped else ''}), "
             f"dev {start.dev_examples:,}; {task.kind} template {json.dumps(task.template)}; "
-            f"{_method_text(config)} T={config.num_virtual_tokens}, init={config.init}, "
-            f"{config.optimizer} lr={config.learning_rate}, "
-            f"batch {config.batch_size}x{config.grad_accum}, {start.total_steps} steps -> {out}"
+            f"{config.summary()}{start.balance_note}, {start.total_steps} steps -> {out}"
             + (f"; {dist.world_size} processes ({dist.backend}{', FSDP' if dist.fsdp else ''})" if dist.enabled else "")
         )
 
@@ -331,7 +264,3 @@ def _run(args: argparse.Namespace, dist) -> int:
         f"({result.prompt.METHOD} {result.prompt.shape_text}, readable by PEFT as {result.prompt.PEFT_TYPE})"
     )
     return 0
-
-
-def _method_text(config) -> str:
-    return config.method + ("" if config.reparam == "none" else f" (through a {config.reparam} MLP)") + ","

@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import FieldError
+from ..method_registry import VARIANTS
 from ..optim import OPTIMIZERS
 from ..train_config import TrainConfig
 from ..typecheck import check_field_types
@@ -23,23 +24,20 @@ from ..typecheck import check_field_types
 # command's flags from CompareConfig's defaults without loading torch (a test checks they agree).
 DEFAULT_MODEL = "smollm2-135m"
 
-METHODS = ("zero-shot", "few-shot", "prompt-tuning", "prefix-tuning", "p-tuning", "lora", "full-finetune")
-# softprompt's prompt methods: the TrainConfig settings that make each (besides the shared budget).
-PROMPT_METHODS = {
-    "prompt-tuning": {"method": "prompt", "reparam": "none"},  # Lester et al. 2021
-    "prefix-tuning": {"method": "prefix", "reparam": "none"},  # keys/values per layer: P-tuning v2
-    "p-tuning": {"method": "prompt", "reparam": "mlp"},  # input vectors through P-tuning's MLP encoder
-}
+# softprompt's prompt methods (method_registry.VARIANTS): the TrainConfig settings that make each (besides the
+# shared budget); each trains at its method's recipe unless a compare flag sets a value for all of them.
+PROMPT_METHODS = {name: {"method": v.method, "reparam": v.reparam, **v.settings} for name, v in VARIANTS.items()}
+METHODS = ("zero-shot", "few-shot", *PROMPT_METHODS, "lora", "full-finetune")
 TRAINED = (*PROMPT_METHODS, "lora", "full-finetune")
 TITLES = {
     "zero-shot": "Hard prompt, zero-shot",
     "few-shot": "Hard prompt, few-shot",
-    "prompt-tuning": "Prompt tuning (softprompt)",
-    "prefix-tuning": "Prefix tuning (softprompt)",
-    "p-tuning": "P-tuning (softprompt)",
+    **{name: v.title for name, v in VARIANTS.items()},
     "lora": "LoRA (PEFT)",
     "full-finetune": "Full fine-tuning",
 }
+# CompareConfig fields that, when set, override every prompt method's recipe, and the TrainConfig field each sets.
+PROMPT_OVERRIDES = {"num_virtual_tokens": "num_virtual_tokens", "prompt_optimizer": "optimizer", "prompt_lr": "lr"}
 
 
 def full_finetune_refusal(quantize: str) -> str:
@@ -81,9 +79,10 @@ class CompareConfig:
     max_input_tokens: int | None = None  # None: the built-in dataset's hint
     few_shot_k: int = 4  # in-context examples, balanced over labels
     instruction: str | None = None  # hard-prompt instruction; None: "Classify ... Answer with one of: ..."
-    num_virtual_tokens: int = TrainConfig.num_virtual_tokens
-    prompt_optimizer: str = TrainConfig.optimizer  # "adafactor" = the paper's (constant LR 0.3)
-    prompt_lr: float | None = None  # None: the trainer's default for that optimizer
+    # The prompt methods' T, optimiser and LR: None = each method's own recipe (method_registry).
+    num_virtual_tokens: int | None = None
+    prompt_optimizer: str | None = None  # "adafactor" = the paper's (constant LR 0.3)
+    prompt_lr: float | None = None
     lora_r: int = 8
     lora_alpha: int = 16
     lora_lr: float = 1e-3  # AdamW
@@ -110,13 +109,13 @@ class CompareConfig:
             "second_task_size", "second_task_max_tokens",
         )  # fmt: skip
         for name in at_least_one:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise FieldError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.few_shot_k < 0:
             raise FieldError("few_shot_k", f"must be >= 0, got {self.few_shot_k}")
         if self.perplexity_window < 2:
             raise FieldError("perplexity_window", f"must be at least 2, got {self.perplexity_window}")
-        if self.prompt_optimizer not in OPTIMIZERS:
+        if self.prompt_optimizer is not None and self.prompt_optimizer not in OPTIMIZERS:
             raise FieldError(
                 "prompt_optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.prompt_optimizer!r}"
             )
@@ -143,6 +142,14 @@ class CompareConfig:
     @property
     def runnable_methods(self) -> tuple[str, ...]:
         return tuple(m for m in self.methods if m not in self.refused)
+
+    def prompt_overrides(self) -> dict[str, object]:
+        """The TrainConfig settings a flag set for every prompt method (the rest come from each method's recipe)."""
+        return {key: getattr(self, name) for name, key in PROMPT_OVERRIDES.items() if getattr(self, name) is not None}
+
+    def method_settings(self, method: str) -> dict[str, object]:
+        """The TrainConfig settings that make prompt method `method` here, besides the shared budget."""
+        return {**PROMPT_METHODS[method], **self.prompt_overrides()}
 
     @property
     def warmup_steps(self) -> int:

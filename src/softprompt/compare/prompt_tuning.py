@@ -16,19 +16,17 @@ from ..progress import MetricsLog
 from ..prompt import CONFIG_FILE, WEIGHTS_FILE, BasePrompt, SoftPrompt
 from ..recipe import RunData, RunSpec, build_config, run_training
 from ..train import METRICS_FILE
-from .config import PROMPT_METHODS, CompareConfig
+from .config import CompareConfig
 from .measure import files_bytes, parameter_counts, tensor_bytes, train_and_score
 from .result import MethodResult
 from .task_data import TaskData
 
 
 def run_spec(config: CompareConfig, method: str = "prompt-tuning") -> RunSpec:
-    """softprompt's own training defaults (class-label init, schedule) on the shared budget; no dev evaluation."""
+    """The method at its own recipe (T, LR, optimiser: `softprompt train`'s defaults for it) unless a compare flag
+    set one for all, on the shared budget; no dev evaluation."""
     settings = {
-        **PROMPT_METHODS[method],
-        "num_virtual_tokens": config.num_virtual_tokens,
-        "optimizer": config.prompt_optimizer,
-        "lr": config.prompt_lr,
+        **config.method_settings(method),
         "batch_size": config.batch_size,
         "steps": config.steps,
         "checkpoint_every": config.steps,
@@ -63,7 +61,7 @@ def run_prompt_tuning(
     spec = run_spec(config, method)
     split = RunData(data.task, data.train, (), data.test, data.name, data.max_input_tokens)
     tc = build_config(spec, split)
-    log(f"{method}: {config.steps} steps of {config.batch_size}, T={config.num_virtual_tokens}")
+    log(f"{method}: {config.steps} steps: {tc.summary()}")
 
     def tune():
         trained = run_training(spec, folder, base, data=split, show_progress=show_progress)
@@ -104,6 +102,8 @@ def run_prompt_tuning(
             "schedule": tc.schedule,
             "init": tc.init,
             "num_virtual_tokens": tc.num_virtual_tokens,
+            "balance": tc.balance,
+            "settings": tc.summary(),
             "prompt_method": tc.method,
             "reparam": tc.reparam,
             "stored_parameters": prompt.num_parameters,

@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import __version__
 from ..bootstrap import LEVEL, RESAMPLES, gap_text, paired_label_gap
 from ..fileio import write_json_atomic, write_text_atomic
+from ..metrics import recall_text
 from .config import CompareConfig
 from .result import MethodResult
 from .task_data import TaskData
@@ -136,6 +137,8 @@ def comparison_table(report: dict) -> str:
     row("Training state (params + grads + optimiser)", lambda m: human_bytes(m["training_state_bytes"]))
     row("Test accuracy", lambda m: _pct(m["test"]["accuracy"]))
     row("Test macro-F1", lambda m: f"{m['test']['macro_f1']:.3f}")
+    row("Test recall per class", lambda m: recall_text(m["test"]["per_label"]) if m["test"].get("per_label") else "")
+    row("Settings", lambda m: m["details"].get("settings", ""))
     row("Labelled examples used (human effort)", _effort)
     row("Interpretability", lambda m: m["interpretability"])
     row("Forgetting: perplexity on general English", lambda m: _forgetting_cells(m)[0])
@@ -257,8 +260,10 @@ def markdown(report: dict) -> str:
         f"`{d['template']!r}`; few-shot adds {_demonstrations(report)} training examples balanced over the labels. "
         "Every method is scored the same way: rank classification over the label words "
         f"({', '.join(repr(v) for v in d['verbalizer'].values())}) at the answer position.",
-        f"- Prompt tuning: softprompt's trainer, T={c['num_virtual_tokens']} virtual tokens, class-label init, "
-        f"{_prompt_recipe(report)}. Prefix tuning: the same trainer and budget, T keys and values in every layer "
+        f"- Prompt tuning: softprompt's trainer, class-label init, {_prompt_recipe(report)}; each prompt method "
+        "trains at its own recipe (the settings `softprompt train --method M` uses; the Settings row) unless a "
+        "compare flag set T, the optimiser or the LR for all. Prefix tuning: the same trainer and budget, T keys "
+        "and values in every layer "
         "(P-tuning v2; they start as the keys/values the model makes of the class-label prompt). P-tuning: the "
         "prompt trained through P-tuning's MLP encoder, folded into plain vectors on save. Trainable parameters "
         "count what trains (an MLP's too); the stored prompt is the folded one. "
@@ -356,7 +361,7 @@ def _prompt_recipe(report: dict) -> str:
         if m["method"] == "prompt-tuning":
             d = m["details"]
             return f"{d.get('optimizer')} at LR {d.get('lr')} with a {d.get('schedule', 'constant')} schedule"
-    return f"{report['config']['prompt_optimizer']} (not run here)"
+    return "(not run here)"
 
 
 def _quoted(report: dict, method: str) -> str:

@@ -6,6 +6,7 @@ uses /v1/classify and streamed /v1/completions to try prompts) and adds:
 
     GET    /studio/                        the page (static files, no CDN; carries the request token)
     GET    /studio/api/info                model, built-in datasets, defaults, caps
+    GET    /studio/api/schema              the form's training settings (runner.form_schema: TrainConfig's declarations)
     GET    /studio/api/storage             what uploads/, jobs/ and cache/ use, against their quotas
     GET    /studio/api/prompts             prompts with task, labels, T, size, training figures; broken ones apart
     DELETE /studio/api/prompts/{name}      remove a prompt folder

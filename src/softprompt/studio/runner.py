@@ -1,9 +1,11 @@
 """One studio training job = one `recipe.run_training`, the same run `softprompt train` makes.
 
-`JobSpec` is what the page sends (data, task, template, labels, a few settings).
-Its defaults are the training defaults every front end shares (`TrainConfig`,
-`recipe.defaults()`), and it becomes a `recipe.RunSpec`, so a studio prompt and
-a CLI prompt trained with the same settings are the same prompt. Because the
+`JobSpec` is what the page sends (data, task, template, labels, and any training
+setting by name). The form is drawn from `form_schema()`, generated from
+TrainConfig's declarations (labels, types, choices, help, defaults), so a new
+setting appears on the page with no edit here; the job becomes a
+`recipe.RunSpec`, so a studio prompt and a CLI prompt trained with the same
+settings are the same prompt. Because the
 spec fully decides the config and the data, a stopped or interrupted job
 resumes from its checkpoint.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import FieldError, SoftPromptError, worded
@@ -23,25 +25,13 @@ from ..models import BaseModel
 from ..recipe import DEFAULT_DEV_EXAMPLES, RunData, RunSpec, RunStart, prepare, run_training
 from ..serve.registry import name_problem
 from ..tasks import DEFAULT_KIND, task_class, task_kinds
-from ..train_config import DEFAULT_STEPS, TrainConfig
+from ..train_config import TrainConfig, config_class, label_of, setting_names, settings
 from ..typecheck import check_field_types
 from .uploads import UploadStore
 
 PROMPT_FILES_SKIP = ("checkpoint",)  # trainer output that is not part of the prompt
 JOB_MARK = ".studio-job"  # in a published prompt folder: the id of the job that wrote it
-# JobSpec fields that are TrainConfig settings (the rest describe the data and the task).
-TRAINING_SETTINGS = (
-    "method",
-    "reparam",
-    "num_virtual_tokens",
-    "steps",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "eval_every",
-    "max_input_tokens",
-    "seed",
-)
+# Labels of the form's data and task fields; a training setting's label is declared with it (TrainConfig).
 FORM_LABELS = {
     "name": "Prompt name",
     "data": "Data",
@@ -51,27 +41,50 @@ FORM_LABELS = {
     "text_column": "Text column",
     "label_column": "Label column",
     "target_column": "Label column",  # the page has one output-column field for both tasks
-    "method": "Method",
-    "reparam": "Reparameterisation",
-    "num_virtual_tokens": "Prompt length T",
-    "steps": "Steps",
-    "batch_size": "Batch",
-    "eval_every": "Dev eval every",
-    "optimizer": "Optimizer",
-    "lr": "Learning rate",
-    "seed": "Seed",
+    "max_dev_examples": "Dev examples",
     "overwrite": "Replace an existing prompt",
 }
 
 
 def form_label(field: str) -> str:
-    """A setting as the page names it (fields without a form control keep their JSON name)."""
-    return FORM_LABELS.get(field, field)
+    """A field as the page names it (fields without a form control keep their JSON name)."""
+    return FORM_LABELS.get(field) or label_of(field) or field
+
+
+def form_schema() -> dict:
+    """The form's training settings, generated from TrainConfig's declarations: what the page draws and checks.
+
+    Each setting: name, label, type (int | float | str | bool), optional (blank = the default rule), default
+    (the declared value), default_text (the default in words), help, choices, basic (first rows; the others
+    go under "More settings"). `defaults` holds the values a run gets, and each method's recipe.
+    """
+    from ..recipe import defaults
+
+    return {
+        "settings": [
+            {
+                "name": s.name,
+                "label": s.label,
+                "type": s.type.__name__,
+                "optional": s.optional,
+                "default": s.default,
+                "default_text": s.default_text,
+                "help": s.help,
+                "choices": list(s.choices) if s.choices else None,
+                "basic": s.basic,
+            }
+            for s in settings()
+        ],
+        "defaults": defaults(),
+    }
 
 
 @dataclass
 class JobSpec:
-    """A training job as the page describes it; validated (types included) on creation."""
+    """A training job as the page describes it; validated (types included) on creation.
+
+    The page sends one flat JSON object: these fields, plus any TrainConfig setting by name (`settings`).
+    """
 
     name: str  # the prompt's name in the list (folder name under prompts/)
     data: str  # an upload id, or a built-in dataset name
@@ -81,17 +94,8 @@ class JobSpec:
     labels: str | None = None  # "label=answer words,...", None: the labels found in the data
     text_column: str | None = None
     label_column: str | None = None  # the output column: labels, or targets (the task kind's output_field)
-    method: str = TrainConfig.method  # prompt | prefix (methods.py)
-    reparam: str = TrainConfig.reparam  # none | mlp | residual (reparam.py)
-    num_virtual_tokens: int = TrainConfig.num_virtual_tokens
-    steps: int = DEFAULT_STEPS
-    batch_size: int = TrainConfig.batch_size
-    optimizer: str = TrainConfig.optimizer
-    lr: float | None = None  # None: the optimizer's default
-    eval_every: int = TrainConfig.eval_every
     max_dev_examples: int = DEFAULT_DEV_EXAMPLES
-    max_input_tokens: int | None = None
-    seed: int = TrainConfig.seed
+    settings: dict[str, object] = field(default_factory=dict)  # TrainConfig settings chosen; others: defaults
 
     def __post_init__(self) -> None:
         with worded(form_label):
@@ -109,17 +113,26 @@ class JobSpec:
     def from_dict(cls, raw: object) -> JobSpec:
         if not isinstance(raw, dict):
             raise SoftPromptError("the job must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+        own = {f.name for f in fields(cls)} - {"settings"}
+        chosen = {k: v for k, v in raw.items() if v is not None and v != ""}  # a blank field is its default
+        unknown = sorted(set(chosen) - own - set(setting_names()))
         if unknown:
             raise SoftPromptError(f"unknown job settings: {', '.join(unknown)}")
-        blank_is_default = {k: v for k, v in raw.items() if v is not None and v != ""}
-        if "name" not in blank_is_default or "data" not in blank_is_default:
-            raise FieldError("name" if "name" not in blank_is_default else "data", "is missing", form_label)
-        return cls(**blank_is_default)
+        if "name" not in chosen or "data" not in chosen:
+            raise FieldError("name" if "name" not in chosen else "data", "is missing", form_label)
+        return cls(
+            **{k: v for k, v in chosen.items() if k in own},
+            settings={k: v for k, v in chosen.items() if k not in own},
+        )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The flat JSON object the page sends (`from_dict` reads it back)."""
+        out = asdict(self)
+        return {**{k: v for k, v in out.items() if k != "settings"}, **out["settings"]}
+
+    def config(self) -> TrainConfig:
+        """The training settings the job asks for (the data's hints aside)."""
+        return config_class()(**self.settings)
 
     def run_spec(self, data: str, data_name: str | None = None) -> RunSpec:
         """The run this job stands for, reading `data` (the upload's stored path, or the dataset's name)."""
@@ -133,7 +146,7 @@ class JobSpec:
             **output,
             skip_invalid=False,  # a bad row is reported (file:line), never silently dropped
             max_dev_examples=self.max_dev_examples,
-            settings={k: getattr(self, k) for k in TRAINING_SETTINGS if getattr(self, k) is not None},
+            settings=dict(self.settings),
             data_name=data_name,
         )
 

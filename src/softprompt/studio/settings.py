@@ -34,9 +34,15 @@ class StudioSettings:
 
     def check_job(self, spec) -> None:
         """Refuse a job (runner.JobSpec) asking for more than the caps allow."""
-        for name in ("steps", "batch_size", "num_virtual_tokens"):
+        config = spec.config()
+        asked = {
+            "steps": config.total_steps(0),
+            "batch_size": config.batch_size,
+            "num_virtual_tokens": config.num_virtual_tokens,
+        }
+        for name, value in asked.items():
             top = getattr(self, f"max_{name}")
-            if getattr(spec, name) > top:
+            if value > top:
                 raise FieldError(
                     name, f"must be at most {top} in this studio (softprompt studio --max-{name.replace('_', '-')})"
                 )

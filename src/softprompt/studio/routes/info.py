@@ -1,4 +1,5 @@
-"""GET /studio/api/info (model, built-in datasets, defaults, caps) and /studio/api/storage (use against quotas)."""
+"""GET /studio/api/info (model, built-in datasets, defaults, caps), /studio/api/schema (the form's training
+settings, from TrainConfig's declarations) and /studio/api/storage (use against quotas)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter
 
 from ...tasks import describe_kinds
 from ..guard import TOKEN_HEADER
+from ..runner import form_schema
 from ..state import Studio
 from ..storage import folder_bytes
 
@@ -20,7 +22,8 @@ async def info(state: Studio) -> dict:
     from ...data import BUILTIN_DATASETS
     from ...optim import DEFAULT_LR, OPTIMIZERS
     from ...recipe import defaults
-    from ...train_config import METHODS, REPARAM_LR_SCALE, REPARAMS
+    from ...method_registry import METHOD_NAMES, REPARAMS
+    from ...train_config import REPARAM_LR_SCALE
 
     return {
         "model": state.base.name,
@@ -31,7 +34,7 @@ async def info(state: Studio) -> dict:
         "optimizers": [
             {"name": o, "lr": DEFAULT_LR[o]} for o in sorted(OPTIMIZERS, key=lambda o: o != defaults()["optimizer"])
         ],
-        "methods": list(METHODS),
+        "methods": list(METHOD_NAMES),
         "reparam_lr_scale": REPARAM_LR_SCALE,
         "reparams": list(REPARAMS),
         "limits": dataclasses.asdict(state.limits),
@@ -47,6 +50,11 @@ async def info(state: Studio) -> dict:
             for d in BUILTIN_DATASETS.values()
         ],
     }
+
+
+@router.get("/api/schema")
+async def schema() -> dict:
+    return form_schema()
 
 
 @router.get("/api/storage")

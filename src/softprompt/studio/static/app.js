@@ -327,13 +327,12 @@ function jobSpec() {
     task: $("#task").value,
     template: $("#template").value,
     labels: taskKind($("#task").value).has_labels ? $("#labels").value.trim() : "",
-    method: $("#method").value,
-    reparam: $("#reparam").value,
-    optimizer: $("#optimizer").value,
-    lr: $("#lr").value.trim() ? Number($("#lr").value) : null,
     overwrite: $("#overwrite").checked,
   };
-  for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed"]) spec[key] = Number($("#" + key).value);
+  for (const s of state.schema.settings) {  // a blank field is left out: the server's default (or recipe) applies
+    const value = $("#" + s.name).value.trim();
+    if (value !== "") spec[s.name] = s.type === "int" || s.type === "float" ? Number(value) : value;
+  }
   if (state.upload && !state.upload.chat) {
     spec.text_column = $("#text-column").value;
     spec.label_column = $("#label-column").value;
@@ -567,10 +566,39 @@ async function inspectPrompt() {
 
 // -- start -------------------------------------------------------------------------
 
-function showDefaultLR() {
-  const o = state.info.optimizers.find((x) => x.name === $("#optimizer").value);
-  const scale = state.info.reparam_lr_scale[$("#reparam").value] ?? 1;
-  $("#lr").placeholder = o ? `default ${+(o.lr * scale).toPrecision(3)}` : "default";
+// -- the training settings, drawn from TrainConfig's declarations (/studio/api/schema) --------------------
+
+function settingControl(s) {
+  const blank = s.optional || s.name in state.schema.defaults.by_method[state.schema.defaults.method];
+  const input = s.choices
+    ? el("select", { id: s.name }, ...(blank ? [el("option", { value: "" }, "default")] : []), ...s.choices.map((c) => el("option", { value: c }, c)))
+    : el("input", { id: s.name, type: s.type === "str" ? "text" : "number", step: s.type === "float" ? "any" : "1" });
+  return el("label", { title: `${s.help} (default: ${s.default_text})` }, s.label + " ", input);
+}
+
+function drawSettings() {
+  for (const s of state.schema.settings) $(s.basic ? "#settings-basic" : "#settings-more").append(settingControl(s));
+  const d = state.schema.defaults;
+  for (const s of state.schema.settings) if (s.choices && !s.optional && d[s.name] != null) $("#" + s.name).value = d[s.name];
+  for (const key of ["num_virtual_tokens", "steps", "batch_size"]) $("#" + key).max = state.info.limits["max_" + key];
+}
+
+// A blank field shows, greyed, the value the run gets: the chosen method's recipe, else the declared default.
+function showDefaults() {
+  const d = state.schema.defaults;
+  const recipe = d.by_method[$("#method").value] || {};
+  const optimizer = $("#optimizer").value || recipe.optimizer;
+  const reparam = $("#reparam").value || "none";
+  for (const s of state.schema.settings) {
+    const input = $("#" + s.name);
+    let shown = s.name in recipe ? recipe[s.name] : d[s.name];
+    if (s.name === "lr") {
+      const o = state.info.optimizers.find((x) => x.name === optimizer);
+      shown = optimizer === recipe.optimizer ? recipe.lr_by_reparam[reparam] : o && +(o.lr * (state.info.reparam_lr_scale[reparam] ?? 1)).toPrecision(3);
+    }
+    if (input.tagName === "INPUT") input.placeholder = shown == null ? "default" : String(shown);
+    else if (input.options[0] && input.options[0].value === "") input.options[0].textContent = shown == null ? "default" : `default (${shown})`;
+  }
 }
 
 async function init() {
@@ -587,8 +615,6 @@ async function init() {
     if (state.upload) $("#template").value = taskKind($("#task").value).default_template;
     labelSummary();
   });
-  $("#optimizer").addEventListener("change", showDefaultLR);
-  $("#reparam").addEventListener("change", showDefaultLR);
   $("#clear-cache").addEventListener("click", clearCache);
   $("#start-button").addEventListener("click", startJob);
   $("#stop-button").addEventListener("click", async () => {
@@ -601,16 +627,14 @@ async function init() {
   for (const d of state.info.datasets) $("#builtin").append(el("option", { value: d.name }, d.name));
   // Task kinds come from the server's registry, so a new kind needs no change here.
   $("#task").replaceChildren(...state.info.tasks.map((t) => el("option", { value: t.kind }, t.kind)));
-  // The defaults every front end shares (the train command's); the optimizer's LR stays a placeholder.
-  $("#optimizer").replaceChildren(...state.info.optimizers.map((o) => el("option", { value: o.name }, o.name)));
-  $("#method").replaceChildren(...state.info.methods.map((m) => el("option", { value: m }, m)));
-  $("#reparam").replaceChildren(...state.info.reparams.map((r) => el("option", { value: r }, r)));
+  // The training settings every front end shares, drawn from the server's declarations.
+  state.schema = await api("/studio/api/schema");
+  drawSettings();
+  for (const key of ["method", "optimizer", "reparam"]) $("#" + key).addEventListener("change", showDefaults);
   const d = state.info.defaults;
-  for (const key of ["num_virtual_tokens", "steps", "batch_size", "eval_every", "seed", "optimizer", "method", "reparam"]) $("#" + key).value = d[key];
-  for (const key of ["num_virtual_tokens", "steps", "batch_size"]) $("#" + key).max = state.info.limits["max_" + key];
   $("#task").value = d.task;
   $("#template").value = taskKind(d.task).default_template;
-  showDefaultLR();
+  showDefaults();
   drawChart([], [], 0);
   window.addEventListener("resize", () => state.lastJob && drawChart(state.lastJob.loss, state.lastJob.dev, state.lastJob.total_steps));
   await Promise.all([loadPrompts(), loadJobs(), loadStorage()]);

@@ -1,0 +1,118 @@
+"""The prompt methods and their measured recipes: the one list every front end derives its choices from.
+
+A *method* is what trains and what the prompt file holds: `prompt` (T input vectors, prompt tuning)
+or `prefix` (T keys/values in every layer: prefix tuning / P-tuning v2). `--method`, the studio's
+form, `compare`'s entries, the accuracy benchmark and the PEFT loaders (`methods.py`, which maps each
+name to its class) all read this module. A *reparameterisation* (`reparam`) is how a method's weights
+are made while it trains; `compare` also runs named pairs of the two (`VARIANTS`: p-tuning is the
+prompt method through an MLP).
+
+Each method carries its **recipe**: the settings it trains with when the user chooses none (prompt
+length, LR per reparameterisation, optimiser, recompute). `TrainConfig` fills its unset fields from
+here, so `train`, `compare`, the studio, quickstart and the Python API get the same defaults. The
+evidence for each figure is in docs/methods.md ("Defaults").
+
+This module imports no torch: `softprompt --help` and the studio's schema read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# How a prompt is parameterised while it trains (reparam.py); always folded into plain weights on save.
+REPARAMS = ("none", "mlp", "residual")
+# What the backward pass keeps (recompute.py).
+GRADIENT_CHECKPOINTING = ("off", "selective", "full")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method's measured defaults (AdamW); a field the user sets wins over these."""
+
+    num_virtual_tokens: int
+    lr: Mapping[str, float]  # AdamW LR per reparam: an MLP's weights move every output at once
+    optimizer: str = "adamw"
+    gradient_checkpointing: str = "selective"  # same gradient either way: memory for a little time
+    reparam_hidden: int | None = None  # None: the prompt's token dimension (as PEFT)
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # train's --method, TrainConfig.method, the prompt file's method
+    peft_type: str  # the PEFT folder type it reads and writes
+    help: str
+    recipe: Recipe
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named (method, reparam) pair, as `compare` and the accuracy benchmark run it."""
+
+    name: str
+    title: str
+    method: str
+    reparam: str = "none"
+    settings: Mapping[str, object] = field(default_factory=dict)  # TrainConfig fields beyond the recipe
+
+
+_METHODS = (
+    Method(
+        "prompt",
+        "PROMPT_TUNING",
+        "T input vectors in front of the text (prompt tuning, Lester et al. 2021)",
+        Recipe(
+            num_virtual_tokens=20,
+            lr=MappingProxyType({"none": 0.01, "mlp": 0.01, "residual": 0.01}),
+            evidence="docs/accuracy.md: plain prompts at T=20, LR 0.01 trail LoRA r=8 by 0.7 (rotten-tomatoes), "
+            "1.1 (sms-spam) and 6.1 (trec) points at 50 steps; P-tuning's MLP at LR 0.01 from the init: "
+            "benchmarks/results/recipe/ptuning.md",
+        ),
+    ),
+    Method(
+        "prefix",
+        "PREFIX_TUNING",
+        "T keys/values in every layer (prefix tuning / P-tuning v2; decoder-only models)",
+        Recipe(
+            num_virtual_tokens=10,
+            lr=MappingProxyType({"none": 0.02, "mlp": 0.001, "residual": 0.01}),
+            evidence="docs/accuracy.md: T=10 at LR 0.02 is within 1 point and 0.01 macro-F1 of LoRA r=8 on "
+            "the four built-in tasks at 300 steps and on three of four at 50 (rotten-tomatoes -1.2 points); "
+            "the projection (mlp) reached 81% dev accuracy at 0.001 against 44% at 0.01",
+        ),
+    ),
+)
+METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _METHODS})
+METHOD_NAMES = tuple(METHODS)
+# The method a run gets when the user names none: chosen by measurement (docs/methods.md, "Defaults").
+DEFAULT_METHOD = "prefix"
+
+VARIANTS: Mapping[str, Variant] = MappingProxyType(
+    {
+        v.name: v
+        for v in (
+            Variant("prompt-tuning", "Prompt tuning (softprompt)", "prompt"),
+            Variant("prefix-tuning", "Prefix tuning (softprompt)", "prefix"),
+            Variant("p-tuning", "P-tuning (softprompt)", "prompt", "mlp"),
+        )
+    }
+)
+
+
+def method(name: str) -> Method:
+    """The method called `name` (KeyError for an unknown one: callers word the error for their front end)."""
+    return METHODS[name]
+
+
+def recipe_lr(method_name: str, reparam: str) -> float:
+    """The method's measured AdamW LR for that reparameterisation."""
+    return METHODS[method_name].recipe.lr[reparam]
+
+
+def describe(name: str) -> str:
+    """The recipe in one line, for help texts, `info` and reports."""
+    r = METHODS[name].recipe
+    lrs = ", ".join(f"{lr:g}" + ("" if rp == "none" else f" ({rp})") for rp, lr in r.lr.items())
+    return f"{name}: T={r.num_virtual_tokens}, {r.optimizer} LR {lrs}"
