@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from softprompt.cli import main
 from softprompt.methods import load_prompt
 from softprompt.prefix import PrefixPrompt
-from softprompt.methods import load_prompt
 from softprompt.testing import save_tiny
 
 

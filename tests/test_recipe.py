@@ -13,8 +13,8 @@ from softprompt.cli import build_parser
 from softprompt.commands.train import flag
 from softprompt.compare.config import CompareConfig
 from softprompt.errors import FieldError, SoftPromptError, worded
-from softprompt.recipe import RunSpec, build_config, defaults, parse_labels, prepare, run_training
 from softprompt.method_registry import DEFAULT_METHOD, METHODS, VARIANTS
+from softprompt.recipe import RunSpec, build_config, defaults, parse_labels, prepare, run_training
 from softprompt.studio.runner import JobSpec, form_label, form_schema
 from softprompt.train_config import TrainConfig, setting
 
