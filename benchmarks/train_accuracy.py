@@ -11,7 +11,7 @@ the first --dev-examples dev examples --evals times along the way (the dev curve
 the best weights there are kept, as `softprompt train` does), then scores the
 WHOLE test split: accuracy, macro-F1, per-class recall (exact match and token F1
 for text to text), and for classification two decision rules fitted without
-retraining (see softprompt/accuracy/scoring.py). A budget is optimiser steps
+retraining (see benchmarks/accuracy/scoring.py). A budget is optimiser steps
 (batch --batch-size) or time:<method>:<steps>, the wall-clock time the reference
 method needed for <steps>, converted into each method's steps by the two
 methods' examples/s, measured interleaved on the task the first time they are
@@ -36,9 +36,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from softprompt.accuracy.paired import gaps_against, gaps_markdown, gold_indices
-from softprompt.accuracy.sweep import SweepConfig, all_cells, plan_sweep, run_sweep, run_sweep_parallel
-from softprompt.accuracy.table import markdown, summarize
+from accuracy.paired import gaps_against, gaps_markdown, gold_indices
+from accuracy.sweep import SweepConfig, all_cells, plan_sweep, run_sweep, run_sweep_parallel
+from accuracy.table import markdown, summarize
+
 from softprompt.errors import SoftPromptError
 from softprompt.fileio import write_json_atomic, write_text_atomic
 from softprompt.models import load_base_model

@@ -54,6 +54,8 @@ def test_train_then_eval(model_dir, data_file, tmp_path, capsys):
     assert main(["eval", "--model", model_dir, "--prompt", str(out), "--data", str(data_file)]) == 0
     text = capsys.readouterr().out
     assert "accuracy" in text and f"loss         {report['loss']:.4f}  (mean cross-entropy" in text
+    recall = ", ".join(f"{k} {v['recall']:.2f}" for k, v in report["per_label"].items())
+    assert f"recall       {recall}" in text and " pos " in text  # each class's recall: a starved one shows 0.00
 
 
 def test_train_a_deep_prompt_then_eval_predict_generate_and_inspect_it(model_dir, data_file, tmp_path, capsys):

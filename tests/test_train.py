@@ -44,8 +44,9 @@ def setup(base, n=48):
 
 def config(**kw):
     base = dict(
-        num_virtual_tokens=4, steps=8, batch_size=6, eval_every=3, checkpoint_every=2, optimizer="adamw", lr=0.05
-    )
+        num_virtual_tokens=4, steps=8, batch_size=6, eval_every=3, checkpoint_every=2, optimizer="adamw", lr=0.05,
+        method="prompt",
+    )  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
 

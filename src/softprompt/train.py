@@ -369,6 +369,7 @@ def _training_figures(config: TrainConfig, state: _State, metric: str | None, st
         "seed": config.seed,
         "method": config.method,
         "reparam": config.reparam,
+        "settings": config.summary(),  # what `info` and the reports show: the recipe's values included
     }
     if metric is not None and state.best_metric is not None:
         figures.update({"best_step": state.best_step, f"dev_{metric}": state.best_metric})

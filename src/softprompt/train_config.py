@@ -215,7 +215,8 @@ class TrainConfig:
         """Settings that differ from `other` (a saved config; a setting it predates counts as its default)
         and would change the result."""
         mine = asdict(self)
-        default = asdict(TrainConfig(method=other.get("method", self.method)))
+        # A checkpoint from before methods trained a plain prompt; one from before recipes stored every value.
+        default = asdict(TrainConfig(method=other.get("method", "prompt")))
         saved = {k: other.get(k, default[k]) for k in mine}
         return [
             f"{k}: checkpoint {saved[k]!r}, now {mine[k]!r}"

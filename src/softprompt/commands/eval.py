@@ -42,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..errors import SoftPromptError
     from ..evaluate import encode_eval_set, evaluate
     from ..methods import load_prompt
+    from ..metrics import recall_text
     from ..models import DEFAULT_MODEL, load_base_model
     from ..recipe import prepare
 
@@ -77,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     if "loss" in report:
         what = "over the labels, on the gold label" if data.task.format != "chat" else "of the gold reply's tokens"
         print(f"{'loss':<12} {report['loss']:.4f}  (mean cross-entropy {what})")
+    if report.get("per_label"):  # a class the prompt starves shows as recall 0.00
+        print(f"{'recall':<12} {recall_text(report['per_label'])}")
     print(f"{'n':<12} {report['n']}  ({rows.truncated} truncated, {seconds:.1f}s, {report['n'] / seconds:.1f} ex/s)")
     return 0
 

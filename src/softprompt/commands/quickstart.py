@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def announce(run) -> None:
         print(
-            f"{model}: training a {run.config.num_virtual_tokens}-token prompt on {DATASET} "
+            f"{model}: training a prompt ({run.config.summary()}) on {DATASET} "
             f"({run.total_steps} steps x {run.config.batch_size} examples), then scoring {len(test)} test reviews"
         )
 

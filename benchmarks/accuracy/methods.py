@@ -33,12 +33,13 @@ from typing import Protocol
 
 import torch
 
-from ..errors import SoftPromptError
-from ..evaluate import EvalSet, better_on_dev, evaluate
-from ..models import BaseModel
-from ..progress import MetricsLog
-from ..prompt import BasePrompt
-from ..tasks import ClassifyTask, Encoded, Task
+from softprompt.errors import SoftPromptError
+from softprompt.evaluate import EvalSet, better_on_dev, evaluate
+from softprompt.method_registry import VARIANTS
+from softprompt.models import BaseModel
+from softprompt.progress import MetricsLog
+from softprompt.prompt import BasePrompt
+from softprompt.tasks import ClassifyTask, Encoded, Task
 
 # What prompt methods' backward pass keeps in a sweep (TrainConfig.gradient_checkpointing): as much as LoRA's loop.
 PROMPT_RECOMPUTE = "off"
@@ -97,10 +98,10 @@ class PromptMethod:
     def train(
         self, base: BaseModel, task: Task, rows: Sequence[Encoded], dev: EvalSet, budget: Budget, workdir: Path
     ) -> Trained:
-        from ..checkpoint import has_checkpoint
-        from ..train import CHECKPOINT_DIR, TrainConfig, train
+        from softprompt.checkpoint import has_checkpoint
+        from softprompt.train import CHECKPOINT_DIR, TrainConfig, train
 
-        if self.balanced_loss and isinstance(task, ClassifyTask):
+        if self.balanced_loss and task.has_labels:
             task = replace(task, class_weights=balanced_weights(task, rows))
         settings = {"init": task.default_init, "gradient_checkpointing": PROMPT_RECOMPUTE, **self.settings}
         config = TrainConfig(
@@ -145,10 +146,16 @@ class FinetuneMethod:
     def train(
         self, base: BaseModel, task: Task, rows: Sequence[Encoded], dev: EvalSet, budget: Budget, workdir: Path
     ) -> Trained:
-        from ..compare.config import CompareConfig
-        from ..compare.finetune import LoopCheckpoint, LoopConfig, full_finetune_copy, lora_copy, train_classifier
-        from ..compare.measure import parameter_counts
-        from ..train import CHECKPOINT_DIR
+        from softprompt.compare.config import CompareConfig
+        from softprompt.compare.finetune import (
+            LoopCheckpoint,
+            LoopConfig,
+            full_finetune_copy,
+            lora_copy,
+            train_classifier,
+        )
+        from softprompt.compare.measure import parameter_counts
+        from softprompt.train import CHECKPOINT_DIR
 
         defaults = CompareConfig()
         unknown = set(self.settings) - {"lr", "lora_r", "lora_alpha", "warmup_fraction"}
@@ -234,16 +241,24 @@ class _BestOnDev:
         self.best_loss = values.get("best_loss")  # absent in a checkpoint from before the tie-break
 
 
+# The product's prompt methods (method_registry.VARIANTS, at their recipes), a few the sweeps measured besides,
+# the product's default (what `softprompt train` with no method flag trains) and the baselines.
 METHODS: Mapping[str, Method] = MappingProxyType(
     {
-        "prompt-tuning": PromptMethod("Prompt tuning (softprompt)"),
-        "prompt-tuning-balanced": PromptMethod("Prompt tuning, class-balanced loss", balanced_loss=True),
-        "prefix-tuning": PromptMethod("Prefix tuning / P-tuning v2 (softprompt)", {"method": "prefix"}),
+        **{
+            name: PromptMethod(v.title, {"method": v.method, "reparam": v.reparam, **v.settings})
+            for name, v in VARIANTS.items()
+        },
+        "default": PromptMethod("softprompt train with no method flag"),
+        "prompt-tuning-balanced": PromptMethod(
+            "Prompt tuning, class-balanced loss", {"method": "prompt"}, balanced_loss=True
+        ),
         "prefix-tuning-mlp": PromptMethod(
             "Prefix tuning through an MLP (softprompt)", {"method": "prefix", "reparam": "mlp"}
         ),
-        "p-tuning": PromptMethod("P-tuning, MLP encoder (softprompt)", {"reparam": "mlp"}),
-        "residual-prompt-tuning": PromptMethod("Residual prompt tuning (softprompt)", {"reparam": "residual"}),
+        "residual-prompt-tuning": PromptMethod(
+            "Residual prompt tuning (softprompt)", {"method": "prompt", "reparam": "residual"}
+        ),
         "lora": FinetuneMethod("LoRA r=8 (PEFT)", "lora"),
         "full-finetune": FinetuneMethod("Full fine-tuning", "full-finetune"),
     }

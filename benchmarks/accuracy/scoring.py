@@ -16,11 +16,11 @@ from collections.abc import Sequence
 
 import torch
 
-from ..evaluate import EvalRow, PromptInput, length_sorted_batches
-from ..forward import pad_batch, prompt_state
-from ..metrics import classification_report
-from ..models import BaseModel
-from ..tasks import ClassifyTask
+from softprompt.evaluate import EvalRow, PromptInput, length_sorted_batches
+from softprompt.forward import pad_batch, prompt_state
+from softprompt.metrics import classification_report
+from softprompt.models import BaseModel
+from softprompt.tasks import ClassifyTask
 
 BIAS_GRID = tuple(x / 4 for x in range(-16, 17))  # -4 .. 4 in steps of 0.25 (log-probability units)
 

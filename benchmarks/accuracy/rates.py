@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ..evaluate import EvalSet
-from ..models import BaseModel
+from softprompt.evaluate import EvalSet
+from softprompt.models import BaseModel
+
 from .methods import PROMPT_RECOMPUTE, Budget, method_by_name, scratch_dir
 
 RATES_DIR = "rates"

@@ -7,11 +7,10 @@ import json
 
 import pytest
 import torch
-
-from softprompt.accuracy.methods import METHODS, PromptMethod, balanced_weights, method_by_name
-from softprompt.accuracy.rates import rates_path
-from softprompt.accuracy.scoring import decide, fit_dev_bias, prior_bias
-from softprompt.accuracy.sweep import (
+from accuracy.methods import METHODS, PromptMethod, balanced_weights, method_by_name
+from accuracy.rates import rates_path
+from accuracy.scoring import decide, fit_dev_bias, prior_bias
+from accuracy.sweep import (
     SweepConfig,
     all_cells,
     cell_path,
@@ -21,7 +20,8 @@ from softprompt.accuracy.sweep import (
     run_sweep,
     run_sweep_parallel,
 )
-from softprompt.accuracy.table import markdown, plateau_step, summarize
+from accuracy.table import markdown, plateau_step, summarize
+
 from softprompt.errors import SoftPromptError
 from softprompt.tasks import ClassifyTask, Encoded
 
@@ -86,7 +86,7 @@ def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path, monkeypatc
     changed = run_sweep(tiny_sweep(dev_examples=5), tmp_path, base, log=lambda m: None)
     assert changed[0]["config"]["dev_examples"] == 5
     # Another best-weights rule measures a cell again too: a tie could now pick other weights.
-    monkeypatch.setattr("softprompt.accuracy.sweep.SELECTION_RULE", "the first of equal dev scores")
+    monkeypatch.setattr("accuracy.sweep.SELECTION_RULE", "the first of equal dev scores")
     (ruled,) = run_sweep(tiny_sweep(methods=("lora",)), tmp_path, base, log=lambda m: None)
     assert lora["config"]["selection"] != ruled["config"]["selection"] == "the first of equal dev scores"
 
@@ -152,7 +152,7 @@ def work(saved):
         open(saved, "w").close()
 
 if __name__ == "__main__":  # the workers import this file too: keep torch out of them
-    from softprompt.accuracy.sweep import join_or_stop
+    from accuracy.sweep import join_or_stop
 
     folder = sys.argv[1]
     context = multiprocessing.get_context("spawn")
@@ -183,7 +183,12 @@ def test_stopping_the_sweep_stops_its_workers(tmp_path, how):
     script = tmp_path / "sweep.py"
     script.write_text(_SWEEP)
     pids_file = tmp_path / "pids.json"
-    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True)
+    from .conftest import BENCHMARKS
+
+    path = os.pathsep.join([str(BENCHMARKS), *filter(None, [os.environ.get("PYTHONPATH")])])
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], start_new_session=True, env={**os.environ, "PYTHONPATH": path}
+    )
     orphans = []
     try:
         deadline = time.monotonic() + 120
@@ -266,9 +271,11 @@ def test_config_and_budget_validation():
 def test_method_overrides():
     method = method_by_name("prompt-tuning[lr=0.03,init=vocab,num_virtual_tokens=5]")
     assert isinstance(method, PromptMethod)
-    assert dict(method.settings) == {"lr": 0.03, "init": "vocab", "num_virtual_tokens": 5}
+    plain = {"method": "prompt", "reparam": "none"}  # the registry's variant
+    assert dict(method.settings) == {**plain, "lr": 0.03, "init": "vocab", "num_virtual_tokens": 5}
     assert method_by_name("lora[lr=0.003]").settings == {"lr": 0.003}
-    assert METHODS["prompt-tuning"].settings == {}  # the registry entry is untouched
+    assert METHODS["prompt-tuning"].settings == plain  # the registry entry is untouched
+    assert METHODS["default"].settings == {}  # what `softprompt train` trains with no method flag
     with pytest.raises(SoftPromptError, match="not key=value"):
         method_by_name("prompt-tuning[lr]")
 
@@ -396,7 +403,7 @@ def test_lora_cells_keep_the_lower_dev_loss_on_a_tied_dev_metric(monkeypatch):
     """LoRA and full fine-tuning choose their best weights by the trainer's rule (evaluate.better_on_dev)."""
     from types import SimpleNamespace
 
-    import softprompt.accuracy.methods as methods
+    import accuracy.methods as methods
 
     scripted = iter([(0.5, 1.0), (1.0, 0.5), (1.0, 0.3), (1.0, 0.4)])
     monkeypatch.setattr(methods, "evaluate", lambda *a, **k: dict(zip(("accuracy", "loss"), next(scripted)), n=6))

@@ -32,15 +32,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..checkpoint import has_checkpoint
-from ..data import builtin_dataset
-from ..errors import SoftPromptError
-from ..evaluate import SELECTION_RULE, EvalSet, encode_eval_set, evaluate
-from ..fileio import write_json_atomic
-from ..models import BaseModel
-from ..signals import handling
-from ..tasks import Task, task_class
-from ..train import CHECKPOINT_DIR, encode_examples
+from softprompt.checkpoint import has_checkpoint
+from softprompt.data import builtin_dataset
+from softprompt.errors import SoftPromptError
+from softprompt.evaluate import SELECTION_RULE, EvalSet, encode_eval_set, evaluate
+from softprompt.fileio import write_json_atomic
+from softprompt.models import BaseModel
+from softprompt.signals import handling
+from softprompt.tasks import Task, task_class
+from softprompt.train import CHECKPOINT_DIR, encode_examples
+
 from .methods import Budget, method_by_name, scratch_dir
 from .rates import load_rates, measure_rates, rates_path, rates_setting
 from .scoring import classification_scores, label_scores
@@ -473,8 +474,8 @@ def join_or_stop(workers: Sequence, *, grace: float = 300.0) -> None:
 
 
 def _worker(config: SweepConfig, out: str, threads: int | None, barrier, name: str) -> None:
-    from ..models import load_base_model
-    from ..recipe import set_threads
+    from softprompt.models import load_base_model
+    from softprompt.recipe import set_threads
 
     def wait() -> None:
         # A worker that failed broke the barrier: go on; wall-clock cells missing their step cells are skipped.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from accuracy.paired import gaps_against, gaps_markdown, gold_indices
 
-from softprompt.accuracy.paired import gaps_against, gaps_markdown, gold_indices
 from softprompt.data import builtin_dataset
 
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..bootstrap import LEVEL, RESAMPLES, gap_text, paired_gap
-from ..data import builtin_dataset
+from softprompt.bootstrap import LEVEL, RESAMPLES, gap_text, paired_gap
+from softprompt.data import builtin_dataset
 
 
 def gaps_against(cells: Sequence[dict], reference: str, gold: Mapping[str, Sequence[int]], **bootstrap) -> list[dict]:
