@@ -50,7 +50,13 @@ def main() -> int:
     defaults = SweepConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--tasks", nargs="+", default=list(defaults.tasks))
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(defaults.tasks),
+        help="built-in tasks, or NAME@LABEL=FRACTION: the task with that class cut to a fixed FRACTION of its "
+        "training and dev examples (e.g. sms-spam@spam=0.1; accuracy/variants.py)",
+    )
     parser.add_argument("--methods", nargs="+", default=list(defaults.methods))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
     parser.add_argument("--budgets", nargs="+", default=list(defaults.budgets))

@@ -14,7 +14,7 @@ from softprompt.commands.train import flag
 from softprompt.compare.config import CompareConfig
 from softprompt.errors import FieldError, SoftPromptError, worded
 from softprompt.method_registry import DEFAULT_METHOD, METHODS, VARIANTS
-from softprompt.recipe import RunSpec, build_config, defaults, parse_labels, prepare, run_training
+from softprompt.recipe import RunData, RunSpec, build_config, defaults, parse_labels, prepare, run_training
 from softprompt.studio.runner import JobSpec, form_label, form_schema
 from softprompt.train_config import TrainConfig, setting
 
@@ -205,3 +205,15 @@ def test_the_builtin_chat_dataset_needs_no_flags_and_reads_as_classification_too
     labelled = prepare(RunSpec(data="trec-chat", task="chat_classify"))
     assert labelled.task.labels == ("abbreviation", "description", "entity", "location", "number", "person")
     assert (len(labelled.train), len(labelled.dev), len(labelled.test)) == (3_881, 500, 1_000)
+
+
+def test_an_encoder_decoder_gets_a_plain_prompt_unless_a_method_is_chosen():
+    """The default method is a deep prompt, which needs a decoder-only model: a T5 gets the plain prompt."""
+    from softprompt.tasks import ClassifyTask
+
+    data = RunData(ClassifyTask("R: {text}\nS:", {"a": " x", "b": " y"}), (), (), (), "toy", None)
+    assert build_config(RunSpec(data="toy"), data).method == DEFAULT_METHOD == "prefix"
+    plain = build_config(RunSpec(data="toy"), data, seq2seq=True)
+    assert (plain.method, plain.num_virtual_tokens) == ("prompt", 20)
+    chosen = build_config(RunSpec(data="toy", settings={"method": "prefix"}), data, seq2seq=True)
+    assert chosen.method == "prefix"  # asked for: PrefixShape refuses it with a message naming --method prompt

@@ -45,6 +45,7 @@ from softprompt.train import CHECKPOINT_DIR, encode_examples
 from .methods import Budget, method_by_name, scratch_dir
 from .rates import load_rates, measure_rates, rates_path, rates_setting
 from .scoring import classification_scores, label_scores
+from .variants import parse_variant, variant_splits
 
 CELLS_DIR = "cells"
 _TIME_BUDGET = re.compile(r"^time:([a-z0-9-]+):(\d+)$")
@@ -74,7 +75,7 @@ class SweepConfig:
             if not getattr(self, name):
                 raise SoftPromptError(f"--{name}: give at least one")
         for task in self.tasks:
-            builtin_dataset(task)  # refuses unknown names, listing the built-ins
+            builtin_dataset(parse_variant(task)[0])  # refuses unknown names, listing the built-ins
         for spec in self.methods:
             method_by_name(spec)
         for budget in self.budgets:
@@ -128,8 +129,8 @@ class TaskData:
 
 
 def load_task(base: BaseModel, name: str, config: SweepConfig) -> TaskData:
-    dataset = builtin_dataset(name)
-    splits = dataset.load()
+    dataset = builtin_dataset(parse_variant(name)[0])
+    splits = variant_splits(name)  # a built-in task, or it with one class made rare (variants.py)
     task = task_class(dataset.task).build(dataset.template, labels=dict(dataset.verbalizer) or None)
     limit = dataset.max_input_tokens
     rows, _ = encode_examples(base, task, splits.train, max_tokens=limit)

@@ -45,6 +45,7 @@ class Method:
     peft_type: str  # the PEFT folder type it reads and writes
     help: str
     recipe: Recipe
+    decoder_only: bool = False  # refuses encoder-decoder models
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ _METHODS = (
             "the four built-in tasks at 300 steps and on three of four at 50 (rotten-tomatoes -1.2 points); "
             "the projection (mlp) reached 81% dev accuracy at 0.001 against 44% at 0.01",
         ),
+        decoder_only=True,
     ),
 )
 METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _METHODS})
@@ -99,6 +101,14 @@ VARIANTS: Mapping[str, Variant] = MappingProxyType(
         )
     }
 )
+
+
+def default_method(*, seq2seq: bool = False) -> str:
+    """The method a run gets when the user names none: DEFAULT_METHOD, or on an encoder-decoder the first that
+    runs there."""
+    if not seq2seq or not METHODS[DEFAULT_METHOD].decoder_only:
+        return DEFAULT_METHOD
+    return next(m.name for m in METHODS.values() if not m.decoder_only)
 
 
 def method(name: str) -> Method:

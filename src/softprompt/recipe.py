@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FieldError, SoftPromptError
-from .method_registry import METHOD_NAMES, METHODS
+from .method_registry import METHOD_NAMES, METHODS, default_method
 from .tasks import DEFAULT_KIND, task_class, task_kinds
 from .train_config import FROM_RECIPE, TrainConfig, config_class, setting_names, settings
 from .typecheck import check_field_types
@@ -261,14 +261,16 @@ def _read_split(source, role: str, read: Callable, *, required: bool = False) ->
     return read(folder, source.shown(split))
 
 
-def build_config(spec: RunSpec, data: RunData, saved: Mapping | None = None) -> TrainConfig:
-    """The TrainConfig of a run: the spec's settings, then (resuming) the checkpoint's, then the defaults."""
+def build_config(spec: RunSpec, data: RunData, saved: Mapping | None = None, *, seq2seq: bool = False) -> TrainConfig:
+    """The TrainConfig of a run: the spec's settings, then (resuming) the checkpoint's, then the defaults
+    (on an encoder-decoder model, `seq2seq`, the default method is one that runs there)."""
     chosen = dict(saved or {})
     chosen = {k: v for k, v in chosen.items() if k in setting_names()}
     chosen.update(spec.settings)
     if saved is None:
         chosen.setdefault("max_input_tokens", data.max_input_tokens)
         chosen.setdefault("init", default_init(data.task.kind))
+        chosen.setdefault("method", default_method(seq2seq=seq2seq))
     if chosen.get("max_grad_norm") == 0:
         chosen["max_grad_norm"] = None
     return config_class()(**chosen)
@@ -322,7 +324,7 @@ def run_training(
     dist = dist or Dist()
     data = data or prepare(spec)
     saved = dist.load_checkpoint(out / CHECKPOINT_DIR).values.get("config") if resume else None
-    config = build_config(spec, data, saved)
+    config = build_config(spec, data, saved, seq2seq=base.family.seq2seq)
     task = data.task
     rows, cut = encode_examples(base, task, data.train, max_tokens=config.max_input_tokens, truncate=config.truncate)
     dev = encode_eval_set(
