@@ -190,7 +190,7 @@ def test_sharded_eval_predictions_gather_in_order(tiny_models):
 
 TRAIN_FLAGS = [
     "--data", "data.jsonl", "--num-virtual-tokens", "4", "--steps", "6", "--batch-size", "5",
-    "--optimizer", "adamw", "--lr", "0.05", "--eval-every", "3", "--checkpoint-every", "2",
+    "--optimizer", "adamw", "--lr", "0.05", "--eval-every", "3", "--checkpoint-every", "2", "--method", "prompt",
 ]  # fmt: skip
 
 

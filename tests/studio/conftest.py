@@ -37,7 +37,7 @@ def reviews_csv(path: Path, rows: int = 24) -> Path:
 def small_job(data: str, name: str = "reviews", **overrides) -> dict:
     spec = dict(
         name=name, data=data, template=TEMPLATE, labels=LABELS, text_column="text", label_column="label",
-        num_virtual_tokens=4, steps=6, batch_size=4, eval_every=3, max_dev_examples=8, lr=0.3,
+        num_virtual_tokens=4, steps=6, batch_size=4, eval_every=3, max_dev_examples=8, lr=0.3, method="prompt",
     )  # fmt: skip
     return {**spec, **overrides}
 

@@ -201,7 +201,7 @@ def test_wrong_types_in_a_job_are_a_422_naming_the_field(base, tmp_path):
     with studio(base, tmp_path / "d") as server, client(server) as c:
         for field, value, message in (
             ("seed", "abc", "Seed must be a whole number, got 'abc'"),
-            ("steps", True, "Steps must be a whole number, got True"),
+            ("steps", True, "Steps must be a whole number or empty, got True"),
             ("lr", "fast", "Learning rate must be a number or empty, got 'fast'"),
             ("labels", ["a"], "Labels must be text or empty"),
         ):

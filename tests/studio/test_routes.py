@@ -108,7 +108,7 @@ def test_a_deep_prompt_is_chosen_in_the_form_trained_listed_and_inspected_by_lay
     _, c, upload, _ = trained
     info = c.get("/studio/api/info").json()
     assert info["methods"] == ["prompt", "prefix"] and info["reparams"] == ["none", "mlp", "residual"]
-    assert (info["defaults"]["method"], info["defaults"]["reparam"]) == ("prompt", "none")
+    assert (info["defaults"]["method"], info["defaults"]["reparam"]) == ("prefix", "none")  # the measured default
     job = c.post("/studio/api/jobs", json=small_job(upload["id"], "deep", method="prefix", reparam="residual"))
     assert job.status_code == 200, job.text
     wait_until(lambda: c.get(f"/studio/api/jobs/{job.json()['id']}").json()["state"] == "finished", 120, 0.2)
