@@ -39,7 +39,8 @@ def main() -> int:
     parser.add_argument("--test", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="one JSON file per variant (kept)")
+    parser.add_argument("--work", type=Path, default=Path("runs/ptuning"), help="the trained prompts (thrown away)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = load_base_model(args.model)
@@ -49,13 +50,14 @@ def main() -> int:
         if cell.exists():
             continue
         start, lr = VARIANTS[name]
+        # The start under test: the fix (reparam._offset) or the old one, every slot at the init's mean row.
         reparam._offset = (lambda s: s) if start == "init" else (lambda s: s.mean(dim=0).expand_as(s).clone())
         settings = {"method": "prompt", "reparam": "mlp", "steps": args.steps, "seed": args.seed}
         if lr is not None:
             settings["lr"] = lr
         spec = RunSpec(data=args.data, max_dev_examples=0, settings={**settings, "checkpoint_every": args.steps})
         data = prepare(spec)
-        result = run_training(spec, args.out / "work" / cell.stem, base, data=data, show_progress=False)
+        result = run_training(spec, args.work / cell.stem, base, data=data, show_progress=False)
         rows = encode_eval_set(base, data.task, data.test[: args.test], max_tokens=data.max_input_tokens)
         report = evaluate(base, data.task, result.prompt, rows.rows)
         out = {"variant": name, "data": args.data, "steps": args.steps, "seed": args.seed, "test": len(rows), **report}

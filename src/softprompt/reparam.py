@@ -118,8 +118,8 @@ def _offset(start: torch.Tensor) -> torch.Tensor:
     PEFT's default init makes random vectors of another scale (a deep prompt's keys/values far from
     the model's own), which at compare's 50-step budget left both MLP methods near chance. Starting
     every slot at the init's mean row instead (an earlier fix) gave a rank-one prompt that had lost
-    the label words: at a tenth of the LR the slots parted too slowly and P-tuning predicted no
-    example of a whole class after 50 steps (benchmarks/results/recipe/ptuning.md). From the init
+    the label words, whose slots parted slowly at a tenth of the LR: the cause found for P-tuning
+    predicting no example of a whole class after 50 steps (benchmarks/results/recipe/ptuning.md). From the init
     itself the MLP only learns the change; the last layer's weight still gets its gradient (the
     hidden layer is not zero) and trains.
     """

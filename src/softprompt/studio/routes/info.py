@@ -20,9 +20,9 @@ router = APIRouter()
 @router.get("/api/info")
 async def info(state: Studio) -> dict:
     from ...data import BUILTIN_DATASETS
+    from ...method_registry import METHOD_NAMES, REPARAMS
     from ...optim import DEFAULT_LR, OPTIMIZERS
     from ...recipe import defaults
-    from ...method_registry import METHOD_NAMES, REPARAMS
     from ...train_config import REPARAM_LR_SCALE
 
     return {
