@@ -295,7 +295,9 @@ def test_device_map_with_disk_offload_trains_the_same_prompt(workdir, tmp_path):
     split = load_base_model(str(workdir / "tiny"), device_map=placement, offload_folder=tmp_path / "offload")
     assert split.model.hf_device_map["model.layers.1"] == "disk"
     rows, _ = encode_examples(whole, CLASSIFY, data(12))
-    cfg = TrainConfig(num_virtual_tokens=3, steps=3, batch_size=4, optimizer="adamw", lr=0.05, checkpoint_every=3)
+    cfg = TrainConfig(
+        method="prompt", num_virtual_tokens=3, steps=3, batch_size=4, optimizer="adamw", lr=0.05, checkpoint_every=3
+    )
     runs = [
         train(b, CLASSIFY, rows, None, cfg, tmp_path / out, show_progress=False)
         for b, out in ((whole, "a"), (split, "b"))

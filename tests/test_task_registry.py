@@ -104,7 +104,11 @@ def run(tmp_path_factory):
     data = root / "questions.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS))
     base = load_base_model(model)
-    spec = RunSpec(data=str(data), task="yes_no", settings={"steps": 3, "batch_size": 4, "num_virtual_tokens": 4})
+    spec = RunSpec(
+        data=str(data),
+        task="yes_no",
+        settings={"method": "prompt", "steps": 3, "batch_size": 4, "num_virtual_tokens": 4},
+    )
     result = run_training(spec, root / "prompt", base, show_progress=False)
     return root, model, base, result
 

@@ -288,7 +288,14 @@ def test_generate_task_trains(tiny_models, tmp_path, kind):
     rows, _ = encode_examples(base, task, data)
     dev = encode_eval_set(base, task, data[:4])
     cfg = TrainConfig(
-        num_virtual_tokens=3, init="vocab", steps=3, batch_size=4, eval_every=3, optimizer="adamw", lr=0.1
+        method="prompt",
+        num_virtual_tokens=3,
+        init="vocab",
+        steps=3,
+        batch_size=4,
+        eval_every=3,
+        optimizer="adamw",
+        lr=0.1,
     )
     result = train(base, task, rows, dev, cfg, tmp_path, show_progress=False)
     assert result.metric == "token_f1" and result.steps == 3
