@@ -18,6 +18,8 @@ def test_weights_average_one_over_the_examples_and_favour_the_rare_class():
     weights = balance_weights(counts)
     assert sum(c * w for c, w in zip(counts, weights, strict=True)) == pytest.approx(sum(counts))
     assert weights[1] / weights[0] == pytest.approx(3.0)  # square root of the 9:1 ratio
+    full = balance_weights(counts, power=1.0)
+    assert full[1] / full[0] == pytest.approx(9.0) and sum(c * w for c, w in zip(counts, full, strict=True)) == 100
     assert is_imbalanced([90, 10]) and not is_imbalanced([60, 40]) and not is_imbalanced([5, 0])
 
 

@@ -36,10 +36,11 @@ def is_imbalanced(counts: Sequence[int]) -> bool:
     return len(present) > 1 and max(present) > IMBALANCE_RATIO * min(present)
 
 
-def balance_weights(counts: Sequence[int]) -> tuple[float, ...]:
-    """Per-label loss weights, inverse square-root frequency, averaging 1 over the examples."""
-    total, mass = sum(counts), sum(math.sqrt(c) for c in counts if c)
-    return tuple(total / (mass * math.sqrt(c)) if c else 1.0 for c in counts)
+def balance_weights(counts: Sequence[int], power: float = 0.5) -> tuple[float, ...]:
+    """Per-label loss weights, inverse frequency to `power` (0.5: square root; 1: every class weighs the same),
+    averaging 1 over the examples."""
+    total, mass = sum(counts), sum(c ** (1 - power) for c in counts if c)
+    return tuple(total / (mass * c**power) if c else 1.0 for c in counts)
 
 
 def balanced_task(task: Task, rows: Sequence[Encoded], mode: str) -> Task:
@@ -48,7 +49,8 @@ def balanced_task(task: Task, rows: Sequence[Encoded], mode: str) -> Task:
     counts = class_counts(task, rows)
     if mode == "off" or counts is None or getattr(task, "class_weights", None) is not None:
         return task
-    return replace(task, class_weights=balance_weights(counts)) if is_imbalanced(counts) else task
+    power = 1.0 if mode == "full" else 0.5
+    return replace(task, class_weights=balance_weights(counts, power)) if is_imbalanced(counts) else task
 
 
 def balance_note(task: Task, rows: Sequence[Encoded], mode: str) -> str:
