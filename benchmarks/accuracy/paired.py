@@ -9,6 +9,8 @@ import torch
 from softprompt.bootstrap import LEVEL, RESAMPLES, gap_text, paired_gap
 from softprompt.data import builtin_dataset
 
+from .variants import parse_variant
+
 
 def gaps_against(cells: Sequence[dict], reference: str, gold: Mapping[str, Sequence[int]], **bootstrap) -> list[dict]:
     """Each other method's gap to `reference` per (task, budget), from cells holding their test label scores.
@@ -41,7 +43,7 @@ def gold_indices(cells: Sequence[dict]) -> dict[str, list[int]]:
     gold = {}
     for cell in cells:
         if "test_scores" in cell and cell["task"] not in gold:
-            dataset = builtin_dataset(cell["task"])
+            dataset = builtin_dataset(parse_variant(cell["task"])[0])  # a variant keeps the task's test split
             limit = cell["config"]["test_examples"] or None
             index = {label: i for i, label in enumerate(dataset.labels)}
             gold[cell["task"]] = [index[e.output] for e in dataset.load().test[:limit]]
