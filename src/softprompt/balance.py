@@ -12,7 +12,6 @@ examples' gradients by 30, and at a plain prompt's LR that swapped one starved c
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
