@@ -91,7 +91,7 @@ def _curves(job: Job, records: list[dict]) -> dict:
     speed = statistics.median(speeds) if speeds else None
     eta = None
     if speed and job.total_steps and job.state == "running":
-        per_step = job.spec.get("batch_size", 1) / speed
+        per_step = JobSpec.from_dict(job.spec).config().batch_size / speed  # a blank field: its default
         eta = max(0.0, (job.total_steps - job.step) * per_step)
     elapsed = (job.ended or time.time()) - job.started if job.started else None
     return {
