@@ -8,8 +8,8 @@ import pytest
 
 from softprompt.cli import main
 from softprompt.infer import GenerationConfig, Predictor
+from softprompt.methods import load_prompt
 from softprompt.models import load_base_model
-from softprompt.prompt import SoftPrompt
 from softprompt.testing import CHAT_TEMPLATES, tiny_model
 
 SYSTEM = {"role": "system", "content": "Say the colour."}
@@ -51,7 +51,7 @@ def test_train_eval_predict_generate_on_conversations(setup, capsys, kind):
     args = ["train", "--model", model, "--data", str(data), "--task", kind, "--steps", "2", "--batch-size", "4"]
     code, stdout, stderr = run(capsys, *args, "--num-virtual-tokens", "3", "--out", str(out), "--quiet")
     assert code == 0, stderr
-    meta = SoftPrompt.load(out).meta
+    meta = load_prompt(out).meta
     assert (meta.task, meta.format, meta.system) == (kind, "chat", SYSTEM["content"])
     if kind == "chat_classify":
         assert meta.verbalizer == {"blue": " blue", "red": " red"}  # scored without the space (tasks/chat.py)
@@ -75,7 +75,7 @@ def test_train_eval_predict_generate_on_conversations(setup, capsys, kind):
     assert code == 0 and len(lines) == 2
     base = load_base_model(model)
     predictor = Predictor(base)
-    predictor.add_prompt("p", SoftPrompt.load(out, base))
+    predictor.add_prompt("p", load_prompt(out, base))
     if kind == "chat_classify":
         assert lines[0]["label"] == predictor.classify([("p", json.dumps(conversation(0)[:2]))])[0].label
         return
