@@ -55,6 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--virtual-tokens", type=int, default=20)
     p.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up step)")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens per decoded stream")
+    p.add_argument(
+        "--recompute", default="off", choices=["off", "selective", "full"],
+        help="what the training step's backward keeps (TrainConfig.gradient_checkpointing; recompute.py). "
+        "Activations, not weights, dominate a batch-16 step's memory unless they are recomputed",
+    )  # fmt: skip
     p.add_argument("--streams", type=int, default=32, help="concurrent streams through serve (0: skip)")
     p.add_argument("--max-fp32-params", type=float, default=2e9)
     p.add_argument("--device", default="cpu", help="where the model runs (cuda on a GPU machine)")
@@ -156,12 +161,13 @@ def reviews(n: int) -> list[str]:
     return [ex.input for ex in builtin_dataset("rotten-tomatoes").load().train[:n]]
 
 
-def train_steps(base, batch: int, t: int, steps: int) -> float:
+def train_steps(base, batch: int, t: int, steps: int, recompute_mode: str = "off") -> float:
     """Seconds per soft-prompt training step (mean of `steps` after a warm-up)."""
     import torch
 
     from softprompt.forward import next_token_logits, pad_batch, prompt_state
     from softprompt.prompt import SoftPrompt
+    from softprompt.recompute import recompute
 
     prompt = SoftPrompt.initialize(base, t, "vocab", seed=0)
     weights = torch.nn.Parameter(prompt.embeddings.detach().clone().to(base.device))
@@ -174,10 +180,11 @@ def train_steps(base, batch: int, t: int, steps: int) -> float:
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
-        logits = next_token_logits(base, prompt_state(base, weights), ids, token_ids=label_ids)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
-        optimizer.zero_grad()
-        loss.backward()
+        with recompute(base, recompute_mode):
+            logits = next_token_logits(base, prompt_state(base, weights), ids, token_ids=label_ids)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+            optimizer.zero_grad()
+            loss.backward()
         optimizer.step()
         sync(base.device)
         times.append(time.perf_counter() - start)
@@ -260,8 +267,8 @@ def cell(args) -> dict:
     params = sum(p.numel() for p in meta_model(base.config).parameters())
     row["params"] = params
     batch = args.batch_7b if params > 5e9 else args.batch
-    row.update(train_batch=batch, train_virtual_tokens=args.virtual_tokens)
-    row["train_step_s"] = train_steps(base, batch, args.virtual_tokens, args.steps)
+    row.update(train_batch=batch, train_virtual_tokens=args.virtual_tokens, train_recompute=args.recompute)
+    row["train_step_s"] = train_steps(base, batch, args.virtual_tokens, args.steps, args.recompute)
     row["train_peak_rss_mb"] = peak_rss_mb()
     if base.device.type == "cuda":
         row["train_peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -281,7 +288,7 @@ def run_stage(args, stage: str, model: str, precision: str) -> dict:
     command = [sys.executable, __file__, "--stage", stage, "--model", model, "--precision", precision]
     command += ["--batch", str(args.batch), "--batch-7b", str(args.batch_7b), "--steps", str(args.steps)]
     command += ["--virtual-tokens", str(args.virtual_tokens), "--new-tokens", str(args.new_tokens)]
-    command += ["--streams", str(args.streams), "--device", args.device]
+    command += ["--streams", str(args.streams), "--device", args.device, "--recompute", args.recompute]
     if args.tokenizer_7b is not None:
         command += ["--tokenizer-7b", str(args.tokenizer_7b)]
     try:
