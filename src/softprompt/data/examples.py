@@ -7,20 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from softprompt.data.example import Example
 from softprompt.data.files import read_rows
+from softprompt.data.messages import MESSAGES_COLUMN, chat_example
 from softprompt.errors import DataError
 
 # Which CLI flag picks each column, for the hint in "missing column" messages.
 DEFAULT_COLUMN_FLAGS: Mapping[str, str] = MappingProxyType({"input": "--text-column", "output": "--label-column"})
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labelled example. `output` is the label (classification) or target (generation)."""
-
-    input: str
-    output: str
-    where: str  # "file:line", for error messages downstream
 
 
 @dataclass(frozen=True)
@@ -109,8 +102,6 @@ def _example(
 
 
 def _chat_example(row: Mapping[str, object], where: str, labels: frozenset[str] | None, require: bool) -> Example:
-    from softprompt.data.messages import MESSAGES_COLUMN, chat_example
-
     if MESSAGES_COLUMN not in row:
         raise _MissingColumnError(_missing_column(where, MESSAGES_COLUMN, row, None))
     example = chat_example(row, where, require_answer=require)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from softprompt.data.examples import Example
+from softprompt.data.example import Example
 from softprompt.errors import DataError
 
 MESSAGES_COLUMN = "messages"
