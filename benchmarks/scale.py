@@ -112,7 +112,8 @@ def cache_path(model: str, precision: str) -> Path:
 
     if precision == "none":
         return Path(models._resolve_to_folder(model))
-    from softprompt.quantized_load import cache_folder, source_of
+    from softprompt.models import source_of
+    from softprompt.quantized_load import cache_folder
 
     return cache_folder(source_of(model), Quantization.parse(precision), torch.float32)
 

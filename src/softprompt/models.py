@@ -19,13 +19,11 @@ package reads the embedding and the head through `BaseModel.vocab_size`,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,9 +33,18 @@ from torch import nn
 
 from .errors import SoftPromptError
 from .families import Family
+from .fingerprint import embedding_fingerprint, fingerprint_of_rows
 from .model_names import BUILTIN_MODELS, DEFAULT_MODEL, builtin_alias
 from .model_store import SOURCE_FILE, cache_dir, file_digest
 from .quant import Quantization, quantization_of, quantize_model
+from .quantized_load import (
+    Source,
+    folder_source,
+    gguf_source,
+    hub_folder,
+    load_quantized_source,
+    synthetic_source,
+)
 from .synthetic import fp32_refused, is_synthetic
 
 
@@ -149,25 +156,6 @@ def quantize_base(base: BaseModel, quantize: str | Quantization) -> BaseModel:
     return BaseModel(model=freeze(base.model), tokenizer=base.tokenizer, name=base.name, _fingerprint=fingerprint)
 
 
-def embedding_fingerprint(weight: torch.Tensor, chunk_rows: int = 8192) -> str:
-    """A short hash of the embedding matrix that identifies the base model.
-
-    Hashed in bf16 so the same model loaded in fp32, fp16 or bf16 gives the
-    same fingerprint, while any retrained or different model does not.
-    """
-    rows, dim = weight.shape
-    return fingerprint_of_rows((weight[s : s + chunk_rows] for s in range(0, rows, chunk_rows)), rows, dim)
-
-
-def fingerprint_of_rows(chunks: Iterable[torch.Tensor], rows: int, dim: int) -> str:
-    """`embedding_fingerprint` of a table given a block of rows at a time, in order (streaming loaders,
-    dequantised tables): the same digest as the whole table's, without holding it in memory."""
-    digest = hashlib.blake2b(digest_size=12)
-    for chunk in chunks:
-        digest.update(chunk.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
-    return f"{rows}x{dim}:{digest.hexdigest()}"
-
-
 def freeze(model: nn.Module) -> nn.Module:
     """Turn off gradients for every parameter and put the model in eval mode (no dropout)."""
     for p in model.parameters():
@@ -197,9 +185,7 @@ def load_base_model(
     if q.enabled or is_synthetic(name):
         if device_map is not None:
             raise SoftPromptError("a quantised model is placed on one device: drop device_map or --quantize")
-        from .quantized_load import load_quantized_base
-
-        return load_quantized_base(name, q, device=_available_device(device), dtype=dtype)
+        return _load_quantized_base(name, q, device=_available_device(device), dtype=dtype)
     device = _available_device(device)
     if dtype is None:
         # bf16 matmuls are ~250x slower than fp32 on CPUs without native bf16.
@@ -339,3 +325,27 @@ def _load_folder(folder: str, *, dtype: torch.dtype, shown_name: str, placement:
     except ValueError as e:
         raise SoftPromptError(f"could not load model '{shown_name}': {e}") from e
     return model, tokenizer
+
+
+def source_of(name: str) -> Source:
+    """The source `name` refers to (alias, .gguf file, folder, synthetic model or Hub id)."""
+    kind, where = locate(name)
+    if kind == "synthetic":
+        return synthetic_source(name)
+    if kind == "gguf":
+        alias = builtin_alias(name)
+        split = BUILTIN_MODELS[alias].split if alias and not Path(name).is_dir() else None
+        return gguf_source(Path(where), name, digest=split.sha256 if split else None)
+    return folder_source(Path(where) if kind == "folder" else hub_folder(name), name)
+
+
+def _load_quantized_base(name: str, q: Quantization, *, device: torch.device, dtype: torch.dtype | None) -> BaseModel:
+    """`load_base_model` with quantisation on: a frozen BaseModel whose fingerprint is the source's."""
+    if not q.enabled:
+        raise fp32_refused(name)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type != "cpu" else torch.float32
+    loaded = load_quantized_source(source_of(name), q, dtype=dtype)
+    can_pad(loaded.tokenizer)
+    model = freeze(loaded.model.to(device))
+    return BaseModel(model=model, tokenizer=loaded.tokenizer, name=name, _fingerprint=loaded.fingerprint)

@@ -34,6 +34,7 @@ from torch import nn
 
 from .errors import SoftPromptError
 from .fileio import write_dir_atomic
+from .fingerprint import embedding_fingerprint
 from .model_store import SOURCE_FILE, file_digest, models_dir
 from .quant import Quantization, load_quantized, load_tensor_, quantized_skeleton, save_quantized
 from .weight_stream import Stream
@@ -179,7 +180,6 @@ def build_quantized(
     config, stream: Stream, q: Quantization, *, dtype: torch.dtype = torch.float32, shown: str = "the model"
 ) -> tuple[nn.Module, str]:
     """The skeleton of `config` filled from `stream` one tensor at a time; and the embedding's fingerprint."""
-    from .models import embedding_fingerprint
     from .weight_stream import meta_model
 
     plain = meta_model(config)
@@ -207,35 +207,3 @@ def build_quantized(
 def _parameter_name(model: nn.Module, tensor: torch.Tensor) -> str:
     """The first name `tensor` has in `model`'s state dict."""
     return next(name for name, t in model.state_dict(keep_vars=True).items() if t is tensor)
-
-
-def source_of(name: str) -> Source:
-    """The source `name` refers to (alias, .gguf file, folder, synthetic model or Hub id)."""
-    from . import models
-    from .model_names import BUILTIN_MODELS, builtin_alias
-
-    kind, where = models.locate(name)
-    if kind == "synthetic":
-        return synthetic_source(name)
-    if kind == "gguf":
-        alias = builtin_alias(name)
-        split = BUILTIN_MODELS[alias].split if alias and not Path(name).is_dir() else None
-        return gguf_source(Path(where), name, digest=split.sha256 if split else None)
-    return folder_source(Path(where) if kind == "folder" else hub_folder(name), name)
-
-
-def load_quantized_base(name: str, quantize, *, device: torch.device, dtype: torch.dtype | None = None):
-    """`models.load_base_model` with quantisation on: a frozen BaseModel whose fingerprint is the source's."""
-    from .models import BaseModel, can_pad, freeze
-
-    q = Quantization.parse(quantize)
-    if not q.enabled:
-        from .synthetic import fp32_refused
-
-        raise fp32_refused(name)
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type != "cpu" else torch.float32
-    loaded = load_quantized_source(source_of(name), q, dtype=dtype)
-    can_pad(loaded.tokenizer)
-    model = freeze(loaded.model.to(device))
-    return BaseModel(model=model, tokenizer=loaded.tokenizer, name=name, _fingerprint=loaded.fingerprint)
