@@ -31,7 +31,7 @@ from softprompt.decode import GenerationConfig, generate_texts
 from softprompt.forward import pad_batch, prompt_prefix
 from softprompt.metrics import generation_report
 from softprompt.models import load_base_model
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.recipe import set_threads
 from softprompt.tasks.chat import ChatRow, ChatTask
 

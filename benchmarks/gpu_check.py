@@ -133,7 +133,8 @@ def inference(args) -> None:
     from softprompt.data import builtin_dataset
     from softprompt.infer import GenerationConfig, Predictor
     from softprompt.models import load_base_model
-    from softprompt.prompt import PromptMeta, SoftPrompt
+    from softprompt.prompts.meta import PromptMeta
+    from softprompt.prompts.plain import SoftPrompt
 
     base = load_base_model(args.model, device=args.device)
     dataset = builtin_dataset("rotten-tomatoes")

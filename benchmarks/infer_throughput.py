@@ -28,9 +28,10 @@ from softprompt.data import BUILTIN_DATASETS
 from softprompt.decode import generate_rows
 from softprompt.forward import pad_batch
 from softprompt.infer import GenerationConfig, Predictor
-from softprompt.methods import PROMPT_CLASSES, prompt_class
 from softprompt.models import load_base_model
-from softprompt.prompt import BasePrompt, PromptMeta
+from softprompt.prompts.base import BasePrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.methods import PROMPT_CLASSES, prompt_class
 from softprompt.tasks import ClassifyTask, GenerateTask
 
 

@@ -19,7 +19,8 @@ import torch
 from softprompt.data import BUILTIN_DATASETS
 from softprompt.infer import InputError, Predictor
 from softprompt.models import load_base_model
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 
 
 def main() -> None:

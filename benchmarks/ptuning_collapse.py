@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from softprompt import reparam
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.fileio import write_text_atomic
 from softprompt.models import load_base_model
+from softprompt.prompts import reparam
 from softprompt.recipe import RunSpec, prepare, run_training
 
 # variant -> (where the MLP's output is added: the init's rows or their mean, the LR (None: the default))

@@ -22,8 +22,8 @@ import torch
 
 from softprompt.forward import causal_lm_loss, input_logits, pad_batch, prompt_state
 from softprompt.models import BaseModel, load_base_model, quantize_base
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
 from softprompt.quant import dequantized_model
 from softprompt.quant.model import quantized_modules
 from softprompt.testing import tiny_base

@@ -167,7 +167,7 @@ def train_steps(base, batch: int, t: int, steps: int, recompute_mode: str = "off
     import torch
 
     from softprompt.forward import next_token_logits, pad_batch, prompt_state
-    from softprompt.prompt import SoftPrompt
+    from softprompt.prompts.plain import SoftPrompt
     from softprompt.recompute import recompute
 
     prompt = SoftPrompt.initialize(base, t, "vocab", seed=0)
@@ -213,7 +213,8 @@ def serve_streams(model: str, precision: str, base, streams: int, new_tokens: in
     from serve_generate import run_mode
     from serve_load import start_server, stop_server
 
-    from softprompt.prompt import PromptMeta, SoftPrompt
+    from softprompt.prompts.meta import PromptMeta
+    from softprompt.prompts.plain import SoftPrompt
 
     texts = reviews(streams)
     with tempfile.TemporaryDirectory(prefix="scale-serve-") as tmp:

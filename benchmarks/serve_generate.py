@@ -57,7 +57,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_prompts(base, folder: Path, args) -> list[str]:
-    from softprompt.prompt import PromptMeta, SoftPrompt
+    from softprompt.prompts.meta import PromptMeta
+    from softprompt.prompts.plain import SoftPrompt
 
     meta = PromptMeta(task="generate", template="Review: {text}\nA short reply:")
     names = []

@@ -55,7 +55,8 @@ def log(message: str) -> None:
 
 
 def make_prompts(base, folder: Path, n: int, t: int, dataset) -> list[str]:
-    from softprompt.prompt import PromptMeta, SoftPrompt
+    from softprompt.prompts.meta import PromptMeta
+    from softprompt.prompts.plain import SoftPrompt
 
     names = []
     for i in range(n):
@@ -162,7 +163,7 @@ def naive_peft(base, folder: Path, work: list[tuple[str, str]], dataset) -> tupl
 def offline_classify(base, folder: Path, names: list[str], work: list[tuple[str, str]], batch: int) -> float:
     """Seconds for Predictor.classify to answer `work` in arrival order, `batch` requests per call (mixed prompts)."""
     from softprompt.infer import Predictor
-    from softprompt.methods import load_prompt
+    from softprompt.prompts.methods import load_prompt
 
     predictor = Predictor(base, max_batch_size=batch)
     for name in names:

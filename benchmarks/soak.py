@@ -59,8 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def make_prompt(base, folder: Path, kind: str, index: int) -> str:
     """Write one prompt folder of `kind` (classify, plain, deep); return its name."""
-    from softprompt.prefix import PrefixPrompt
-    from softprompt.prompt import PromptMeta, SoftPrompt
+    from softprompt.prompts.meta import PromptMeta
+    from softprompt.prompts.plain import SoftPrompt
+    from softprompt.prompts.prefix import PrefixPrompt
 
     t = 10 + (index * 7) % 31
     name = f"{kind}{index:03d}"

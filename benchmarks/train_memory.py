@@ -201,7 +201,7 @@ def explain(args) -> None:
 
 def explain_one(args, base, frozen: set[int], data_name: str) -> None:
     from softprompt.forward import prompt_state
-    from softprompt.prompt import SoftPrompt
+    from softprompt.prompts.plain import SoftPrompt
 
     task, _, widest = chosen_rows(base, data_name, args.batch_size)
     prompt = SoftPrompt.initialize(base, args.num_virtual_tokens, "vocab")

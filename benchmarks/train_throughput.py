@@ -26,9 +26,9 @@ import torch
 
 from softprompt.data import builtin_dataset
 from softprompt.forward import pad_batch, prompt_state
-from softprompt.methods import prompt_class
 from softprompt.models import DEFAULT_MODEL, load_base_model
-from softprompt.reparam import TrainablePrompt
+from softprompt.prompts.methods import prompt_class
+from softprompt.prompts.reparam import TrainablePrompt
 from softprompt.tasks import ClassifyTask
 
 METHODS = ("prompt", "prefix", "prompt+mlp", "prefix+mlp")

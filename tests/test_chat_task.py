@@ -11,7 +11,8 @@ from softprompt.data import load_examples
 from softprompt.errors import DataError, SoftPromptError
 from softprompt.forward import causal_lm_loss, input_logits, pad_batch, prompt_state
 from softprompt.infer import Predictor
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.tasks import task_class, task_from_meta
 from softprompt.tasks.chat import ChatClassifyTask, ChatTask, render_chat
 from softprompt.testing import CHAT_TEMPLATES, tiny_base, tiny_chat_base

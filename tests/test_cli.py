@@ -178,7 +178,8 @@ def test_compare_without_lora_does_not_need_peft(monkeypatch):
 
 def test_predict_exit_code_counts_failed_inputs(tmp_path, capsys):
     """0 when every input is answered, 1 when some fail (each with its error line), 2 for a bad --prompt."""
-    from softprompt.prompt import PromptMeta, SoftPrompt
+    from softprompt.prompts.meta import PromptMeta
+    from softprompt.prompts.plain import SoftPrompt
     from softprompt.testing import save_tiny
 
     model = str(save_tiny("llama", tmp_path / "model"))

@@ -8,8 +8,8 @@ import pytest
 
 from softprompt.cli import main
 from softprompt.infer import GenerationConfig, Predictor
-from softprompt.methods import load_prompt
 from softprompt.models import load_base_model
+from softprompt.prompts.methods import load_prompt
 from softprompt.testing import CHAT_TEMPLATES, tiny_model
 
 SYSTEM = {"role": "system", "content": "Say the colour."}

@@ -8,7 +8,8 @@ import pytest
 from softprompt.cli import main
 from softprompt.infer import GenerationConfig, Predictor
 from softprompt.models import load_base_model
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.testing import save_tiny, tiny_base
 
 SENTIMENT = PromptMeta(task="classify", template="Review: {text}\nSentiment:", verbalizer={"pos": "+", "neg": "-"})

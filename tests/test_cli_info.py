@@ -3,7 +3,8 @@
 import json
 
 from softprompt.cli import main
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 
 
 def test_info_plain_and_json(tmp_path, tiny_models, capsys):
@@ -31,7 +32,7 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
 
 
 def test_info_tells_a_deep_prompt(tmp_path, tiny_models, capsys):
-    from softprompt.prefix import PrefixPrompt
+    from softprompt.prompts.prefix import PrefixPrompt
 
     base = tiny_models("qwen2")
     PrefixPrompt.initialize(base, 3, "vocab").save(tmp_path / "p", base)

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from softprompt.cli import main
-from softprompt.methods import load_prompt
-from softprompt.prefix import PrefixPrompt
+from softprompt.prompts.methods import load_prompt
+from softprompt.prompts.prefix import PrefixPrompt
 from softprompt.testing import save_tiny
 
 

@@ -20,7 +20,7 @@ from softprompt.data import Example
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.models import load_base_model
-from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE
+from softprompt.prompts.files import CONFIG_FILE, WEIGHTS_FILE
 from softprompt.tasks import ClassifyTask, Encoded
 from softprompt.testing import save_tiny
 

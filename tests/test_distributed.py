@@ -31,11 +31,11 @@ from softprompt.distributed import (
 )
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate, predict
-from softprompt.methods import load_prompt, prompt_class
 from softprompt.models import load_base_model
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import SoftPrompt
-from softprompt.reparam import TrainablePrompt
+from softprompt.prompts.methods import load_prompt, prompt_class
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
+from softprompt.prompts.reparam import TrainablePrompt
 from softprompt.tasks import ClassifyTask, GenerateTask
 from softprompt.testing import save_tiny
 from softprompt.train import TrainConfig, _State, _train_step, encode_examples, train

@@ -18,7 +18,7 @@ from softprompt import fileio
 from softprompt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from softprompt.errors import SoftPromptError
 from softprompt.fileio import check_output_path, recover_dir, write_dir_atomic, write_text_atomic
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.plain import SoftPrompt
 
 
 @contextlib.contextmanager

@@ -10,8 +10,10 @@ from softprompt.errors import PromptFileError, SoftPromptError
 from softprompt.evaluate import encode_eval_set, predict
 from softprompt.forward import pad_batch, prompt_state
 from softprompt.infer import ClassifyResult, GenerationConfig, InputError, Predictor, combine_votes
-from softprompt.prefix import PrefixPrompt, PrefixShape
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
+from softprompt.prompts.prefix_layout import PrefixShape
 from softprompt.tasks import ClassifyTask
 from softprompt.testing import tiny_base
 

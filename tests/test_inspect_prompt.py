@@ -8,10 +8,11 @@ import torch
 
 from softprompt.cli import main
 from softprompt.errors import SoftPromptError
-from softprompt.inspect_prompt import format_text, inspect_prompt, label_neighbourhood
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.inspect_plain import label_neighbourhood
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.vocab import vocabulary_embeddings
 from softprompt.testing import save_tiny
-from softprompt.vocab import vocabulary_embeddings
 
 VERBALIZER = {"good": " yes", "bad": " no"}
 
@@ -26,7 +27,7 @@ def prompt_of_tokens(base, ids, meta=None, initial=None):
 def test_nearest_token_of_a_vocabulary_vector_is_itself(tiny_models, kind):
     base = tiny_models(kind)
     ids = [40, 77, 120, 200]
-    result = inspect_prompt(prompt_of_tokens(base, ids), base, top_k=3)
+    result = prompt_of_tokens(base, ids).inspect(base, top_k=3)
     for tok, want in zip(result.tokens, ids):
         assert tok.neighbours[0].token_id == want
         assert tok.neighbours[0].cosine == pytest.approx(1.0, abs=1e-4)
@@ -46,7 +47,7 @@ def test_norm_percentiles_follow_the_vocabulary_distribution(tiny_models):
         norms.argsort()[(len(norms) - 1) // 2],
     )
     emb = torch.stack([vocab[big] * 2, vocab[small] * 0.5, vocab[median_row]])
-    result = inspect_prompt(SoftPrompt(emb), base)
+    result = SoftPrompt(emb).inspect(base)
     assert result.tokens[0].norm_percentile == 100.0
     assert result.tokens[1].norm_percentile == 0.0
     assert 45 <= result.tokens[2].norm_percentile <= 55
@@ -59,27 +60,27 @@ def test_drift_from_initial_when_known(tiny_models):
     start = torch.randn(4, base.hidden_size)
     step = torch.zeros_like(start)
     step[1, 0] = 3.0  # only token 1 moves, by exactly 3
-    moved = inspect_prompt(SoftPrompt(start + step, initial=start), base)
+    moved = SoftPrompt(start + step, initial=start).inspect(base)
     assert [t.moved for t in moved.tokens] == pytest.approx([0.0, 3.0, 0.0, 0.0], abs=1e-5)
     assert moved.tokens[1].moved_relative == pytest.approx(3.0 / float(start[1].norm()), rel=1e-5)
     assert moved.tokens[0].cosine_to_initial == pytest.approx(1.0, abs=1e-5)
-    unknown = inspect_prompt(SoftPrompt(start), base)
+    unknown = SoftPrompt(start).inspect(base)
     assert all(t.moved is None for t in unknown.tokens)
-    assert "initial value" in format_text(unknown)
+    assert "initial value" in unknown.text()
 
 
 def test_label_clustering_tells_label_prompts_from_random_ones(tiny_models):
     base = tiny_models("llama")
     yes, no = base.encode(" yes"), base.encode(" no")
-    near = inspect_prompt(prompt_of_tokens(base, [yes[1], no[1], yes[2], no[0]]), base, top_k=3)
+    near = prompt_of_tokens(base, [yes[1], no[1], yes[2], no[0]]).inspect(base, top_k=3)
     assert near.clustering["tokens_with_label_word"] == 4
     assert near.summary.startswith("neighbours cluster around the label words")
     assert {lab.label for lab in near.labels} == {"good", "bad"}
     assert near.tokens[1].near_label == "bad"  # a label's own word belongs to it, not to a similar label
-    far = inspect_prompt(SoftPrompt(torch.randn(20, base.hidden_size), PromptMeta(verbalizer=VERBALIZER)), base)
+    far = SoftPrompt(torch.randn(20, base.hidden_size), PromptMeta(verbalizer=VERBALIZER)).inspect(base)
     assert far.clustering["tokens_with_label_word"] < 20
     assert far.clustering["mean_cosine_to_labels"] < near.clustering["mean_cosine_to_labels"]
-    assert inspect_prompt(SoftPrompt(torch.randn(2, base.hidden_size)), base).clustering == {}
+    assert SoftPrompt(torch.randn(2, base.hidden_size)).inspect(base).clustering == {}
 
 
 def test_label_neighbourhood_gives_each_label_its_own_words(tiny_models):
@@ -94,9 +95,9 @@ def test_label_neighbourhood_gives_each_label_its_own_words(tiny_models):
 def test_refuses_bad_top_k_and_wrong_dimension(tiny_models):
     base = tiny_models("llama")
     with pytest.raises(SoftPromptError, match="--top-k"):
-        inspect_prompt(SoftPrompt(torch.randn(2, base.hidden_size)), base, top_k=0)
+        SoftPrompt(torch.randn(2, base.hidden_size)).inspect(base, top_k=0)
     with pytest.raises(SoftPromptError, match="hidden size"):
-        inspect_prompt(SoftPrompt(torch.randn(2, base.hidden_size + 1)), base)
+        SoftPrompt(torch.randn(2, base.hidden_size + 1)).inspect(base)
 
 
 def test_cli_text_json_and_plot(tmp_path, capsys):
@@ -136,7 +137,7 @@ def test_label_init_prompt_on_the_real_vocabulary():
     base = load_base_model("smollm2-135m")
     meta = PromptMeta(task="classify", verbalizer={"fresh": " positive", "rotten": " negative"})
     prompt = SoftPrompt.initialize(base, 6, "labels", label_words=[" positive", " negative"], meta=meta)
-    result = inspect_prompt(prompt, base, top_k=5)
+    result = prompt.inspect(base, top_k=5)
     assert [result.tokens[i].neighbours[0].token for i in (0, 1)] == [" positive", " negative"]
     assert [result.tokens[i].near_label for i in (0, 1)] == ["fresh", "rotten"]
     assert all(0 < t.norm_percentile < 100 for t in result.tokens)  # real token vectors sit inside the distribution

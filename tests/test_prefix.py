@@ -13,10 +13,12 @@ from peft import PeftModel, PrefixTuningConfig, TaskType, get_peft_model
 
 from softprompt.errors import PromptFileError, SoftPromptError
 from softprompt.forward import PrefixKV, causal_lm_loss, input_logits, next_token_logits, pad_batch, prompt_state
-from softprompt.method_registry import METHOD_NAMES, METHODS
-from softprompt.methods import PROMPT_CLASSES, load_prompt, prompt_class
-from softprompt.prefix import PrefixPrompt, PrefixShape, prefix_of_embeddings
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.methods import PROMPT_CLASSES, load_prompt, prompt_class
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
+from softprompt.prompts.prefix_layout import PrefixShape, prefix_of_embeddings
+from softprompt.prompts.registry import METHODS, method_names
 from softprompt.testing import tiny_base
 
 CAUSAL = ("gpt2", "llama", "qwen2", "gemma3")
@@ -44,8 +46,8 @@ def labels_of(batch):
 
 
 def test_the_registry_names_every_method():
-    assert tuple(PROMPT_CLASSES) == METHOD_NAMES
-    assert all(METHODS[m].peft_type == PROMPT_CLASSES[m].PEFT_TYPE for m in METHOD_NAMES)
+    assert tuple(PROMPT_CLASSES) == method_names()
+    assert all(METHODS[m].peft_type == PROMPT_CLASSES[m].PEFT_TYPE for m in method_names())
     assert prompt_class("prefix") is PrefixPrompt and prompt_class("prompt") is SoftPrompt
     with pytest.raises(SoftPromptError, match="--method must be one of prompt, prefix"):
         prompt_class("lora")

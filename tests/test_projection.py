@@ -9,10 +9,11 @@ from softprompt.cli import main
 from softprompt.data import Example
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.projection import nearest_token_ids, score_projection
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.vocab import vocabulary_embeddings
 from softprompt.tasks import ClassifyTask
 from softprompt.testing import save_tiny
-from softprompt.vocab import vocabulary_embeddings
 
 TASK = ClassifyTask("Text: {text}\nLabel:", {"good": " yes", "bad": " no"})
 EXAMPLES = [

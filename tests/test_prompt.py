@@ -10,13 +10,10 @@ from peft import PeftModel, PromptTuningConfig, TaskType, get_peft_model
 
 from softprompt.errors import PromptFileError, SoftPromptError
 from softprompt.forward import input_logits, pad_batch, prompt_state
-from softprompt.prompt import (
-    INITIAL_FILE,
-    WEIGHTS_FILE,
-    PromptMeta,
-    SoftPrompt,
-    frequent_token_ids,
-)
+from softprompt.prompts.files import INITIAL_FILE, WEIGHTS_FILE
+from softprompt.prompts.initialize import frequent_token_ids
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.testing import tiny_base
 
 
@@ -199,7 +196,7 @@ def test_failed_save_leaves_previous_folder_intact(tmp_path, tiny_models, monkey
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("softprompt.prompt.save_file", boom)
+    monkeypatch.setattr("softprompt.prompts.files.save_file", boom)
     with pytest.raises(OSError, match="disk full"):
         second.save(tmp_path / "p", base)
     assert torch.equal(SoftPrompt.load(tmp_path / "p", base).embeddings, first.embeddings)
@@ -370,7 +367,7 @@ def test_a_prompt_file_that_may_not_be_read_says_so(tmp_path, tiny_models, monke
     """safetensors calls an unreadable file "No such file"; the message must say what it is (as root, simulated)."""
     import errno
 
-    from softprompt import prompt as prompt_module
+    from softprompt.prompts import files as prompt_module
 
     base = tiny_models("llama")
     folder = SoftPrompt.initialize(base, 3, "random").save(tmp_path / "p", base)

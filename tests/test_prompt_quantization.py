@@ -12,10 +12,11 @@ import pytest
 
 from softprompt.cli import main
 from softprompt.errors import PromptFileError
-from softprompt.methods import load_prompt
 from softprompt.models import load_base_model, quantize_base
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import PromptMeta, SoftPrompt, trained_precision
+from softprompt.prompts.meta import PromptMeta, trained_precision
+from softprompt.prompts.methods import load_prompt
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
 from softprompt.testing import save_tiny, tiny_base
 
 NOTICE = "notice: trained on int8 weights, running on full-precision weights"
@@ -84,9 +85,8 @@ def test_deep_prompt_across_precisions_one_notice_and_fingerprint_unchanged(tmp_
     caplog.set_level(logging.WARNING, logger="softprompt")
     prompt = load_prompt(tmp_path / "deep", fp32)
     assert trained_precision(prompt.meta).startswith("int4")
-    from softprompt.inspect_prompt import inspect_prompt
 
-    inspect_prompt(prompt, fp32)  # the deep prompt's own check stays quiet
+    prompt.inspect(fp32)  # the deep prompt's own check stays quiet
     assert len(notices(caplog)) == 1 and "trained on int4" in notices(caplog)[0]
 
 

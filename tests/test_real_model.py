@@ -7,7 +7,7 @@ import torch
 
 from softprompt import models
 from softprompt.forward import input_logits, next_token_logits, pad_batch, prompt_state
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.plain import SoftPrompt
 
 pytestmark = [
     pytest.mark.real_model,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from softprompt.cli import build_parser
+from softprompt.cli import build_parser, main
 from softprompt.commands.train import flag
 from softprompt.compare.config import CompareConfig
 from softprompt.errors import FieldError, SoftPromptError, worded
-from softprompt.method_registry import DEFAULT_METHOD, METHODS, VARIANTS
+from softprompt.prompts.registry import DEFAULT_METHOD, METHODS, VARIANTS
 from softprompt.recipe import RunData, RunSpec, build_config, defaults, parse_labels, prepare, run_training
 from softprompt.studio.runner import JobSpec, form_label, form_schema
 from softprompt.train_config import TrainConfig, setting
@@ -97,7 +97,7 @@ def test_plain_prompt_stays_exactly_a_plain_prompt():
     )
 
 
-def test_a_new_trainconfig_field_appears_in_the_cli_and_the_studio_form(monkeypatch, capsys):
+def test_a_new_trainconfig_field_appears_in_the_cli_and_the_studio_form(monkeypatch, capsys, tiny_models, tmp_path):
     """Adding a declared field is the only edit: the CLI's --help and the studio's form schema show it."""
     import dataclasses
 
@@ -120,6 +120,15 @@ def test_a_new_trainconfig_field_appears_in_the_cli_and_the_studio_form(monkeypa
     from softprompt.commands.train import spec_from_args
 
     assert spec_from_args(args).settings == {"toy_knob": 4}
+    # What a user reads: `softprompt train --help`, and the schema a running studio serves its page.
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--toy-knob TOY_KNOB a toy knob for this test (default: 7)" in " ".join(capsys.readouterr().out.split())
+    from studio.conftest import client, studio
+
+    with studio(tiny_models("llama"), tmp_path / "studio") as server, client(server) as http:
+        served = {s["name"]: s for s in http.get("/studio/api/schema").json()["settings"]}
+    assert served["toy_knob"]["label"] == "Toy knob" and served["toy_knob"]["default"] == 7
 
 
 def test_a_setting_error_names_the_field_in_each_front_ends_words():

@@ -6,11 +6,11 @@ from peft import PrefixTuningConfig, PromptEncoderConfig, TaskType, get_peft_mod
 
 from softprompt.errors import SoftPromptError
 from softprompt.forward import causal_lm_loss, input_logits, next_token_logits, pad_batch, prompt_state
-from softprompt.method_registry import METHODS
-from softprompt.methods import load_prompt
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import SoftPrompt
-from softprompt.reparam import TrainablePrompt
+from softprompt.prompts.methods import load_prompt
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
+from softprompt.prompts.registry import METHODS
+from softprompt.prompts.reparam import TrainablePrompt
 from softprompt.testing import tiny_base
 from softprompt.train_config import TrainConfig
 

@@ -18,7 +18,8 @@ from softprompt.evaluate import encode_eval_set, evaluate, predict
 from softprompt.forward import pad_batch
 from softprompt.infer import ClassifyResult, GenerationConfig, Predictor
 from softprompt.models import load_base_model
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.recipe import RunSpec, run_training
 from softprompt.tasks import (
     Encoded,

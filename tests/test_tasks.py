@@ -7,7 +7,7 @@ import torch
 
 from softprompt.errors import SoftPromptError
 from softprompt.forward import input_logits, pad_batch, prompt_state
-from softprompt.prompt import PromptMeta
+from softprompt.prompts.meta import PromptMeta
 from softprompt.tasks import ClassifyTask, Encoded, GenerateTask, task_from_meta
 
 CAUSAL = ("gpt2", "llama", "gemma3")

@@ -14,11 +14,11 @@ from softprompt.data import Example
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set
 from softprompt.forward import prompt_state
-from softprompt.methods import load_prompt
 from softprompt.optim import lr_factor
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import SoftPrompt
-from softprompt.reparam import TrainablePrompt
+from softprompt.prompts.methods import load_prompt
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
+from softprompt.prompts.reparam import TrainablePrompt
 from softprompt.tasks import ClassifyTask, GenerateTask
 from softprompt.testing import tiny_base
 from softprompt.train import BatchPlan, TrainConfig, TrainingError, _State, _train_step, encode_examples, train

@@ -35,10 +35,10 @@ import torch
 
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import EvalSet, better_on_dev, evaluate
-from softprompt.method_registry import VARIANTS
 from softprompt.models import BaseModel
 from softprompt.progress import MetricsLog
-from softprompt.prompt import BasePrompt
+from softprompt.prompts.base import BasePrompt
+from softprompt.prompts.registry import VARIANTS
 from softprompt.tasks import ClassifyTask, Encoded, Task
 
 # What prompt methods' backward pass keeps in a sweep (TrainConfig.gradient_checkpointing): as much as LoRA's loop.
@@ -241,7 +241,7 @@ class _BestOnDev:
         self.best_loss = values.get("best_loss")  # absent in a checkpoint from before the tie-break
 
 
-# The product's prompt methods (method_registry.VARIANTS, at their recipes), a few the sweeps measured besides,
+# The product's prompt methods (softprompt.prompts.registry.VARIANTS, at their recipes), a few the sweeps measured besides,
 # the product's default (what `softprompt train` with no method flag trains) and the baselines.
 METHODS: Mapping[str, Method] = MappingProxyType(
     {

@@ -40,8 +40,8 @@ from .decode import GenerationConfig, stream_generate
 from .errors import SoftPromptError
 from .forward import PromptState, next_token_logits, pad_batch, prompt_state, stack_states
 from .models import BaseModel
-from .prompt import BasePrompt, check_compatible
 from .prompt_cache import CacheKey, PromptCache, prompt_hash
+from .prompts.base import BasePrompt, check_compatible
 from .tasks import Task, task_from_meta
 
 __all__ = ["ClassifyResult", "GenerationConfig", "InputError", "Predictor", "combine_votes"]

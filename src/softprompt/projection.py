@@ -20,8 +20,8 @@ import torch
 
 from .evaluate import EvalRow, evaluate
 from .models import BaseModel
+from .prompts.vocab import cosine_matrix, vocabulary_embeddings
 from .tasks import Task
-from .vocab import cosine_matrix, vocabulary_embeddings
 
 
 @dataclass
@@ -76,13 +76,4 @@ def score_projection(
         hard=hard,
         n=len(rows),
         split=split,
-    )
-
-
-def summary(score: ProjectionScore) -> str:
-    m, where = score.metric, f"{score.split} " if score.split else ""
-    return (
-        f"nearest-token projection {score.text!r} as a hard prompt: {where}{m} {score.hard[m]:.4f} "
-        f"against {score.soft[m]:.4f} for the soft prompt ({score.hard[m] - score.soft[m]:+.4f}) "
-        f"on {score.n} {where}examples"
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FieldError, SoftPromptError
-from .method_registry import METHOD_NAMES, METHODS, default_method
+from .prompts.registry import METHODS, default_method
 from .tasks import DEFAULT_KIND, task_class, task_kinds
 from .train_config import FROM_RECIPE, TrainConfig, config_class, setting_names, settings
 from .typecheck import check_field_types
@@ -112,7 +112,7 @@ def defaults(task: str = DEFAULT_KIND, method: str | None = None) -> dict[str, o
         "lr": config.learning_rate,
         "steps": config.total_steps(0),
         "max_dev_examples": DEFAULT_DEV_EXAMPLES,
-        "by_method": {m: method_defaults(m) for m in METHOD_NAMES} if method is None else None,
+        "by_method": {m: method_defaults(m) for m in METHODS} if method is None else None,
     }
 
 
@@ -317,7 +317,7 @@ def run_training(
     from .balance import balance_note
     from .distributed import Dist
     from .evaluate import encode_eval_set
-    from .prompt import PromptMeta
+    from .prompts.meta import PromptMeta
     from .train import CHECKPOINT_DIR, encode_examples, train
 
     out = Path(out)

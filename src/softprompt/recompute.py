@@ -38,8 +38,8 @@ import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .families import decoder_of, encoder_of, transformer_blocks
-from .method_registry import GRADIENT_CHECKPOINTING
 from .models import BaseModel
+from .prompts.registry import GRADIENT_CHECKPOINTING
 
 MODES = GRADIENT_CHECKPOINTING
 

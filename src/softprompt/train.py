@@ -41,13 +41,14 @@ from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
 from .errors import SoftPromptError
 from .evaluate import EvalSet, better_on_dev, check_rows_fit
-from .methods import prompt_class
 from .models import BaseModel
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, Progress
-from .prompt import BasePrompt, PromptMeta
+from .prompts.base import BasePrompt
+from .prompts.meta import PromptMeta
+from .prompts.methods import prompt_class
+from .prompts.reparam import TrainablePrompt
 from .recompute import recompute
-from .reparam import TrainablePrompt
 from .signals import handling
 from .tasks import Encoded, Task
 from .train_config import TrainConfig

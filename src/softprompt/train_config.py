@@ -4,7 +4,7 @@ Each field is declared once, with its type, default, choices and help (`setting`
 flags, the studio's form (its schema, labels and validation) and `compare`'s per-method settings are
 generated from these declarations (`settings()`), so a new field appears in each of them with no
 other edit. Fields left unset (None) that a method's recipe covers (prompt length, LR, optimiser,
-recompute, reparameterisation width) take the method's measured value (`method_registry`).
+recompute, reparameterisation width) take the method's measured value (`prompts/registry.py`).
 
 The module does not import torch, so `softprompt --help` and the studio's schema can show the
 defaults without loading it.
@@ -18,8 +18,8 @@ import typing
 from dataclasses import Field, asdict, dataclass, field, fields
 
 from .errors import FieldError
-from .method_registry import DEFAULT_METHOD, GRADIENT_CHECKPOINTING, METHOD_NAMES, METHODS, REPARAMS
 from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
+from .prompts.registry import DEFAULT_METHOD, GRADIENT_CHECKPOINTING, METHODS, REPARAMS
 from .tasks import task_class, task_kinds
 from .tasks.base import TRUNCATE_SIDES
 from .typecheck import check_field_types
@@ -78,7 +78,7 @@ class TrainConfig:
     method: str = setting(
         DEFAULT_METHOD,
         "what trains: " + "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()),
-        choices=METHOD_NAMES,
+        choices=METHODS.keys(),  # a live view: a method registered later is a choice too
         basic=True,
     )
     reparam: str = setting(
@@ -159,7 +159,7 @@ class TrainConfig:
     def __post_init__(self):
         check_field_types(self)
         if self.method not in METHODS:
-            raise FieldError("method", f"must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}")
+            raise FieldError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         recipe = METHODS[self.method].recipe
         for name in FROM_RECIPE:
             if getattr(self, name) is None:

@@ -13,7 +13,8 @@ from softprompt import models
 from softprompt.cli import COMMANDS, build_parser, main
 from softprompt.commands.options import DEFAULT_QUANTIZE, QUANTIZE_MODES
 from softprompt.errors import EXIT_USAGE, SoftPromptError
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.testing import tiny_base
 
 READS_FILES_ONLY = {"info", "models"}  # commands that never load a model (models: install/list, quant-load's)

@@ -9,8 +9,8 @@ from softprompt.decode import GenerationConfig, eos_token_ids, generate_texts
 from softprompt.engine import CANCELLED, Engine, Sequence
 from softprompt.errors import SoftPromptError
 from softprompt.forward import input_logits, next_token_logits, pad_batch, prompt_state
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
 
 KINDS = ("gpt2", "llama", "gemma3")  # gemma3: a sliding window shorter than the inputs, and a softcap
 TEXTS = [

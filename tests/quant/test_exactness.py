@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from softprompt.forward import causal_lm_loss, input_logits, lm_logits, next_token_logits, pad_batch, prompt_state
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
 from softprompt.recompute import recompute
 
 KINDS = ("gpt2", "llama", "qwen2", "gemma3")

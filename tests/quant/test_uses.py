@@ -6,8 +6,8 @@ from tests.test_train import TASK, config, run, setup
 
 from softprompt.infer import ClassifyResult, Predictor
 from softprompt.models import quantize_base
+from softprompt.prompts.vocab import vocabulary_embeddings
 from softprompt.testing import tiny_base
-from softprompt.vocab import vocabulary_embeddings
 
 
 @pytest.mark.parametrize(("mode", "method"), [("int8", "prompt"), ("int4", "prefix")])

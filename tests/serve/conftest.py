@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from softprompt.infer import Predictor
-from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE, PromptMeta, SoftPrompt
+from softprompt.prompts.files import CONFIG_FILE, WEIGHTS_FILE
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.serve.app import create_app
 from softprompt.serve.config import ServeSettings
 from softprompt.serve.registry import PromptRegistry

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from softprompt.infer import GenerationConfig
-from softprompt.prompt import PromptMeta
+from softprompt.prompts.meta import PromptMeta
 from softprompt.testing import save_tiny
 
 from .conftest import BROKEN, break_folder, classify_meta, fill_prompts, save_prompt, serving, wait_until
@@ -73,7 +73,7 @@ def test_classify_matches_the_predictor_and_mixed_concurrent_requests_agree(serv
 
 def test_deep_prompts_are_served_beside_plain_ones_in_shared_batches(base, tmp_path):
     """Concurrent requests naming a plain prompt, a deep prompt (keys/values per layer) or none: as if alone."""
-    from softprompt.prefix import PrefixPrompt
+    from softprompt.prompts.prefix import PrefixPrompt
 
     folder = tmp_path / "prompts"
     save_prompt(base, folder / "plain", t=4, seed=1)

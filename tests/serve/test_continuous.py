@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from softprompt.decode import GenerationConfig
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import PromptMeta
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.prefix import PrefixPrompt
 
 from .conftest import fill_prompts, serving, wait_until
 

@@ -11,8 +11,8 @@ import pytest
 
 from softprompt.decode import GenerationConfig
 from softprompt.models import quantize_base
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import PromptMeta
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.prefix import PrefixPrompt
 from softprompt.testing import tiny_base
 
 from .conftest import fill_prompts, serving

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from softprompt.errors import SoftPromptError
-from softprompt.prompt import CONFIG_FILE, WEIGHTS_FILE
+from softprompt.prompts.files import CONFIG_FILE, WEIGHTS_FILE
 from softprompt.serve.registry import PromptRegistry, name_problem
 from softprompt.testing import tiny_base
 

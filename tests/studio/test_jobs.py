@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from softprompt.errors import SoftPromptError
-from softprompt.methods import load_prompt
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.methods import load_prompt
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.studio.jobs import JOB_FILE, JobBusy, JobQueue, QueueFull
 from softprompt.studio.runner import JobSpec, NameTaken, publish, resolve, train_job
 from softprompt.studio.uploads import UploadStore
@@ -202,7 +202,7 @@ def test_the_queue_is_capped_and_finished_jobs_can_be_deleted(tmp_path):
 
 
 def test_publish_never_replaces_another_prompt_unless_asked(tmp_path, base):
-    from softprompt.prompt import PromptMeta
+    from softprompt.prompts.meta import PromptMeta
 
     run_dir = tmp_path / "jobs" / "job1" / "run"
     SoftPrompt.initialize(base, 3, "random", meta=PromptMeta()).save(run_dir, base)

@@ -10,7 +10,8 @@ import httpx
 
 import softprompt.studio.app as routes
 import softprompt.studio.uploads as uploads_module
-from softprompt.prompt import PromptMeta, SoftPrompt
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
 from softprompt.recipe import defaults
 
 from .conftest import TEMPLATE, client, reviews_csv, small_job, studio, wait_until

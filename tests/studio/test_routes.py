@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from softprompt.prompt import SoftPrompt
+from softprompt.prompts.plain import SoftPrompt
 
 from .conftest import TEMPLATE, client, reviews_csv, small_job, studio, wait_until
 

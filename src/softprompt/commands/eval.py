@@ -41,9 +41,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..data import BuiltinDataset, SplitDataset, resolve_data
     from ..errors import SoftPromptError
     from ..evaluate import encode_eval_set, evaluate
-    from ..methods import load_prompt
     from ..metrics import recall_text
     from ..models import DEFAULT_MODEL, load_base_model
+    from ..prompts.methods import load_prompt
     from ..recipe import prepare
 
     spec = spec_from_args(args, with_settings=False)  # flag problems show up before the model loads
@@ -85,6 +85,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _prompt_model(folder: str) -> str | None:
-    from ..methods import load_prompt
+    from ..prompts.methods import load_prompt
 
     return load_prompt(folder).meta.base_model

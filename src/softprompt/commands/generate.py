@@ -68,8 +68,8 @@ def load_predictor(args: argparse.Namespace):
     the model loads, so a typo costs no model load.
     """
     from ..infer import Predictor
-    from ..methods import load_prompt
     from ..models import load_base_model
+    from ..prompts.methods import load_prompt
 
     prompts = {folder: load_prompt(folder) for folder in args.prompt}
     base = load_base_model(args.model, device=device(args), quantize=quantize(args))

@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(folder: str) -> dict:
-    from ..methods import load_prompt
-    from ..prompt import CONFIG_FILE, trained_precision
+    from ..prompts.files import CONFIG_FILE
+    from ..prompts.meta import trained_precision
+    from ..prompts.methods import load_prompt
 
     prompt_path = Path(folder)
     prompt = load_prompt(prompt_path)

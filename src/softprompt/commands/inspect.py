@@ -49,11 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import SoftPromptError
     from ..extras import require
     from ..fileio import check_output_path
-    from ..inspect_prefix import PrefixInspection
-    from ..inspect_prompt import format_text, inspect_prompt
-    from ..methods import load_prompt
     from ..models import DEFAULT_MODEL, load_base_model
-    from ..prompt import precision_text, trained_precision
+    from ..prompts.meta import precision_text, trained_precision
+    from ..prompts.methods import load_prompt
 
     if args.plot:
         require("plots", "inspect --plot")
@@ -63,18 +61,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {model} ...", file=sys.stderr)
     base = load_base_model(model, device=device(args), quantize=quantize(args))
     prompt = load_prompt(args.prompt, base, allow_mismatch=args.allow_model_mismatch)
-    inspection = inspect_prompt(prompt, base, top_k=args.top_k)
-    if args.data and isinstance(inspection, PrefixInspection):
+    inspection = prompt.inspect(base, top_k=args.top_k)
+    if args.data and prompt.input_embeddings() is None:
         raise SoftPromptError(
-            f"{args.prompt} is a deep prompt (keys/values in every layer): it has no input vectors to project "
-            "onto the vocabulary, so --data has nothing to score; it applies to plain prompts"
+            f"{args.prompt} is a {prompt.METHOD} prompt: it has no input vectors to project onto the vocabulary, "
+            "so --data has nothing to score; it applies to plain prompts"
         )
     if args.data:
         inspection.projection = _score_projection(args, base, prompt, inspection.nearest_token_ids())
     if args.plot:
-        from ..plots import plot_inspection
-
-        path = plot_inspection(prompt, base, inspection, args.plot)
+        path = inspection.plot(prompt, base, args.plot)
         print(f"wrote {path}", file=sys.stderr)
     precision = {
         "trained_on": trained_precision(prompt.meta),
@@ -84,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**inspection.to_dict(), "precision": precision}, indent=2))
     else:
         print(f"weights: trained on {precision['trained_on'] or 'unknown'}, inspected on {precision['inspected_on']}")
-        print(format_text(inspection))
+        print(inspection.text())
     return 0
 
 
@@ -102,6 +98,12 @@ def _score_projection(args: argparse.Namespace, base, prompt, token_ids: list[in
     print(f"scoring the soft prompt and its projection on {len(rows)} examples ...", file=sys.stderr)
     split = args.split if builtin else None
     score = score_projection(
-        base, data.task, prompt.embeddings, rows.rows, token_ids=token_ids, batch_size=args.batch_size, split=split
+        base,
+        data.task,
+        prompt.input_embeddings(),
+        rows.rows,
+        token_ids=token_ids,
+        batch_size=args.batch_size,
+        split=split,
     )
     return score.to_dict()

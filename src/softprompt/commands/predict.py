@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import EXIT_OK, EXIT_SOME_FAILED, SoftPromptError
     from ..fileio import atomic_path, check_output_path
-    from ..methods import load_prompt
+    from ..prompts.methods import load_prompt
 
     if args.output != "-":
         check_output_path(args.output, flag="--output", folder=False)

@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..evaluate import encode_eval_set, evaluate
     from ..fileio import check_output_path
     from ..models import DEFAULT_MODEL, load_base_model
-    from ..prompt import CONFIG_FILE, WEIGHTS_FILE
+    from ..prompts.files import CONFIG_FILE, WEIGHTS_FILE
     from ..quant import weight_count
     from ..recipe import RunSpec, prepare, run_training, set_threads
 

@@ -15,8 +15,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import FieldError
-from ..method_registry import VARIANTS
 from ..optim import OPTIMIZERS
+from ..prompts.registry import VARIANTS
 from ..train_config import TrainConfig
 from ..typecheck import check_field_types
 
@@ -24,7 +24,7 @@ from ..typecheck import check_field_types
 # command's flags from CompareConfig's defaults without loading torch (a test checks they agree).
 DEFAULT_MODEL = "smollm2-135m"
 
-# softprompt's prompt methods (method_registry.VARIANTS): the TrainConfig settings that make each (besides the
+# softprompt's prompt methods (prompts/registry.VARIANTS): the TrainConfig settings that make each (besides the
 # shared budget); each trains at its method's recipe unless a compare flag sets a value for all of them.
 PROMPT_METHODS = {name: {"method": v.method, "reparam": v.reparam, **v.settings} for name, v in VARIANTS.items()}
 METHODS = ("zero-shot", "few-shot", *PROMPT_METHODS, "lora", "full-finetune")
@@ -79,7 +79,7 @@ class CompareConfig:
     max_input_tokens: int | None = None  # None: the built-in dataset's hint
     few_shot_k: int = 4  # in-context examples, balanced over labels
     instruction: str | None = None  # hard-prompt instruction; None: "Classify ... Answer with one of: ..."
-    # The prompt methods' T, optimiser and LR: None = each method's own recipe (method_registry).
+    # The prompt methods' T, optimiser and LR: None = each method's own recipe (prompts/registry.py).
     num_virtual_tokens: int | None = None
     prompt_optimizer: str | None = None  # "adafactor" = the paper's (constant LR 0.3)
     prompt_lr: float | None = None

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from ..evaluate import EvalSet, evaluate
-from ..inspect_prompt import inspect_prompt
 from ..models import BaseModel
 from ..optim import build_optimizer
 from ..progress import MetricsLog
-from ..prompt import CONFIG_FILE, WEIGHTS_FILE, BasePrompt, SoftPrompt
+from ..prompts.base import BasePrompt
+from ..prompts.files import CONFIG_FILE, WEIGHTS_FILE
 from ..recipe import RunData, RunSpec, build_config, run_training
 from ..train import METRICS_FILE
 from .config import CompareConfig
@@ -77,7 +77,7 @@ def run_prompt_tuning(
         ),
     )
     prompt = trained.prompt
-    inspection = inspect_prompt(prompt, base)
+    inspection = prompt.inspect(base)
     params = trained.trainable_parameters
     _, total = parameter_counts(base.model)
     losses = [r["loss"] for r in MetricsLog(folder / METRICS_FILE).records() if "loss" in r]
@@ -109,9 +109,7 @@ def run_prompt_tuning(
             "stored_parameters": prompt.num_parameters,
             "folder": str(folder),
             # A deep prompt's keys/values are not embeddings: no nearest tokens (inspect shows its layers).
-            "nearest_tokens": [[n.token for n in tok.neighbours[:3]] for tok in inspection.tokens]
-            if isinstance(prompt, SoftPrompt)
-            else None,
+            "nearest_tokens": inspection.nearest_tokens(3),
         },
     )
     return result, prompt

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SoftPromptError
-from ..methods import load_prompt
 from ..models import BaseModel
-from ..prompt import CONFIG_FILE, WEIGHTS_FILE, BasePrompt
+from ..prompts.base import BasePrompt
+from ..prompts.files import CONFIG_FILE, WEIGHTS_FILE
+from ..prompts.methods import load_prompt
 from ..tasks import task_from_meta
 
 log = logging.getLogger("softprompt.serve")

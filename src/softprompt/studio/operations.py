@@ -13,7 +13,7 @@ import dataclasses
 import threading
 from pathlib import Path
 
-from ..prompt import PromptMeta
+from ..prompts.meta import PromptMeta
 from ..serve.batcher import Cancelled
 from ..tasks import task_from_meta
 from .storage import trim_to
@@ -43,10 +43,8 @@ class ClassifyHard:
 
 def draw_plot(prompt, base, path: Path, *, lock: threading.Lock, cache: Path, max_cache_bytes: int) -> None:
     """The inspect plot of `prompt` at `path` (kept if there), the cache trimmed to its quota."""
-    from ..inspect_prompt import inspect_prompt
-    from ..plots import plot_inspection
 
     with lock:
         if not path.is_file():
-            plot_inspection(prompt, base, inspect_prompt(prompt, base), path)
+            prompt.inspect(base).plot(prompt, base, path)
             trim_to(cache, max_cache_bytes, keep=path)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ..forward import PromptState, TokenBatch
     from ..models import BaseModel
-    from ..prompt import PromptMeta
+    from ..prompts.meta import PromptMeta
 
 TEXT_SLOT = "{text}"
 TRUNCATE_SIDES = ("left", "right")

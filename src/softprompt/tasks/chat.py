@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..data import Example
     from ..forward import PromptState, TokenBatch
     from ..models import BaseModel
-    from ..prompt import PromptMeta
+    from ..prompts.meta import PromptMeta
 
 CHAT_FORMAT = "chat"
 CHAT_TEMPLATE = "{text}"  # a plain text given to a chat prompt is the user's turn as is

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ..forward import PromptState, TokenBatch
     from ..models import BaseModel
-    from ..prompt import PromptMeta
+    from ..prompts.meta import PromptMeta
 
 
 @register_task

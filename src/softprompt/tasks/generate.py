@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from ..forward import PromptState, TokenBatch
     from ..models import BaseModel
-    from ..prompt import PromptMeta
+    from ..prompts.meta import PromptMeta
 
 ANSWER_SLACK = 4  # new tokens allowed beyond the longest gold answer when evaluating
 

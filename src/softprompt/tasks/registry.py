@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import SoftPromptError
 
 if TYPE_CHECKING:
-    from ..prompt import PromptMeta
+    from ..prompts.meta import PromptMeta
     from .base import Task
 
 DEFAULT_KIND = "classify"  # what a run is when neither the user nor the data says

@@ -20,8 +20,8 @@ router = APIRouter()
 @router.get("/api/info")
 async def info(state: Studio) -> dict:
     from ...data import BUILTIN_DATASETS
-    from ...method_registry import METHOD_NAMES, REPARAMS
     from ...optim import DEFAULT_LR, OPTIMIZERS
+    from ...prompts.registry import METHODS, REPARAMS
     from ...recipe import defaults
     from ...train_config import REPARAM_LR_SCALE
 
@@ -34,7 +34,7 @@ async def info(state: Studio) -> dict:
         "optimizers": [
             {"name": o, "lr": DEFAULT_LR[o]} for o in sorted(OPTIMIZERS, key=lambda o: o != defaults()["optimizer"])
         ],
-        "methods": list(METHOD_NAMES),
+        "methods": list(METHODS),
         "reparam_lr_scale": REPARAM_LR_SCALE,
         "reparams": list(REPARAMS),
         "limits": dataclasses.asdict(state.limits),

@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
 from ...errors import SoftPromptError
-from ...prompt import trained_precision
+from ...prompts.meta import trained_precision
 from ...serve.app import APIError
 from ...serve.registry import name_problem
 from ..operations import draw_plot
@@ -52,11 +52,10 @@ async def delete_prompt(name: str, state: Studio) -> dict:
 @router.get("/api/prompts/{name}/inspect")
 async def inspect(name: str, state: Studio, top_k: int = 5) -> dict:
     """The nearest-token table (JSON)."""
-    from ...inspect_prompt import inspect_prompt
 
     prompt = state.loaded(name)
     try:
-        result = await asyncio.to_thread(inspect_prompt, prompt, state.base, top_k=top_k)
+        result = await asyncio.to_thread(prompt.inspect, state.base, top_k=top_k)
     except SoftPromptError as e:
         raise user_error(e) from None
     return result.to_dict()

@@ -27,11 +27,12 @@ import math
 import torch
 from torch import nn
 
-from .errors import SoftPromptError
-from .forward import PromptState
-from .method_registry import REPARAMS
-from .models import BaseModel
-from .prompt import BasePrompt, PromptMeta
+from ..errors import SoftPromptError
+from ..forward import PromptState
+from ..models import BaseModel
+from .base import BasePrompt
+from .meta import PromptMeta
+from .registry import REPARAMS
 
 
 class Direct(nn.Module):

@@ -3,7 +3,8 @@
 A *method* is what trains and what the prompt file holds: `prompt` (T input vectors, prompt tuning)
 or `prefix` (T keys/values in every layer: prefix tuning / P-tuning v2). `--method`, the studio's
 form, `compare`'s entries, the accuracy benchmark and the PEFT loaders (`methods.py`, which maps each
-name to its class) all read this module. A *reparameterisation* (`reparam`) is how a method's weights
+name to its class) all read this module. A method defined elsewhere (a plugin, a test) is added with
+`methods.register_prompt_method`, which calls `register_method` here. A *reparameterisation* (`reparam`) is how a method's weights
 are made while it trains; `compare` also runs named pairs of the two (`VARIANTS`: p-tuning is the
 prompt method through an MLP).
 
@@ -86,8 +87,9 @@ _METHODS = (
         decoder_only=True,
     ),
 )
-METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _METHODS})
-METHOD_NAMES = tuple(METHODS)
+# The only module-level state here: the built-in methods, and those registered at import (plugins, tests).
+_REGISTERED: dict[str, Method] = {m.name: m for m in _METHODS}
+METHODS: Mapping[str, Method] = MappingProxyType(_REGISTERED)  # a live view: registered methods show at once
 # The method a run gets when the user names none: chosen by measurement (docs/methods.md, "Defaults").
 DEFAULT_METHOD = "prefix"
 
@@ -101,6 +103,27 @@ VARIANTS: Mapping[str, Variant] = MappingProxyType(
         )
     }
 )
+
+
+def method_names() -> tuple[str, ...]:
+    """Every method's name, the built-in ones first (what `--method` and the studio's form offer)."""
+    return tuple(METHODS)
+
+
+def register_method(entry: Method) -> None:
+    """Add a method (its class comes with it: `methods.register_prompt_method`); refuses a name or PEFT type that
+    another method has."""
+    taken = [m.name for m in METHODS.values() if entry.name != m.name and entry.peft_type == m.peft_type]
+    if not entry.name.isidentifier() or entry.name in METHODS or taken:
+        raise ValueError(f"cannot register method {entry.name!r} ({entry.peft_type}): the name or type is taken")
+    _REGISTERED[entry.name] = entry
+
+
+def unregister_method(name: str) -> None:
+    """Remove a registered method (a plugin unloaded, a test done); the built-in ones stay."""
+    if name in {m.name for m in _METHODS}:
+        raise ValueError(f"method {name!r} is built in")
+    _REGISTERED.pop(name, None)
 
 
 def default_method(*, seq2seq: bool = False) -> str:

@@ -19,76 +19,21 @@ Decoder-only models only: an encoder-decoder takes a plain prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import PromptFileError, SoftPromptError
-from .forward import PrefixKV, prompt_prefix
-from .models import BaseModel
-from .prompt import (
-    BasePrompt,
-    PromptMeta,
-    check_length,
-    initial_embeddings,
-    new_meta,
-    peft_common,
-    peft_type_of,
-    tile_rows,
-)
-
-
-@dataclass(frozen=True)
-class PrefixShape:
-    """How a deep prompt's row splits: per layer a key and a value of kv_heads x head_dim."""
-
-    layers: int
-    kv_heads: int
-    head_dim: int
-
-    @property
-    def token_dim(self) -> int:
-        """One key (or value) of one layer: PEFT's `token_dim`."""
-        return self.kv_heads * self.head_dim
-
-    @property
-    def width(self) -> int:
-        """Numbers per virtual token."""
-        return self.layers * 2 * self.token_dim
-
-    @classmethod
-    def of(cls, base: BaseModel) -> PrefixShape:
-        """The shape a deep prompt for `base` has; refuses models it cannot serve."""
-        family = base.family
-        if family.seq2seq:
-            raise SoftPromptError(
-                f"model '{base.name}' is an encoder-decoder: deep prompts (--method prefix) need a decoder-only "
-                "model; train a plain prompt (--method prompt) instead"
-            )
-        shapes = {family.kv_shape(layer) for layer in range(family.num_layers)}
-        if len(shapes) != 1:
-            raise SoftPromptError(
-                f"model '{base.name}' has layers of different key/value shapes {sorted(shapes)}; "
-                "deep prompts need one shape for every layer"
-            )
-        ((heads, dim),) = shapes
-        return cls(family.num_layers, heads, dim)
-
-    def split(self, weights: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """[T, width] -> per-layer keys and values, each [1, kv_heads, T, head_dim] (views: gradients flow back)."""
-        t = weights.shape[0]
-        slots = weights.view(t, 2 * self.layers, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
-        return [slots[2 * i].unsqueeze(0) for i in range(self.layers)], [
-            slots[2 * i + 1].unsqueeze(0) for i in range(self.layers)
-        ]
-
-    def join(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
-        """Per-layer keys/values [1, kv_heads, T, head_dim] -> the [T, width] row layout."""
-        slots = torch.stack([kv[0] for pair in zip(keys, values) for kv in pair])  # [2L, H, T, hd]
-        t = slots.shape[2]
-        return slots.permute(2, 0, 1, 3).reshape(t, self.width)
+from ..errors import PromptFileError, SoftPromptError
+from ..forward import PrefixKV
+from ..models import BaseModel
+from .base import BasePrompt
+from .files import peft_common, peft_type_of
+from .initialize import Start, tile_rows
+from .inspect_prefix import PrefixInspection, inspect_layers
+from .meta import PromptMeta
+from .plain import SoftPrompt
+from .prefix_layout import PrefixShape, prefix_of_embeddings
 
 
 class PrefixPrompt(BasePrompt):
@@ -133,33 +78,19 @@ class PrefixPrompt(BasePrompt):
         return {"layers": s.layers, "kv_heads": s.kv_heads, "head_dim": s.head_dim}
 
     @classmethod
-    def initialize(
-        cls,
-        base: BaseModel,
-        num_virtual_tokens: int = 20,
-        init: str = "vocab",
-        *,
-        label_words: list[str] | None = None,
-        seed: int = 0,
-        meta: PromptMeta | None = None,
-        allow_mismatch: bool = False,
-    ) -> PrefixPrompt:
-        """A new deep prompt for `base`, starting as the keys/values the model makes of a plain prompt's `init`.
-
-        So at step 0 it answers exactly as the plain prompt with that init would; `file:` takes
-        a deep prompt folder as it is, or runs a plain prompt folder through the model.
-        """
+    def initial_weights(cls, base: BaseModel, start: Start) -> torch.Tensor:
+        """The keys/values the model makes of a plain prompt's start, so at step 0 a deep prompt answers exactly
+        as the plain prompt with that init would; `file:` takes a deep prompt folder as it is, or runs a plain
+        prompt folder through the model."""
         shape = PrefixShape.of(base)
-        check_length(num_virtual_tokens)
-        path = init[len("file:") :] if init.startswith("file:") else None
-        if path is not None and peft_type_of(Path(path)) == cls.PEFT_TYPE:
-            source = cls.load(path, base, allow_mismatch=allow_mismatch).prefix.detach()
-            weights = tile_rows(source, num_virtual_tokens)
-        else:
-            gen = torch.Generator().manual_seed(seed)
-            emb = initial_embeddings(base, num_virtual_tokens, init, label_words, gen, allow_mismatch=allow_mismatch)
-            weights = prefix_of_embeddings(base, emb, shape)
-        return cls(weights, shape, new_meta(base, meta, init), initial=weights)
+        if start.file is not None and peft_type_of(Path(start.file)) == cls.PEFT_TYPE:
+            source = cls.load(start.file, base, allow_mismatch=start.allow_mismatch).prefix.detach()
+            return tile_rows(source, start.num_virtual_tokens)
+        return prefix_of_embeddings(base, SoftPrompt.initial_weights(base, start), shape)
+
+    @classmethod
+    def of_weights(cls, base: BaseModel, weights: torch.Tensor, meta: PromptMeta) -> PrefixPrompt:
+        return cls(weights, PrefixShape.of(base), meta, initial=weights)
 
     @classmethod
     def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PrefixKV:
@@ -172,13 +103,12 @@ class PrefixPrompt(BasePrompt):
 
     def layer_kv(self, weights: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-layer keys and values [kv_heads, T, head_dim] of `weights` (default: this prompt's), detached."""
-        keys, values = self.shape.split((self.prefix if weights is None else weights).detach())
-        return [k[0] for k in keys], [v[0] for v in values]
+        return self.shape.layer_kv(self.prefix if weights is None else weights)
 
     def peft_config(self, base: BaseModel | None) -> dict:
         s = self.shape
         return {
-            **peft_common(self, base, self.PEFT_TYPE),
+            **peft_common(self.meta.base_model, self.num_virtual_tokens, base, self.PEFT_TYPE),
             "encoder_hidden_size": s.token_dim,
             "init_weights": None,
             "num_attention_heads": s.kv_heads,
@@ -225,10 +155,6 @@ class PrefixPrompt(BasePrompt):
             )
         return None
 
-
-def prefix_of_embeddings(base: BaseModel, embeddings: torch.Tensor, shape: PrefixShape | None = None) -> torch.Tensor:
-    """The [T, width] deep prompt equal to the plain prompt `embeddings` [T, d]: the keys/values `base` makes of it."""
-    shape = shape or PrefixShape.of(base)
-    with torch.no_grad():
-        computed = prompt_prefix(base, embeddings.to(torch.float32))
-        return shape.join(computed.keys, computed.values).to("cpu", torch.float32)
+    def inspect(self, base: BaseModel, *, top_k: int = 5) -> PrefixInspection:
+        """Per-layer key/value norms and drift (inspect_prefix.py): keys/values have no nearest tokens."""
+        return inspect_layers(self, self.shape, base)

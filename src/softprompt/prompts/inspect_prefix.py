@@ -1,6 +1,6 @@
 """Look inside a deep prompt: per-layer key/value norms, how far each layer moved, and against what scale.
 
-A deep prompt (prefix.py) has no input vectors, so "nearest vocabulary token"
+The deep prompt's `inspect` hook (`PrefixPrompt.inspect`). A deep prompt (prefix.py) has no input vectors, so "nearest vocabulary token"
 means nothing for it: its keys/values live in each layer's attention space,
 not in the embedding space. What can be said:
 
@@ -16,13 +16,18 @@ not in the embedding space. What can be said:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .models import BaseModel
-from .prefix import PrefixPrompt, prefix_of_embeddings
-from .prompt import frequent_token_ids
+from ..models import BaseModel
+from .initialize import embed_ids, frequent_token_ids
+from .prefix_layout import PrefixShape, prefix_of_embeddings
+
+if TYPE_CHECKING:
+    from .base import BasePrompt
 
 REFERENCE_TOKENS = 64  # frequent tokens whose keys/values set the reference scale
 SHOWN_LAYERS = 3  # layers named in the summary as moved most / least
@@ -67,12 +72,26 @@ class PrefixInspection:
             layer["moved"] = figures.moved
         return out
 
+    def nearest_tokens(self, k: int) -> None:
+        """Keys/values are not embeddings: they have no nearest vocabulary tokens."""
+        return None
 
-def inspect_prefix(prompt: PrefixPrompt, base: BaseModel) -> PrefixInspection:
-    """Per-layer norms against the model's own keys/values, and drift from the initial value."""
+    def text(self) -> str:
+        return format_text(self)
+
+    def plot(self, prompt: BasePrompt, base: BaseModel, path: str | Path) -> Path:
+        """Key/value norms against the model's own, and how far each layer moved (plots.py)."""
+        from .plots import plot_layers  # matplotlib is an extra: loaded only to draw
+
+        return plot_layers(self, path)
+
+
+def inspect_layers(prompt: BasePrompt, shape: PrefixShape, base: BaseModel) -> PrefixInspection:
+    """Per-layer norms of a deep prompt (its keys/values laid out as `shape`) against the model's own keys/values,
+    and drift from the initial value."""
     prompt.check_compatible(base, where="the deep prompt", allow_mismatch=True, note_precision=False)
-    keys, values = prompt.layer_kv()
-    ref_keys, ref_values = prompt.layer_kv(_reference_prefix(base))
+    keys, values = shape.layer_kv(prompt.weights)
+    ref_keys, ref_values = shape.layer_kv(_reference_prefix(base))
     layers = [
         LayerFigures(
             layer=i,
@@ -85,17 +104,16 @@ def inspect_prefix(prompt: PrefixPrompt, base: BaseModel) -> PrefixInspection:
     ]
     tokens: list[TokenDrift] = []
     initial = prompt.initial
-    if initial is not None and initial.shape == prompt.prefix.shape:
-        start_keys, start_values = prompt.layer_kv(initial)
+    if initial is not None and initial.shape == prompt.weights.shape:
+        start_keys, start_values = shape.layer_kv(initial)
         for figures, k, v, k0, v0 in zip(layers, keys, values, start_keys, start_values):
             figures.key_moved, figures.key_cosine_to_initial = _drift(k, k0)
             figures.value_moved, figures.value_cosine_to_initial = _drift(v, v0)
-        now, start = prompt.prefix.detach(), initial.float()
+        now, start = prompt.weights.detach(), initial.float()
         change = (now - start).norm(dim=1) / start.norm(dim=1).clamp(min=1e-12)
         tokens = [TokenDrift(i, float(m)) for i, m in enumerate(change)]
-    s = prompt.shape
     inspection = PrefixInspection(
-        prompt_shape=(prompt.num_virtual_tokens, s.layers, s.kv_heads, s.head_dim),
+        prompt_shape=(prompt.num_virtual_tokens, shape.layers, shape.kv_heads, shape.head_dim),
         layers=layers,
         tokens=tokens,
         moved_most=sorted(range(len(layers)), key=lambda i: -(layers[i].moved or 0)) if tokens else [],
@@ -107,10 +125,7 @@ def inspect_prefix(prompt: PrefixPrompt, base: BaseModel) -> PrefixInspection:
 
 def _reference_prefix(base: BaseModel) -> torch.Tensor:
     """The keys/values the model makes of its most frequent tokens, in a deep prompt's layout."""
-    ids = frequent_token_ids(base, REFERENCE_TOKENS)
-    with torch.no_grad():
-        embeddings = base.embed(ids.to(base.device)).to("cpu", torch.float32)
-    return prefix_of_embeddings(base, embeddings)
+    return prefix_of_embeddings(base, embed_ids(base, frequent_token_ids(base, REFERENCE_TOKENS)))
 
 
 def _mean_token_norm(kv: torch.Tensor) -> float:

@@ -15,24 +15,27 @@ tokens (the baseline a random direction would get).
 
 Comparisons happen in the space the prompt lives in: the model's input
 embeddings as `BaseModel.embed` returns them (Gemma scales them, for one).
-A deep prompt lives in every layer's attention space instead: `inspect_prompt`
-hands it to inspect_prefix.py (per-layer norms and drift).
+This is the plain prompt's `inspect` hook (`SoftPrompt.inspect`); a deep prompt lives in
+every layer's attention space instead and has its own (inspect_prefix.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .errors import SoftPromptError
-from .inspect_prefix import PrefixInspection, inspect_prefix
-from .inspect_prefix import format_text as format_prefix_text
-from .models import BaseModel
-from .prefix import PrefixPrompt
-from .prompt import BasePrompt, SoftPrompt, frequent_token_ids
+from ..errors import SoftPromptError
+from ..models import BaseModel
+from .initialize import frequent_token_ids
+from .meta import PromptMeta
 from .vocab import cosine_matrix, token_text, vocabulary_embeddings
+
+if TYPE_CHECKING:
+    from .base import BasePrompt
 
 # How many of each label word's own nearest neighbours count as "close to the label".
 LABEL_NEIGHBOURHOOD = 20
@@ -83,8 +86,21 @@ class Inspection:
         """Each virtual token's nearest vocabulary token: the prompt's readable projection."""
         return [tok.neighbours[0].token_id for tok in self.tokens]
 
+    def nearest_tokens(self, k: int) -> list[list[str]]:
+        """Each virtual token's `k` nearest vocabulary tokens, as text."""
+        return [[n.token for n in tok.neighbours[:k]] for tok in self.tokens]
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def text(self) -> str:
+        return format_text(self)
+
+    def plot(self, prompt: BasePrompt, base: BaseModel, path: str | Path) -> Path:
+        """Three panels: 2-D projection, norms against the vocabulary, cosine heat map (plots.py)."""
+        from .plots import plot_embeddings  # matplotlib is an extra: loaded only to draw
+
+        return plot_embeddings(prompt, base, self, path)
 
 
 # -- computing --------------------------------------------------------------------
@@ -100,21 +116,19 @@ def label_token_ids(base: BaseModel, verbalizer: dict[str, str] | None) -> dict[
     return out
 
 
-def inspect_prompt(prompt: BasePrompt, base: BaseModel, *, top_k: int = 5) -> Inspection | PrefixInspection:
-    """Nearest tokens, norms, drift and label clustering of `prompt` in `base`'s vocabulary.
-
-    A deep prompt has no vectors in the vocabulary's space: it gets per-layer figures (inspect_prefix.py).
-    """
-    if isinstance(prompt, PrefixPrompt):
-        return inspect_prefix(prompt, base)
-    if prompt.dim != base.hidden_size:
+def inspect_embeddings(prompt: BasePrompt, base: BaseModel, *, top_k: int = 5) -> Inspection:
+    """Nearest tokens, norms, drift and label clustering of a prompt with input vectors, in `base`'s vocabulary."""
+    emb = prompt.input_embeddings()
+    if emb is None:
+        raise SoftPromptError(f"a {prompt.METHOD} prompt has no input vectors to relate to the vocabulary")
+    if emb.shape[1] != base.hidden_size:
         raise SoftPromptError(
-            f"the prompt has dimension {prompt.dim} but model '{base.name}' has hidden size {base.hidden_size}"
+            f"the prompt has dimension {emb.shape[1]} but model '{base.name}' has hidden size {base.hidden_size}"
         )
     vocab = vocabulary_embeddings(base)
     if not 1 <= top_k <= vocab.shape[0]:
         raise SoftPromptError(f"--top-k must be between 1 and the vocabulary size {vocab.shape[0]}, got {top_k}")
-    emb = prompt.embeddings.detach().float().cpu()
+    emb = emb.detach().float().cpu()
     sims = cosine_matrix(emb, vocab)  # [T, V]
     top = sims.topk(top_k, dim=1)
     vocab_norms = vocab.norm(dim=1)
@@ -133,7 +147,7 @@ def inspect_prompt(prompt: BasePrompt, base: BaseModel, *, top_k: int = 5) -> In
             VirtualToken(index=i, norm=float(norms[i]), norm_percentile=float(percentiles[i]), neighbours=neighbours)
         )
     _add_drift(tokens, emb, prompt.initial)
-    labels, clustering = _label_clustering(base, prompt, emb, vocab, sims, top.indices, tokens)
+    labels, clustering = _label_clustering(base, prompt.meta, vocab, sims, top.indices, tokens)
     inspection = Inspection(
         prompt_shape=(emb.shape[0], emb.shape[1]),
         top_k=top_k,
@@ -174,14 +188,13 @@ def _add_drift(tokens: list[VirtualToken], emb: torch.Tensor, initial: torch.Ten
 
 def _label_clustering(
     base: BaseModel,
-    prompt: SoftPrompt,
-    emb: torch.Tensor,
+    meta: PromptMeta,
     vocab: torch.Tensor,
     sims: torch.Tensor,
     top_ids: torch.Tensor,
     tokens: list[VirtualToken],
 ) -> tuple[list[LabelWord], dict]:
-    label_ids = label_token_ids(base, prompt.meta.verbalizer)
+    label_ids = label_token_ids(base, meta.verbalizer)
     if not label_ids:
         return [], {}
     labels = []
@@ -190,7 +203,7 @@ def _label_clustering(
         labels.append(
             LabelWord(
                 label=label,
-                words=prompt.meta.verbalizer[label],
+                words=meta.verbalizer[label],
                 token_ids=ids,
                 best_cosine=float(per_token.max()),
                 best_token=int(per_token.argmax()),
@@ -267,9 +280,7 @@ def summary_line(inspection: Inspection) -> str:
 # -- showing ----------------------------------------------------------------------
 
 
-def format_text(inspection: Inspection | PrefixInspection) -> str:
-    if isinstance(inspection, PrefixInspection):
-        return format_prefix_text(inspection)
+def format_text(inspection: Inspection) -> str:
     t, d = inspection.prompt_shape
     vn = inspection.vocab_norm
     lines = [
@@ -295,7 +306,16 @@ def format_text(inspection: Inspection | PrefixInspection) -> str:
         )
     lines.append(inspection.summary)
     if inspection.projection is not None:
-        from .projection import ProjectionScore, summary
-
-        lines.append(summary(ProjectionScore(**inspection.projection)))
+        lines.append(projection_line(inspection.projection))
     return "\n".join(lines)
+
+
+def projection_line(score: dict) -> str:
+    """A nearest-token projection's score (projection.ProjectionScore as a dict) in one sentence."""
+    m, split = score["metric"], score.get("split")
+    where = f"{split} " if split else ""
+    hard, soft = score["hard"][m], score["soft"][m]
+    return (
+        f"nearest-token projection {score['text']!r} as a hard prompt: {where}{m} {hard:.4f} "
+        f"against {soft:.4f} for the soft prompt ({hard - soft:+.4f}) on {score['n']} {where}examples"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .models import BaseModel
+from ..models import BaseModel
 
 EMBED_CHUNK = 8192  # rows embedded at a time (bounded memory for large vocabularies)
 
