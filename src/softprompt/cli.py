@@ -89,27 +89,28 @@ def main(argv: list[str] | None = None) -> int:
         code = args.run(args)
         return EXIT_OK if code is None else code
     except SoftPromptError as e:
-        print(f"{prefix}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _exit(EXIT_USAGE, f"{prefix}: error: {e}")
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _exit(EXIT_INTERRUPTED, f"{prefix}: interrupted")
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except OSError as e:
-        print(f"{prefix}: error: {describe_os_error(e)}", file=sys.stderr)
-        return EXIT_USAGE
+        return _exit(EXIT_USAGE, f"{prefix}: error: {describe_os_error(e)}")
     except MemoryError:
-        print(f"{prefix}: error: out of memory; use smaller inputs or batches (--batch-size)", file=sys.stderr)
-        return EXIT_USAGE
+        return _exit(EXIT_USAGE, f"{prefix}: error: out of memory; use smaller inputs or batches (--batch-size)")
     except Exception as e:
         traceback.print_exc()
-        print(
+        return _exit(
+            EXIT_INTERNAL,
             f"{prefix}: internal error: {type(e).__name__}: {e}\n"
             "This is a bug in softprompt: please report it with the command you ran and the traceback above.",
-            file=sys.stderr,
         )
-        return EXIT_INTERNAL
+
+
+def _exit(code: int, message: str) -> int:
+    """Say why on stderr; the exit status to return."""
+    print(message, file=sys.stderr)
+    return code
 
 
 def entry() -> NoReturn:

@@ -13,7 +13,6 @@ import json
 import httpx
 import pytest
 import torch
-from torch import nn
 
 from serve.conftest import serving
 from softprompt.cli import build_parser
@@ -38,16 +37,7 @@ class ScaledPrompt(BasePrompt):
 
     METHOD = "scaled"
     PEFT_TYPE = "SCALED_PROMPT_TUNING"
-
-    def __init__(self, weights: torch.Tensor, meta: PromptMeta | None = None, initial: torch.Tensor | None = None):
-        super().__init__()
-        self.scaled = nn.Parameter(weights.detach().float().clone())
-        self.meta = meta or PromptMeta()
-        self.initial = None if initial is None else initial.detach().float().clone()
-
-    @property
-    def weights(self) -> torch.Tensor:
-        return self.scaled
+    WEIGHTS = "scaled"  # BasePrompt holds them as this parameter: `weights`
 
     @property
     def token_dim(self) -> int:
@@ -63,21 +53,21 @@ class ScaledPrompt(BasePrompt):
 
     @classmethod
     def of_weights(cls, base: BaseModel, weights: torch.Tensor, meta: PromptMeta) -> ScaledPrompt:
-        return cls(weights, meta, initial=weights)
+        return cls(weights, meta, weights)
 
     @classmethod
     def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PromptState:
         return prompt_state(base, weights[:, :-1] * weights[:, -1:], share_prefix=share_prefix)
 
     def with_weights(self, weights: torch.Tensor, meta: PromptMeta | None = None) -> ScaledPrompt:
-        return ScaledPrompt(weights, meta or self.meta, initial=self.initial)
+        return ScaledPrompt(weights, meta or self.meta, self.initial)
 
     def peft_config(self, base: BaseModel | None) -> dict:
         return {**peft_common(self.meta.base_model, self.num_virtual_tokens, base, self.PEFT_TYPE), "token_dim": 0}
 
     @classmethod
     def _from_file(cls, config, tensor, meta, initial, where) -> ScaledPrompt:
-        return cls(tensor, meta, initial=initial)
+        return cls(tensor, meta, initial)
 
     def _misfit(self, base: BaseModel) -> str | None:
         if self.token_dim != base.hidden_size:

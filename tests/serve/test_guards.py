@@ -113,7 +113,7 @@ def test_allowed_hosts_can_name_others_or_be_turned_off(base, tmp_path):
 
 
 def test_allowed_hosts_default_follows_the_bind_address_and_bad_entries_are_refused():
-    from softprompt.commands.serve import allowed_hosts
+    from softprompt.commands.options import allowed_hosts
     from softprompt.errors import SoftPromptError
     from softprompt.serve.config import ServeSettings
 

@@ -15,7 +15,7 @@ import sys
 import time
 
 from ..errors import FieldError, worded
-from .options import add_device_argument, add_hidden_alias, add_quantize_argument, device, quantize
+from .options import add_hidden_alias, add_model_options, device, quantize
 from .train import flag as train_flag
 
 # CompareConfig fields whose flag is train's name for the same setting (the old names stay as hidden aliases).
@@ -88,8 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--second-task", default=d.second_task, help="built-in dataset for forgetting, or 'none' (default: %(default)s)"
     )
     parser.add_argument("--second-task-size", type=int, default=d.second_task_size, help="default: %(default)s")
-    add_device_argument(parser)
-    add_quantize_argument(parser)
+    add_model_options(parser)
     parser.add_argument("--keep-weights", action="store_true", help="keep the fully fine-tuned weights in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (stage messages still go to stderr)")
 

@@ -13,7 +13,7 @@ import json
 import time
 
 from ..errors import worded
-from .options import add_device_argument, add_quantize_argument, device, quantize
+from .options import add_model_options, device, quantize
 from .train import add_data_arguments, flag, spec_from_args
 
 NAME = "eval"
@@ -28,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--allow-model-mismatch", action="store_true", help="use a prompt trained on another model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    add_device_argument(parser)
-    add_quantize_argument(parser)
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from .options import add_device_argument, add_quantize_argument, device, quantize
+from .options import add_model_options, device, quantize
 
 NAME = "generate"
 HELP = "generate text with a soft prompt (greedy or sampled, batched, --stream)"
@@ -53,8 +53,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, prompt_required: boo
     )
     parser.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32)")
     parser.add_argument("--cache-mb", type=int, default=256, help="prompt key/value cache budget in MiB")
-    add_device_argument(parser)
-    add_quantize_argument(parser)
+    add_model_options(parser)
     parser.add_argument(
         "--allow-model-mismatch", action="store_true", help="use a prompt even if it was trained on another model"
     )

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from .options import add_device_argument, add_quantize_argument, device, quantize
+from .options import add_model_options, device, quantize
 
 NAME = "inspect"
 HELP = "show what each virtual token of a prompt is close to in the model's vocabulary (a deep prompt: its layers)"
@@ -41,8 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     parser.add_argument("--batch-size", type=int, default=32, help="examples per scoring batch (default: 32)")
-    add_device_argument(parser)
-    add_quantize_argument(parser)
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

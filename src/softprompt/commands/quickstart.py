@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import worded
-from .options import add_device_argument, add_quantize_argument, device, quantize
+from .options import add_model_options, device, quantize
 from .train import add_threads_argument, flag
 
 NAME = "quickstart"
@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="quickstart-prompt", help="prompt folder (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(parser)
-    add_device_argument(parser)
-    add_quantize_argument(parser)
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

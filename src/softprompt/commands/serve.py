@@ -7,12 +7,11 @@ Example (then POST to http://127.0.0.1:8000/v1/classify or /v1/completions):
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sys
 
-from .options import add_device_argument, add_hidden_alias, add_quantize_argument, device, quantize
+from .options import add_hidden_alias, add_listen_arguments, add_model_options, is_loopback, listen_hosts, load_model
 
 NAME = "serve"
 HELP = "serve every prompt folder under DIR over HTTP (classify, OpenAI-style completions) with one base model"
@@ -29,15 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompts", required=True, metavar="DIR", help="folder of prompt folders; changes are picked up while running"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 = any free port)")
+    add_listen_arguments(parser)
     parser.add_argument(
         "--api-key",
         default=None,
         help=f"require 'Authorization: Bearer KEY' on all but /health, /metrics and the docs, checked before the "
         f"body is read (default: ${API_KEY_ENV} if set, else no key)",
     )
-    add_allowed_hosts_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=d.max_batch_size, help="rows per model call, and rows generating at once"
     )
@@ -99,8 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-interval", type=float, default=d.poll_interval_s, help="seconds between scans of the prompts folder"
     )
     parser.add_argument("--cache-mb", type=int, default=256, help="prompt key/value cache size in MiB")
-    add_device_argument(parser)
-    add_quantize_argument(parser)
+    add_model_options(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -108,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from ..extras import require
 
     require("serve", "softprompt serve")
-    from ..errors import SoftPromptError
     from ..infer import Predictor
-    from ..models import load_base_model
     from ..serve.app import create_app
     from ..serve.config import ServeSettings
     from ..serve.registry import PromptRegistry
@@ -135,18 +129,15 @@ def run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         poll_interval_s=args.poll_interval,
         api_key=api_key,
-        allowed_hosts=allowed_hosts(args.allowed_hosts, args.host),
+        allowed_hosts=listen_hosts(args),
     )
-    if not 0 <= args.port <= 65535:
-        raise SoftPromptError(f"--port must be 0..65535, got {args.port}")
-    if not _is_loopback(args.host) and api_key is None:
+    if not is_loopback(args.host) and api_key is None:
         print(
             f"softprompt serve: warning: listening on {args.host} without --api-key: anyone who can reach it can use it",
             file=sys.stderr,
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"softprompt serve: loading {args.model} ...", file=sys.stderr)
-    base = load_base_model(args.model, device=device(args), quantize=quantize(args))
+    base = load_model(args, "serve")
     predictor = Predictor(base, cache_bytes=args.cache_mb * 2**20, max_batch_size=args.batch_size)
     registry = PromptRegistry(args.prompts, predictor, base)
     changes = registry.refresh()
@@ -158,32 +149,3 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(predictor, registry, settings)
     uvicorn_server(app, host=args.host, port=args.port, log_level=args.log_level, settings=settings).run()
     return 0
-
-
-def add_allowed_hosts_argument(parser: argparse.ArgumentParser) -> None:
-    """--allowed-hosts, shared with `studio` (whose app is built on the serve app)."""
-    parser.add_argument(
-        "--allowed-hosts",
-        default=None,
-        metavar="H1,H2",
-        help="Host header values answered, comma-separated (port ignored; '*' = any); others get 421, "
-        "against DNS rebinding (default: 127.0.0.1,localhost,::1 when --host is loopback, else '*')",
-    )
-
-
-def allowed_hosts(flag: str | None, bind: str) -> tuple[str, ...]:
-    """--allowed-hosts as a tuple; by default the loopback names when bound to loopback, else any host."""
-    from ..serve.hosts import ANY_HOST, LOOPBACK_HOSTS
-
-    if flag is None:
-        return LOOPBACK_HOSTS if _is_loopback(bind) else (ANY_HOST,)
-    return tuple(host.strip() for host in flag.split(","))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -12,8 +12,7 @@ import socket
 import sys
 
 from ..errors import SoftPromptError, worded
-from .options import add_device_argument, add_quantize_argument, device, quantize
-from .serve import add_allowed_hosts_argument
+from .options import add_listen_arguments, add_model_options, is_loopback, listen_hosts, load_model
 from .train import flag
 
 NAME = "studio"
@@ -32,9 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the studio's folder: prompts/ (served), uploads/, jobs/ (kept across restarts); created if missing",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 = any free port)")
-    add_allowed_hosts_argument(parser)
+    add_listen_arguments(parser)
     parser.add_argument(
         "--max-upload-mb",
         type=float,
@@ -73,8 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.max_cache_bytes / MIB,
         help="cached inspect plots; the oldest go first (MiB; default: %(default)g)",
     )
-    add_device_argument(parser)
-    add_quantize_argument(parser)
+    add_model_options(parser)
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
@@ -105,19 +101,15 @@ def run(args: argparse.Namespace) -> int:
     require("studio", "softprompt studio")
     from ..fileio import check_output_path
     from ..infer import Predictor
-    from ..models import load_base_model
     from ..serve.config import ServeSettings
     from ..serve.registry import PromptRegistry
     from ..serve.server import uvicorn_server
     from ..studio.app import create_studio_app
     from ..studio.storage import DataFolder
-    from .serve import _is_loopback, allowed_hosts
 
-    if not 0 <= args.port <= 65535:
-        raise SoftPromptError(f"--port must be 0..65535, got {args.port}")
     limits = studio_settings(args)
-    settings = ServeSettings(allowed_hosts=allowed_hosts(args.allowed_hosts, args.host))
-    if not _is_loopback(args.host):
+    settings = ServeSettings(allowed_hosts=listen_hosts(args))
+    if not is_loopback(args.host):
         print(
             f"softprompt studio: warning: listening on {args.host}: anyone who can reach it can upload data "
             "and start training; the studio has no login",
@@ -126,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_output_path(args.data_dir, flag="--data-dir", folder=True)
     folders = DataFolder(args.data_dir)
-    print(f"softprompt studio: loading {args.model} ...", file=sys.stderr)
-    base = load_base_model(args.model, device=device(args), quantize=quantize(args))
+    base = load_model(args, "studio")
     predictor = Predictor(base)
     registry = PromptRegistry(folders.prompts, predictor, base)
     app = create_studio_app(predictor, registry, base, folders.root, settings, studio=limits)

@@ -22,7 +22,7 @@ from ..errors import SoftPromptError, worded
 from ..recipe import DEFAULT_DEV_EXAMPLES, RunSpec
 from ..tasks import DEFAULT_KIND, task_kinds
 from ..train_config import setting_names, settings
-from .options import add_device_argument, add_quantize_argument, device, quantize
+from .options import add_model_options, device, quantize
 
 NAME = "train"
 HELP = "train a soft prompt on labelled data (the base model stays frozen)"
@@ -118,13 +118,12 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
-    add_device_argument(
+    """Large models and many processes (docs/distributed.md); no-ops in a plain single-process run."""
+    add_model_options(
         parser,
-        note="one process; under torchrun each rank takes its own. On a GPU the weights load in bf16, "
+        device_note="one process; under torchrun each rank takes its own. On a GPU the weights load in bf16, "
         "the prompt and its optimiser state stay fp32",
     )
-    add_quantize_argument(parser)
-    """Large models and many processes (docs/distributed.md); no-ops in a plain single-process run."""
     parser.add_argument(
         "--device-map",
         default=None,

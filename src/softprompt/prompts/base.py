@@ -37,10 +37,19 @@ class BasePrompt(nn.Module):
     meta: PromptMeta
     initial: torch.Tensor | None  # the weights before training, kept so inspect can measure drift
 
+    WEIGHTS: ClassVar[str]  # the attribute that holds the weights, e.g. `embeddings`
+
+    def __init__(self, weights: torch.Tensor, meta: PromptMeta | None = None, initial: torch.Tensor | None = None):
+        super().__init__()
+        # fp32 copies whatever the model's dtype; the initial value is kept (not trained) so inspect can measure drift.
+        setattr(self, self.WEIGHTS, nn.Parameter(weights.detach().to(torch.float32).clone()))
+        self.meta = meta or PromptMeta()
+        self.initial = None if initial is None else initial.detach().to(torch.float32).clone()
+
     @property
     def weights(self) -> torch.Tensor:
         """The [T, width] tensor that is the whole trained artefact (what the folder stores)."""
-        raise NotImplementedError
+        return getattr(self, self.WEIGHTS)
 
     @property
     def num_virtual_tokens(self) -> int:

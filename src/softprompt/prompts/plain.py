@@ -24,6 +24,8 @@ class SoftPrompt(BasePrompt):
 
     METHOD = "prompt"
     PEFT_TYPE = "PROMPT_TUNING"
+    WEIGHTS = "embeddings"
+    embeddings: nn.Parameter
 
     def __init__(
         self,
@@ -31,17 +33,9 @@ class SoftPrompt(BasePrompt):
         meta: PromptMeta | None = None,
         initial: torch.Tensor | None = None,
     ):
-        super().__init__()
         if embeddings.dim() != 2 or embeddings.shape[0] == 0:
             raise SoftPromptError(f"a prompt is a [T, d] tensor with T >= 1, got shape {tuple(embeddings.shape)}")
-        self.embeddings = nn.Parameter(embeddings.detach().to(torch.float32).clone())
-        self.meta = meta or PromptMeta()
-        # The prompt before training; kept (not trained) so inspect can measure drift.
-        self.initial = None if initial is None else initial.detach().to(torch.float32).clone()
-
-    @property
-    def weights(self) -> torch.Tensor:
-        return self.embeddings
+        super().__init__(embeddings, meta, initial)
 
     @property
     def dim(self) -> int:

@@ -41,6 +41,8 @@ class PrefixPrompt(BasePrompt):
 
     METHOD = "prefix"
     PEFT_TYPE = "PREFIX_TUNING"
+    WEIGHTS = "prefix"
+    prefix: nn.Parameter
 
     def __init__(
         self,
@@ -49,20 +51,13 @@ class PrefixPrompt(BasePrompt):
         meta: PromptMeta | None = None,
         initial: torch.Tensor | None = None,
     ):
-        super().__init__()
         if prefix.dim() != 2 or prefix.shape[0] == 0 or prefix.shape[1] != shape.width:
             raise SoftPromptError(
                 f"a deep prompt is a [T, {shape.width}] tensor with T >= 1 ({shape.layers} layers x key and value x "
                 f"{shape.kv_heads} heads x {shape.head_dim}), got shape {tuple(prefix.shape)}"
             )
+        super().__init__(prefix, meta, initial)
         self.shape = shape
-        self.prefix = nn.Parameter(prefix.detach().to(torch.float32).clone())
-        self.meta = meta or PromptMeta()
-        self.initial = None if initial is None else initial.detach().to(torch.float32).clone()
-
-    @property
-    def weights(self) -> torch.Tensor:
-        return self.prefix
 
     @property
     def shape_text(self) -> str:

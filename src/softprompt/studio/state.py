@@ -9,6 +9,8 @@ create_studio_app's locals.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -53,6 +55,15 @@ class StudioState:
 def user_error(e: SoftPromptError) -> APIError:
     """A user mistake as the page's error: 422 unless the error says otherwise; a setting's name as `param`."""
     return APIError(getattr(e, "status", 422), str(e), param=e.field if isinstance(e, FieldError) else None)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A user mistake raised inside the block answers as the page's error (`user_error`)."""
+    try:
+        yield
+    except SoftPromptError as e:
+        raise user_error(e) from None
 
 
 def studio_state(request: Request) -> StudioState:

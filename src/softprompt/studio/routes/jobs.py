@@ -13,7 +13,7 @@ from ...serve.app import APIError
 from ..guard import require_json
 from ..jobs import Job, JobQueue
 from ..runner import JobSpec, NameTaken, form_label, resolve
-from ..state import Studio, user_error
+from ..state import Studio, user_errors
 
 router = APIRouter()
 
@@ -24,7 +24,7 @@ async def start(request: Request, state: Studio) -> dict:
         raw = await request.json()
     except (ValueError, RecursionError):
         raise APIError(400, "the request body must be a JSON object") from None
-    try:
+    with user_errors():
         spec = JobSpec.from_dict(raw)
         with worded(form_label):
             state.limits.check_job(spec)
@@ -32,8 +32,6 @@ async def start(request: Request, state: Studio) -> dict:
             raise NameTaken(spec.name)
         _, data = await asyncio.to_thread(resolve, spec, state.uploads)  # data problems show up now
         job = state.jobs.submit(spec)
-    except SoftPromptError as e:
-        raise user_error(e) from None
     return {**_job(state.jobs, job), "train_examples": len(data.train), "dev_examples": len(data.dev)}
 
 
@@ -54,27 +52,21 @@ async def job_detail(job_id: str, state: Studio) -> dict:
 
 @router.post("/api/jobs/{job_id}/stop")
 async def stop(job_id: str, state: Studio) -> dict:
-    try:
+    with user_errors():
         return _job(state.jobs, state.jobs.stop(job_id))
-    except SoftPromptError as e:
-        raise user_error(e) from None
 
 
 @router.post("/api/jobs/{job_id}/resume")
 async def resume(job_id: str, state: Studio) -> dict:
-    try:
+    with user_errors():
         return _job(state.jobs, state.jobs.resume(job_id))
-    except SoftPromptError as e:
-        raise user_error(e) from None
 
 
 @router.delete("/api/jobs/{job_id}")
 async def delete_job(job_id: str, state: Studio) -> dict:
     """Remove a finished job's folder (its prompt stays)."""
-    try:
+    with user_errors():
         await asyncio.to_thread(state.jobs.delete, job_id)
-    except SoftPromptError as e:
-        raise user_error(e) from None
     return {"deleted": job_id}
 
 

@@ -14,12 +14,11 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from ...errors import SoftPromptError
 from ...prompts.meta import trained_precision
 from ...serve.app import APIError
 from ...serve.registry import name_problem
 from ..operations import draw_plot
-from ..state import Studio, user_error
+from ..state import Studio, user_errors
 from ..storage import trim_to
 
 router = APIRouter()
@@ -54,10 +53,8 @@ async def inspect(name: str, state: Studio, top_k: int = 5) -> dict:
     """The nearest-token table (JSON)."""
 
     prompt = state.loaded(name)
-    try:
+    with user_errors():
         result = await asyncio.to_thread(prompt.inspect, state.base, top_k=top_k)
-    except SoftPromptError as e:
-        raise user_error(e) from None
     return result.to_dict()
 
 

@@ -6,9 +6,8 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from ...errors import SoftPromptError
 from ...serve.app import APIError
-from ..state import Studio, user_error
+from ..state import Studio, user_errors
 
 router = APIRouter()
 
@@ -16,10 +15,8 @@ router = APIRouter()
 @router.post("/api/uploads")
 async def upload(request: Request, state: Studio, filename: str = "") -> dict:
     """Save the body as a file; answers its columns, a preview and guesses."""
-    try:
+    with user_errors():
         saved = await state.uploads.save(filename, request.stream())
-    except SoftPromptError as e:
-        raise user_error(e) from None
     return saved.to_dict()
 
 
@@ -33,8 +30,6 @@ async def delete_upload(upload_id: str, state: Studio) -> dict:
     user = state.active_job(lambda j: j.spec.get("data") == upload_id)
     if user is not None:
         raise APIError(409, f"job {user.id} ({user.state}) trains on this file; stop it before deleting the file")
-    try:
+    with user_errors():
         await asyncio.to_thread(state.uploads.delete, upload_id)
-    except SoftPromptError as e:
-        raise user_error(e) from None
     return {"deleted": upload_id}
