@@ -17,6 +17,20 @@ NAME = "serve"
 HELP = "serve every prompt folder under DIR over HTTP (classify, OpenAI-style completions) with one base model"
 
 API_KEY_ENV = "SOFTPROMPT_API_KEY"
+# The request limits: each a ServeSettings field (its type and default) and its flag.
+LIMITS = (
+    ("--max-queue", "max_queue", "waiting requests before 429"),
+    ("--timeout", "timeout_s", "seconds before a request gets 503 (its work stops)"),
+    ("--max-inputs", "max_inputs", "texts per request"),
+    ("--max-input-chars", "max_input_chars", "characters per text"),
+    ("--max-input-tokens", "max_input_tokens", "tokens per text"),
+    ("--max-request-tokens", "max_request_tokens", "tokens per request: its texts, plus max_tokens per text of a completion"),
+    ("--max-new-tokens", "max_tokens", "largest max_tokens (new tokens) a completion may ask"),
+    ("--max-body-bytes", "max_body_bytes", "request body size"),
+    ("--header-timeout", "header_timeout_s", "seconds for a request's line and headers to arrive; slower connections get 408 and are closed"),
+    ("--body-timeout", "body_timeout_s", "seconds for a request body to arrive (408)"),
+    ("--max-connections", "max_connections", "open connections; more get 503 and are closed"),
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,36 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(smaller: steadier streams; larger: faster first tokens)",
     )
     limits = parser.add_argument_group("limits (a request over one gets 413 unless said otherwise)")
-    limits.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 429")
-    limits.add_argument(
-        "--timeout", type=float, default=d.timeout_s, help="seconds before a request gets 503 (its work stops)"
-    )
-    limits.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts per request")
-    limits.add_argument("--max-input-chars", type=int, default=d.max_input_chars, help="characters per text")
-    limits.add_argument("--max-input-tokens", type=int, default=d.max_input_tokens, help="tokens per text")
-    limits.add_argument(
-        "--max-request-tokens",
-        type=int,
-        default=d.max_request_tokens,
-        help="tokens per request: its texts, plus max_tokens per text of a completion",
-    )
-    limits.add_argument(
-        "--max-new-tokens", type=int, default=d.max_tokens, help="largest max_tokens (new tokens) a completion may ask"
-    )
+    for name, field, help in LIMITS:
+        limits.add_argument(name, type=type(getattr(d, field)), default=getattr(d, field), help=help)
     add_hidden_alias(limits, "--max-tokens", "--max-new-tokens", type=int)
-    limits.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="request body size")
-    limits.add_argument(
-        "--header-timeout",
-        type=float,
-        default=d.header_timeout_s,
-        help="seconds for a request's line and headers to arrive; slower connections get 408 and are closed",
-    )
-    limits.add_argument(
-        "--body-timeout", type=float, default=d.body_timeout_s, help="seconds for a request body to arrive (408)"
-    )
-    limits.add_argument(
-        "--max-connections", type=int, default=d.max_connections, help="open connections; more get 503 and are closed"
-    )
     parser.add_argument(
         "--poll-interval", type=float, default=d.poll_interval_s, help="seconds between scans of the prompts folder"
     )
@@ -116,17 +103,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         kv_cache_bytes=args.kv_cache_mb << 20,
         step_tokens=args.step_tokens,
-        max_queue=args.max_queue,
-        timeout_s=args.timeout,
-        max_inputs=args.max_inputs,
-        max_input_chars=args.max_input_chars,
-        max_input_tokens=args.max_input_tokens,
-        max_request_tokens=args.max_request_tokens,
-        max_tokens=args.max_new_tokens,
-        max_body_bytes=args.max_body_bytes,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-        max_connections=args.max_connections,
+        **{field: getattr(args, name.lstrip("-").replace("-", "_")) for name, field, _ in LIMITS},
         poll_interval_s=args.poll_interval,
         api_key=api_key,
         allowed_hosts=listen_hosts(args),

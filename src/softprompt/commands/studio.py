@@ -10,6 +10,7 @@ import argparse
 import logging
 import socket
 import sys
+from dataclasses import fields
 
 from ..errors import SoftPromptError, worded
 from .options import add_listen_arguments, add_model_options, is_loopback, listen_hosts, load_model
@@ -23,7 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..model_names import DEFAULT_MODEL
     from ..studio.settings import MIB, StudioSettings
 
-    d = StudioSettings()
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"base model (default: {DEFAULT_MODEL})")
     parser.add_argument(
         "--data-dir",
@@ -32,67 +32,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the studio's folder: prompts/ (served), uploads/, jobs/ (kept across restarts); created if missing",
     )
     add_listen_arguments(parser)
-    parser.add_argument(
-        "--max-upload-mb",
-        type=float,
-        default=d.max_upload_bytes / MIB,
-        help="largest data file accepted (MiB; default: %(default)g)",
-    )
-    parser.add_argument(
-        "--uploads-quota-mb",
-        type=float,
-        default=d.max_uploads_bytes / MIB,
-        help="all uploads together (MiB; default: %(default)g)",
-    )
-    parser.add_argument(
-        "--max-queued-jobs",
-        type=int,
-        default=d.max_queued_jobs,
-        help="jobs queued or running at once (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-jobs",
-        type=int,
-        default=d.max_jobs,
-        help="job folders kept; delete finished ones to make room (default: %(default)s)",
-    )
-    parser.add_argument("--max-steps", type=int, default=d.max_steps, help="steps of one job (default: %(default)s)")
-    parser.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="default: %(default)s")
-    parser.add_argument(
-        "--max-num-virtual-tokens",
-        type=int,
-        default=d.max_num_virtual_tokens,
-        help="prompt length cap (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--cache-quota-mb",
-        type=float,
-        default=d.max_cache_bytes / MIB,
-        help="cached inspect plots; the oldest go first (MiB; default: %(default)g)",
-    )
+    for f in fields(StudioSettings):  # each cap is a flag, declared on the field
+        in_mib = f.name.endswith("_bytes")
+        parser.add_argument(
+            f.metadata["flag"],
+            type=float if in_mib else int,
+            default=f.default / MIB if in_mib else f.default,
+            help=f"{f.metadata['help']} ({'MiB; default: %(default)g' if in_mib else 'default: %(default)s'})",
+        )
     add_model_options(parser)
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
 def studio_settings(args: argparse.Namespace):
+    """StudioSettings from its flags (a byte cap's flag in MiB, positive)."""
     from ..studio.settings import MIB, StudioSettings
 
-    def mib(flag: str, value: float) -> int:
-        if not value > 0:
-            raise SoftPromptError(f"{flag} must be positive, got {value}")
-        return max(1, int(value * MIB))
+    def value(name: str, field: str) -> int:
+        given = getattr(args, name.lstrip("-").replace("-", "_"))
+        if not field.endswith("_bytes"):
+            return given
+        if not given > 0:
+            raise SoftPromptError(f"{name} must be positive, got {given}")
+        return max(1, int(given * MIB))
 
     with worded(flag):
-        return StudioSettings(
-            max_upload_bytes=mib("--max-upload-mb", args.max_upload_mb),
-            max_uploads_bytes=mib("--uploads-quota-mb", args.uploads_quota_mb),
-            max_queued_jobs=args.max_queued_jobs,
-            max_jobs=args.max_jobs,
-            max_steps=args.max_steps,
-            max_batch_size=args.max_batch_size,
-            max_num_virtual_tokens=args.max_num_virtual_tokens,
-            max_cache_bytes=mib("--cache-quota-mb", args.cache_quota_mb),
-        )
+        return StudioSettings(**{f.name: value(f.metadata["flag"], f.name) for f in fields(StudioSettings)})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ queue with 429, and an upload past the quota with 413; the page deletes what is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field
 
 from ..errors import FieldError
 from ..typecheck import check_field_types
@@ -15,16 +15,21 @@ from ..typecheck import check_field_types
 MIB = 1 << 20
 
 
+def cap(default: int, help: str, flag: str) -> Field:
+    """A StudioSettings field with its `softprompt studio` flag (a `_bytes` field's flag counts MiB) and help."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
 @dataclass(frozen=True)
 class StudioSettings:
-    max_upload_bytes: int = 20 * MIB  # one data file
-    max_uploads_bytes: int = 1024 * MIB  # all of uploads/ together
-    max_queued_jobs: int = 10  # jobs queued or running; one more gets 429
-    max_jobs: int = 200  # job folders kept in jobs/ (delete finished ones to make room)
-    max_steps: int = 10_000  # steps of one job
-    max_batch_size: int = 256
-    max_num_virtual_tokens: int = 512
-    max_cache_bytes: int = 64 * MIB  # inspect plots in cache/; the oldest are removed past this
+    max_upload_bytes: int = cap(20 * MIB, "largest data file accepted", "--max-upload-mb")
+    max_uploads_bytes: int = cap(1024 * MIB, "all uploads together", "--uploads-quota-mb")
+    max_queued_jobs: int = cap(10, "jobs queued or running at once (one more gets 429)", "--max-queued-jobs")
+    max_jobs: int = cap(200, "job folders kept; delete finished ones to make room", "--max-jobs")
+    max_steps: int = cap(10_000, "steps of one job", "--max-steps")
+    max_batch_size: int = cap(256, "batch size of one job", "--max-batch-size")
+    max_num_virtual_tokens: int = cap(512, "prompt length cap", "--max-num-virtual-tokens")
+    max_cache_bytes: int = cap(64 * MIB, "cached inspect plots; the oldest go first", "--cache-quota-mb")
 
     def __post_init__(self) -> None:
         check_field_types(self)
