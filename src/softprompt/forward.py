@@ -181,7 +181,11 @@ class PromptSource(Protocol):
 
 
 def prompt_state(
-    base: BaseModel, prompt: torch.Tensor | PromptState | PromptSource, *, share_prefix: bool = True
+    base: BaseModel,
+    prompt: torch.Tensor | PromptState | PromptSource,
+    *,
+    share_prefix: bool = True,
+    head: Sequence[int] = (),
 ) -> PromptState:
     """What the forward takes for `prompt` [T, d]: the one place the path is chosen.
 
@@ -190,24 +194,53 @@ def prompt_state(
     transformer block then runs once per forward, which FSDP needs). Encoder-decoder:
     inline on the encoder side. A state (e.g. a deep prompt's PrefixKV) passes through;
     a prompt object of any method gives its own (`PromptSource.state`).
+
+    `head`: hard token ids that sit before the prompt's vectors in the same prefix (a chat
+    prompt placed after its system turn, tasks/chat.py); the prompt then sits at T.. after them.
     """
     if prompt is None or isinstance(prompt, PrefixKV | InlinePrompt):
         return prompt
     if isinstance(prompt, PromptSource):
         return prompt.state(base, share_prefix=share_prefix)
     if base.is_seq2seq or not share_prefix:
+        if head:
+            ids = torch.tensor([list(head)], dtype=torch.long, device=base.device)
+            prompt = torch.cat([base.embed(ids)[0].detach().to(prompt.dtype), prompt.to(base.device)])
         return InlinePrompt.of(prompt)
-    return prompt_prefix(base, prompt)
+    return prompt_prefix(base, prompt, head=head)
 
 
-def prompt_prefix(base: BaseModel, prompt: torch.Tensor) -> PrefixKV:
-    """Keys/values of `prompt` [T, d] at positions 0..T-1, batch size 1; differentiable."""
+def prompt_prefix(base: BaseModel, prompt: torch.Tensor, *, head: Sequence[int] = ()) -> PrefixKV:
+    """Keys/values of `prompt` [T, d] at positions 0..T-1 (after `head`'s tokens, `head_prefix`, when given:
+    then H..H+T-1 and the prefix holds both), batch size 1; differentiable in `prompt`."""
     t = prompt.shape[0]
     embeds = prompt.to(device=base.device, dtype=base.dtype).unsqueeze(0)
-    run = DecoderRun(base, None, 1)
+    run = DecoderRun(base, head_prefix(base, head) if head else None, 1)
     run.run(torch.ones(1, t, dtype=torch.long, device=base.device), embeds=embeds)
     layers = run.cache.layers
     return PrefixKV([layer.keys for layer in layers], [layer.values for layer in layers], run.key_mask, run.next_pos)
+
+
+@torch.no_grad()
+def head_prefix(base: BaseModel, ids: Sequence[int]) -> PrefixKV:
+    """Keys/values of hard tokens `ids` at positions 0..H-1 by the frozen model, batch size 1 (no gradient:
+    causal attention makes them independent of whatever follows, a prompt included)."""
+    run = DecoderRun(base, None, 1)
+    tokens = torch.tensor([list(ids)], dtype=torch.long, device=base.device)
+    run.run(torch.ones_like(tokens), tokens)
+    layers = run.cache.layers
+    return PrefixKV([layer.keys for layer in layers], [layer.values for layer in layers], run.key_mask, run.next_pos)
+
+
+def after_head(base: BaseModel, head: Sequence[int], prefix: PrefixKV) -> PrefixKV:
+    """`prefix` (batch 1, every slot real: a deep prompt's keys/values) after `head`'s tokens (`head_prefix`):
+    the tokens at positions 0..H-1, then the prefix, so an input starts at H + its width."""
+    if not head:
+        return prefix
+    first = head_prefix(base, head)
+    keys = [torch.cat([k.to(p.dtype), p], dim=2) for k, p in zip(first.keys, prefix.keys)]
+    values = [torch.cat([v.to(p.dtype), p], dim=2) for v, p in zip(first.values, prefix.values)]
+    return PrefixKV.of_layers(keys, values)
 
 
 def stack_states(states: Sequence[PromptState]) -> PromptState:

@@ -72,6 +72,7 @@ class _Loaded:
     key: CacheKey
     task: Task | None
     label_ids: tuple[tuple[int, ...], ...] = ()  # each label's answer tokens (classification)
+    width: int = 0  # the prompt's prefix: its virtual tokens and the hard tokens it sits after (a system turn)
 
     @property
     def single_token(self) -> bool:
@@ -115,8 +116,10 @@ class Predictor:
         label_ids = ()
         if task is not None and task.labels:
             label_ids = tuple(tuple(ids) for ids in task.label_token_ids(self.base))
-        key = (self.base.fingerprint, f"{prompt.METHOD}:{prompt_hash(prompt.weights)}")
-        self._prompts[name] = _Loaded(prompt, key, task, label_ids)
+        head = prompt.head_ids(self.base)  # what the prompt sits after is part of its prefix, so of its key
+        weights = prompt.weights if not head else torch.cat([prompt.weights.flatten(), torch.tensor(head)])
+        key = (self.base.fingerprint, f"{prompt.METHOD}:{prompt_hash(weights)}")
+        self._prompts[name] = _Loaded(prompt, key, task, label_ids, prompt.num_virtual_tokens + len(head))
 
     def remove_prompt(self, name: str) -> None:
         loaded = self._prompts.pop(name, None)
@@ -298,7 +301,7 @@ class Predictor:
                 )
             templated = task is not None and (template or classify)
             ids = list(task.encode(self.base, text).ids) if templated else self.base.encode(text)
-        t = 0 if name is None else self._prompts[name].prompt.num_virtual_tokens
+        t = 0 if name is None else self._prompts[name].width
         room = self.context - t - len(ids)
         # Generation needs room for at least one new token.
         if room < (0 if classify else 1):

@@ -236,6 +236,8 @@ def prepare(spec: RunSpec, *, need_train: bool = True, meta=None, name: Callable
     if need_train and not train:
         raise SoftPromptError(f"{spec.data_name or spec.data}: no training examples left after the dev split; add rows")
     task = kind_class.build(template, labels=verbalizer, output_column=out_col).with_data(train)
+    if not need_train:  # scoring a prompt (or the bare model): the task as that prompt was trained
+        task = task.for_prompt(meta)
     if builtin is not None:
         data_name = builtin.name
     else:

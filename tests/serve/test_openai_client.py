@@ -176,6 +176,15 @@ def test_chat_with_a_chat_trained_prompt_is_what_generate_gives_for_the_messages
     bare = client.chat.completions.create(model="chat", messages=CONVERSATION[1:], max_tokens=6, temperature=0)
     assert bare.choices[0].message.content == done.choices[0].message.content
     assert bare.usage.prompt_tokens == done.usage.prompt_tokens
+    # The training rows shared that system message, so the prompt sits after it: the system turn's tokens and
+    # the 3 virtual tokens are the prompt's prefix (usage.virtual_tokens counts the prefix).
+    assert server.predictor.prompts["chat"].meta.placement == "after_system"
+    head = chat_base.tokenizer.apply_chat_template(CONVERSATION[:1], tokenize=False)
+    assert done.usage.virtual_tokens == 3 + len(chat_base.encode(head))
+    # Another system message: refused, naming the one the prompt was trained after.
+    with pytest.raises(openai.UnprocessableEntityError, match="trained after the system message 'be brief'"):
+        other = [{"role": "system", "content": "be long"}, CONVERSATION[1]]
+        client.chat.completions.create(model="chat", messages=other, max_tokens=6)
 
 
 def test_chat_to_a_template_prompt_goes_through_its_template(server, client, chat_base):

@@ -109,9 +109,12 @@ def _from_file(source: Path | SplitDataset, config: CompareConfig):
 
 
 def _chat_task(config: CompareConfig, train) -> ChatClassifyTask:
-    """Classification through chat: the labels are the final assistant replies (or --labels)."""
+    """Classification through chat: the labels are the final assistant replies (or --labels).
+
+    Every method sees one rendering, the prompt placed first: the baselines (zero/few-shot, LoRA) have no
+    prompt prefix to hold the system turn that a prompt placed after it would take out of the rows."""
     labels = config.labels or {label: label for label in sorted({ex.output for ex in train})}
-    return ChatClassifyTask("{text}", dict(labels)).with_data(train)
+    return ChatClassifyTask("{text}", dict(labels)).with_data(train).for_prompt(None)
 
 
 def _holds_conversations(source: Path | SplitDataset) -> bool:

@@ -10,6 +10,7 @@ the metadata (meta.py) and the wrong-model guard are the same for all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -103,13 +104,21 @@ class BasePrompt(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PromptState:
+    def state_of(
+        cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True, head: Sequence[int] = ()
+    ) -> PromptState:
         """What the forward takes for `weights` of this method (differentiable)."""
         raise NotImplementedError
 
     def state(self, base: BaseModel, *, share_prefix: bool = True) -> PromptState:
         """This prompt as the forward takes it (`forward.prompt_state` accepts the prompt itself too)."""
-        return self.state_of(base, self.weights, share_prefix=share_prefix)
+        return self.state_of(base, self.weights, share_prefix=share_prefix, head=self.head_ids(base))
+
+    def head_ids(self, base: BaseModel) -> tuple[int, ...]:
+        """The hard tokens the prompt sits after in its prefix (a chat prompt's system turn), else ()."""
+        from ..tasks.chat import placement_head
+
+        return placement_head(base, self.meta)
 
     def with_weights(self, weights: torch.Tensor, meta: PromptMeta | None = None) -> BasePrompt:
         """The same prompt (method, shape, initial value) holding other weights, e.g. the best ones of a run."""

@@ -26,6 +26,8 @@ class PromptMeta:
     target_column: str | None = None  # text-to-text prompts: the data's target column
     format: str | None = None  # "chat": trained on conversations (tasks/chat.py); None: on `template`
     system: str | None = None  # chat prompts: the system message all training rows shared
+    # chat prompts: "after_system" (the prompt sits after that system turn) or "first"; None (older files): first
+    placement: str | None = None
     base_model: str | None = None
     base_fingerprint: str | None = None
     # The base model's quantisation when the prompt was made (`Quantization.to_dict()`); None: not recorded.
@@ -58,7 +60,7 @@ class PromptMeta:
 
 
 _TEXT_FIELDS = frozenset(
-    {"task", "template", "target_column", "format", "system", "base_model", "base_fingerprint", "init"}
+    {"task", "template", "target_column", "format", "system", "placement", "base_model", "base_fingerprint", "init"}
     | {"softprompt_version"}
 )
 

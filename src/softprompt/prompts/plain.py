@@ -5,6 +5,8 @@ Stored as Hugging Face PEFT's PROMPT_TUNING adapter, so PEFT loads ours and we l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -63,8 +65,10 @@ class SoftPrompt(BasePrompt):
         return self.embeddings
 
     @classmethod
-    def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PromptState:
-        return prompt_state(base, weights, share_prefix=share_prefix)
+    def state_of(
+        cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True, head: Sequence[int] = ()
+    ) -> PromptState:
+        return prompt_state(base, weights, share_prefix=share_prefix, head=head)
 
     def with_weights(self, weights: torch.Tensor, meta: PromptMeta | None = None) -> SoftPrompt:
         return SoftPrompt(weights, meta or self.meta, initial=self.initial)

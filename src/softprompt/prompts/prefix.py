@@ -19,13 +19,14 @@ Decoder-only models only: an encoder-decoder takes a plain prompt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import PromptFileError, SoftPromptError
-from ..forward import PrefixKV
+from ..forward import PrefixKV, after_head
 from ..models import BaseModel
 from .base import BasePrompt
 from .files import peft_common, peft_type_of
@@ -88,10 +89,12 @@ class PrefixPrompt(BasePrompt):
         return cls(weights, PrefixShape.of(base), meta, initial=weights)
 
     @classmethod
-    def state_of(cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PrefixKV:
+    def state_of(
+        cls, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True, head: Sequence[int] = ()
+    ) -> PrefixKV:
         # Never inline: a deep prompt has no input vectors, and making it runs no block (so FSDP is fine too).
         keys, values = PrefixShape.of(base).split(weights.to(device=base.device, dtype=base.dtype))
-        return PrefixKV.of_layers(keys, values)
+        return after_head(base, head, PrefixKV.of_layers(keys, values))
 
     def with_weights(self, weights: torch.Tensor, meta: PromptMeta | None = None) -> PrefixPrompt:
         return PrefixPrompt(weights, self.shape, meta or self.meta, initial=self.initial)

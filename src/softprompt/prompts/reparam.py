@@ -157,7 +157,8 @@ class TrainablePrompt:
         return self.encoder()
 
     def state(self, base: BaseModel, *, share_prefix: bool = True) -> PromptState:
-        return self._template.state_of(base, self.weights(), share_prefix=share_prefix)
+        head = self._template.head_ids(base)
+        return self._template.state_of(base, self.weights(), share_prefix=share_prefix, head=head)
 
     def fold(self) -> torch.Tensor:
         """The weights as plain numbers: what the prompt file stores."""

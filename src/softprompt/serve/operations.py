@@ -150,11 +150,11 @@ class Generate:
     def _first_delta(self, predictor, item: Prompted) -> Delta | None:
         """What the model sees for `item` (the engine reports it itself)."""
         try:
-            _, ids, _ = predictor.generation_input(item.prompt, item.text, template=self.template)
+            state, ids, _ = predictor.generation_input(item.prompt, item.text, template=self.template)
         except SoftPromptError:
             return None  # the predictor reports it
-        virtual = 0 if item.prompt is None else predictor.prompts[item.prompt].num_virtual_tokens
-        return Delta(input_ids=ids, virtual_tokens=virtual)
+        # The prompt's prefix, as the engine counts it: its virtual tokens (and a chat prompt's system turn).
+        return Delta(input_ids=ids, virtual_tokens=0 if state is None else state.width)
 
     def run(self, predictor, items: list[Prompted], cancelled: Cancelled) -> list[Completion | InputError]:
         return gather(self.stream(predictor, items, cancelled), len(items))

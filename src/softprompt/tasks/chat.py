@@ -14,9 +14,14 @@ token for token what it saw in training:
   and it predicts by ranking the labels like `classify`, so `/v1/classify`
   serves it too.
 
-The soft prompt goes in front of everything, system turn included: the shared
-prefix keys/values of the one forward (forward.py) are what make serving many
-prompts cheap, and they must come first (docs/chat.md has the reasoning).
+Where the soft prompt sits (`placement`, recorded in the prompt's metadata;
+measured in docs/chat.md): when every training row starts with the same system
+message, after that system turn ("after_system"): the prompt's prefix is the
+system turn's tokens (hard, frozen) then the prompt's vectors, one cached prefix
+per prompt as before, and the rows hold the rest of the rendering. A request
+with another system message is refused (the prompt was trained after the
+recorded one). Otherwise, and for files without the field, in front of
+everything ("first").
 
 An input is the canonical JSON of a conversation (`data.messages`), or a plain
 text, which becomes one user turn. When a request has no system turn, the
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 
 CHAT_FORMAT = "chat"
 CHAT_TEMPLATE = "{text}"  # a plain text given to a chat prompt is the user's turn as is
+FIRST, AFTER_SYSTEM = "first", "after_system"  # where the soft prompt sits (placement)
+PLACEMENTS = (FIRST, AFTER_SYSTEM)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class Rendered:
     ids: list[int]
     trained: list[int]  # positions of assistant tokens to learn
     start: int  # where the final assistant turn starts (len(ids) without an answer)
+    head: int = 0  # leading ids that are the system turn tokenized apart (`split_system`)
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -92,7 +100,12 @@ def require_chat_template(base: BaseModel) -> None:
 
 
 def render_chat(
-    base: BaseModel, turns: Sequence[dict[str, object]], *, answer: bool, system: str | None = None
+    base: BaseModel,
+    turns: Sequence[dict[str, object]],
+    *,
+    answer: bool,
+    system: str | None = None,
+    split_system: bool = False,
 ) -> Rendered:
     """Token ids of a conversation by the model's chat template, and which of them are assistant tokens to learn.
 
@@ -103,6 +116,7 @@ def render_chat(
     that turn (with the generation prompt) and through it: a template renders a conversation's start
     the same whatever follows, which is checked. The pieces are tokenized apart, so the tokens before an
     answer are the same whether the answer follows (training) or is to be generated (serving).
+    `split_system`: a leading system turn is a piece of its own too (`head` says how many ids it gave).
     """
     require_chat_template(base)
     turns = [dict(t) for t in turns]
@@ -119,6 +133,11 @@ def render_chat(
     ids: list[int] = []
     trained: list[int] = []
     at = final = 0
+    if split_system and plain[0]["role"] == "system":
+        first = _apply(base, plain[:1], prompt=False)
+        if full.startswith(first):
+            ids, at = base.encode(first), len(first)
+    head = len(ids)
     for i, turn in enumerate(plain):
         if turn["role"] != "assistant":
             continue
@@ -137,9 +156,29 @@ def render_chat(
         at = len(through)
     ids += base.encode(full[at:])
     if not answer:
-        return Rendered(ids, trained, len(ids))
+        return Rendered(ids, trained, len(ids), head)
     end = final + len(_through_stop(base, ids[final:]))  # the final answer ends with its end-of-turn token
-    return Rendered(ids[:end], [p for p in trained if p < end], final)
+    return Rendered(ids[:end], [p for p in trained if p < end], final, head)
+
+
+def system_turn_ids(base: BaseModel, system: str) -> tuple[int, ...]:
+    """The tokens of the system turn holding `system`, tokenized apart, as a conversation starting with it
+    starts; () if the template renders no system turn of its own (Gemma's folds it into the first user turn)."""
+    require_chat_template(base)
+    turn = [{"role": "system", "content": system}]
+    text = _apply(base, turn, prompt=False)
+    probe = _apply(base, [*turn, {"role": "user", "content": "?"}], prompt=True)
+    if not text or not probe.startswith(text) or len(probe) == len(text):
+        return ()
+    return tuple(base.encode(text))
+
+
+def placement_head(base: BaseModel, meta: PromptMeta) -> tuple[int, ...]:
+    """The hard tokens a prompt's vectors sit after in its prefix: its system turn if placed after it, else ()."""
+    system = getattr(meta, "system", None)
+    if getattr(meta, "placement", None) != AFTER_SYSTEM or system is None:
+        return ()
+    return system_turn_ids(base, system)
 
 
 def _apply(base: BaseModel, turns: list[dict[str, object]], *, prompt: bool) -> str:
@@ -193,6 +232,7 @@ class _ChatInput:
     format: ClassVar[str] = CHAT_FORMAT
     default_template: ClassVar[str] = CHAT_TEMPLATE
     system: str | None
+    placement: str
 
     def _check_template(self, template: str) -> None:
         if template != CHAT_TEMPLATE:
@@ -200,16 +240,51 @@ class _ChatInput:
                 f"a {self.kind} task takes no --template (got {template!r}): the model's chat template renders "
                 "each conversation"
             )
+        if self.placement not in PLACEMENTS:
+            raise SoftPromptError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
 
     def with_data(self, examples: Sequence[Example]):
-        return replace(self, system=shared_system(examples)) if examples else self
+        """Training: the rows' shared system message, if any, and the prompt after it (else first)."""
+        if not examples:
+            return self
+        system = shared_system(examples)
+        return replace(self, system=system, placement=FIRST if system is None else AFTER_SYSTEM)
+
+    def for_prompt(self, meta: PromptMeta | None):
+        """Scoring: placed as the prompt with `meta` was trained (no prompt, or an older file: first)."""
+        if meta is not None and meta.format == CHAT_FORMAT and meta.placement == AFTER_SYSTEM:
+            return replace(self, system=meta.system, placement=AFTER_SYSTEM)
+        return replace(self, placement=FIRST)
 
     def _chat_meta(self) -> dict[str, object]:
-        return {"format": CHAT_FORMAT, "system": self.system}
+        return {"format": CHAT_FORMAT, "system": self.system, "placement": self.placement}
+
+    def check_system(self, turns: Sequence[dict[str, object]]) -> None:
+        """A prompt placed after its system turn serves that system message or none; refuse another one."""
+        first = turns[0] if turns else {}
+        if self.placement == AFTER_SYSTEM and first.get("role") == "system" and first["content"] != self.system:
+            raise SoftPromptError(
+                f"this prompt was trained after the system message {self.system!r} and sits after it: send "
+                "that system message, or none (it is then put first)"
+            )
+
+    def _render(self, base: BaseModel, text: str, *, answer: bool, where: str) -> tuple[Rendered, int]:
+        """The conversation rendered, and how many of its leading ids are the system turn that the prompt's
+        prefix holds (`placement_head`), which the row leaves out."""
+        turns = _conversation(text, where)
+        self.check_system(turns)
+        head = system_turn_ids(base, self.system) if self.placement == AFTER_SYSTEM and self.system else ()
+        rendered = render_chat(base, turns, answer=answer, system=self.system, split_system=bool(head))
+        if rendered.head != len(head) or tuple(rendered.ids[: len(head)]) != head:
+            raise SoftPromptError(
+                f"model '{base.name}': its chat template renders the system turn differently within a "
+                "conversation than alone, so the prompt cannot sit after it"
+            )
+        return rendered, len(head)
 
     def _input(self, base: BaseModel, text: str, max_tokens: int | None, where: str) -> Encoded:
-        turns = _conversation(text, where)
-        ids, cut = _cut_left(render_chat(base, turns, answer=False, system=self.system).ids, _budget(base, max_tokens))
+        rendered, head = self._render(base, text, answer=False, where=where)
+        ids, cut = _cut_left(rendered.ids[head:], _budget(base, max_tokens))
         return Encoded(tuple(ids), None, cut > 0, where)
 
 
@@ -231,6 +306,7 @@ class ChatTask(_ChatInput, Task):
 
     template: str = CHAT_TEMPLATE
     system: str | None = None  # the system message all training rows shared; put first when a request has none
+    placement: str = FIRST  # where the soft prompt sits (PLACEMENTS)
 
     def __post_init__(self):
         self._check_template(self.template)
@@ -243,7 +319,7 @@ class ChatTask(_ChatInput, Task):
     def from_meta(cls, meta: PromptMeta) -> ChatTask:
         if meta.task != cls.kind:
             raise SoftPromptError("the prompt file has no chat task")
-        return cls(meta.template or CHAT_TEMPLATE, getattr(meta, "system", None))
+        return cls(meta.template or CHAT_TEMPLATE, meta.system, meta.placement or FIRST)
 
     def meta_fields(self) -> dict[str, object]:
         return {"task": self.kind, "template": self.template, "verbalizer": None, **self._chat_meta()}
@@ -253,10 +329,9 @@ class ChatTask(_ChatInput, Task):
         With one: a `ChatRow` (the final answer after the input, every learned assistant token marked)."""
         if target is None:
             return self._input(base, text, max_tokens, where)
-        turns = _conversation(text, where)
-        rendered = render_chat(base, turns, answer=True, system=self.system)
-        head, cut = _cut_left(rendered.ids[: rendered.start], _budget(base, max_tokens))
-        trained = tuple(p - cut for p in rendered.trained if p - cut >= 1)
+        rendered, skip = self._render(base, text, answer=True, where=where)
+        head, cut = _cut_left(rendered.ids[skip : rendered.start], _budget(base, max_tokens))
+        trained = tuple(p - skip - cut for p in rendered.trained if p - skip - cut >= 1)
         if not trained:
             raise SoftPromptError(f"{where or 'example'}: no assistant token left to learn (all cut or weight 0)")
         return ChatRow(tuple(head), tuple(rendered.ids[rendered.start :]), cut > 0, where, trained)
@@ -334,6 +409,7 @@ class ChatClassifyTask(_ChatInput, ClassifyTask):
     columns: ClassVar[tuple[str, str]] = ("messages", "messages")
 
     system: str | None = None
+    placement: str = FIRST
 
     def __post_init__(self):
         self._check_template(self.template)
@@ -343,7 +419,9 @@ class ChatClassifyTask(_ChatInput, ClassifyTask):
     def from_meta(cls, meta: PromptMeta) -> ChatClassifyTask:
         if meta.task != cls.kind or not meta.verbalizer:
             raise SoftPromptError("the prompt file has no chat classification task (labels)")
-        return cls(meta.template or CHAT_TEMPLATE, dict(meta.verbalizer), system=getattr(meta, "system", None))
+        return cls(
+            meta.template or CHAT_TEMPLATE, dict(meta.verbalizer), system=meta.system, placement=meta.placement or FIRST
+        )
 
     def meta_fields(self) -> dict[str, object]:
         return {**super().meta_fields(), **self._chat_meta()}

@@ -20,6 +20,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from ...errors import SoftPromptError
 from .. import schemas
 from ..checks import check_texts
 from ..errors import ERROR_RESPONSES, APIError
@@ -82,6 +83,10 @@ def chat_input(state: ServeState, name: str | None, messages: list[schemas.ChatM
     if task.format == "chat":
         from ...data.messages import messages_text
 
+        try:
+            task.check_system(turns)
+        except SoftPromptError as e:
+            raise APIError(422, f"prompt '{name}': {e}", param="messages") from None
         return messages_text(turns), True
     if len(turns) != 1 or turns[0]["role"] != "user":
         raise APIError(
