@@ -17,11 +17,17 @@ conversations (the same questions for every row, with a 95% Wilson interval):
 
 With --classify, a `chat_classify` prompt too (the same data, the replies as labels), scored
 by ranking the labels (what /v1/classify answers) and by its generated reply (what
-/v1/chat/completions answers).
+/v1/chat/completions answers: the same rendering and decoding, tests/serve/test_openai_client.py).
+--only picks rows (e.g. `--only classify`, or `--only chat --quantize int8` for a chat-trained
+prompt on a quantised base); --name is the output files' stem.
+
+Every prompt is scored under the task as it was trained (`Task.for_prompt`): a chat prompt whose
+training rows shared the system message sits after it; the bare model and a plain prompt see the
+whole rendering.
 
 Every prompt: the same steps, batch, length, learning rate and seed; the best of --evals
 dev evaluations on the first --dev dev examples is kept, as `softprompt train` does.
-Writes OUT/results.json and OUT/results.md (and the two prompts under OUT/prompts/).
+Writes OUT/NAME.json and OUT/NAME.md (and the prompts under OUT/prompts/).
 """
 
 from __future__ import annotations
@@ -90,15 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classify", action="store_true", help="also train and score a chat_classify prompt")
+    parser.add_argument("--only", choices=PARTS, nargs="+", default=None, help="these rows only (default: all)")
+    parser.add_argument("--quantize", default="none", help="the base model's quantisation (int8, int4)")
     parser.add_argument("--out", default="benchmarks/results/chat")
+    parser.add_argument("--name", default="formats", help="stem of the output files")
     args = parser.parse_args(argv)
+    parts = set(args.only or ("zero", "chat", "plain", *(("classify",) if args.classify else ())))
     set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = load_base_model(args.model)
+    base = load_base_model(args.model, quantize=args.quantize)
     chat = builtin_dataset("trec-chat").load()
     test_chat = chat.test[: args.test]
-    test_plain = tuple(map(as_plain, test_chat))
     settings = {
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -108,17 +117,35 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint_every": args.steps,
         "seed": args.seed,
     }
-    results: dict = {"model": args.model, "data": "trec-chat", "settings": settings, "test": len(test_chat)}
+    model = args.model if args.quantize == "none" else f"{args.model} ({args.quantize})"
+    results: dict = {"model": model, "data": "trec-chat", "settings": settings, "test": len(test_chat)}
     chat_task = ChatTask().with_data(chat.train)
-    results["zero_shot_chat"] = score("zero-shot chat", base, chat_task, None, test_chat, 32)
+    if "zero" in parts:
+        results["zero_shot_chat"] = score("zero-shot chat", base, chat_task.for_prompt(None), None, test_chat, 32)
 
     chat_spec = RunSpec(data="trec-chat", max_dev_examples=args.dev, settings=settings)
-    start = time.perf_counter()
-    trained = run_training(chat_spec, out / "prompts" / "chat", base, show_progress=False)
-    results["chat_trained"] = {
-        **score("chat-trained, served as trained", base, chat_task, trained.prompt, test_chat, 32),
-        "train_seconds": round(time.perf_counter() - start, 1),
-    }
+    if "chat" in parts:
+        start = time.perf_counter()
+        trained = run_training(chat_spec, out / "prompts" / f"{args.name}-chat", base, show_progress=False)
+        task = chat_task.for_prompt(trained.prompt.meta)
+        results["chat_trained"] = {
+            **score("chat-trained, served as trained", base, task, trained.prompt, test_chat, 32),
+            "placement": trained.prompt.meta.placement,
+            "train_seconds": round(time.perf_counter() - start, 1),
+        }
+    if "plain" in parts:
+        plain_rows(results, base, chat, chat_task, chat_spec, test_chat, out)
+    if "classify" in parts:
+        classify_rows(results, base, chat_task, chat_spec, test_chat, out / "prompts" / f"{args.name}-chat_classify")
+    (out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{args.name}.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def plain_rows(results: dict, base, chat, chat_task, chat_spec, test_chat, out: Path) -> None:
+    """The same data as plain input/target: through its own template, and through the chat template."""
+    test_plain = tuple(map(as_plain, test_chat))
 
     plain_task = GenerateTask(PLAIN_TEMPLATE)
     plain_data = RunData(
@@ -138,27 +165,44 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": seconds,
     }
     results["plain_trained_chat_template"] = score(
-        "plain-trained, chat template with the prompt in front", base, chat_task, plain.prompt, test_chat, 32
+        "plain-trained, chat template with the prompt in front",
+        base,
+        chat_task.for_prompt(plain.prompt.meta),
+        plain.prompt,
+        test_chat,
+        32,
     )
-    if args.classify:
-        spec = replace(chat_spec, task="chat_classify")
-        start = time.perf_counter()
-        labelled = run_training(spec, out / "prompts" / "chat_classify", base, show_progress=False)
-        seconds = round(time.perf_counter() - start, 1)
-        task = ChatClassifyTask.from_meta(labelled.prompt.meta)
-        rows = encode_eval_set(base, task, test_chat)
-        ranked = evaluate(base, task, labelled.prompt, rows.rows, batch_size=32)
-        results["chat_classify_ranked"] = {"accuracy": ranked["accuracy"], "n": ranked["n"], "train_seconds": seconds}
-        print(f"chat_classify, labels ranked: accuracy {ranked['accuracy']:.3f}", file=sys.stderr)
-        results["chat_classify_generated"] = score(
-            "chat_classify, generated reply", base, chat_task, labelled.prompt, test_chat, 32
-        )
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(markdown(results))
-    print(markdown(results))
-    return 0
 
 
+def classify_rows(results: dict, base, chat_task, chat_spec, test_chat, folder: Path) -> None:
+    """A chat_classify prompt: its labels ranked (/v1/classify), and its generated reply (chat completions)."""
+    start = time.perf_counter()
+    labelled = run_training(replace(chat_spec, task="chat_classify"), folder, base, show_progress=False)
+    seconds = round(time.perf_counter() - start, 1)
+    task = ChatClassifyTask.from_meta(labelled.prompt.meta)
+    rows = encode_eval_set(base, task, test_chat)
+    ranked = evaluate(base, task, labelled.prompt, rows.rows, batch_size=32)
+    hits = round(ranked["accuracy"] * ranked["n"])
+    low, high = wilson(hits, ranked["n"])
+    results["chat_classify_ranked"] = {
+        "accuracy": ranked["accuracy"],
+        "interval95": [round(low, 4), round(high, 4)],
+        "n": ranked["n"],
+        "placement": labelled.prompt.meta.placement,
+        "train_seconds": seconds,
+    }
+    print(f"chat_classify, labels ranked: accuracy {ranked['accuracy']:.3f} [{low:.3f}, {high:.3f}]", file=sys.stderr)
+    results["chat_classify_generated"] = score(
+        "chat_classify, generated reply",
+        base,
+        chat_task.for_prompt(labelled.prompt.meta),
+        labelled.prompt,
+        test_chat,
+        32,
+    )
+
+
+PARTS = ("zero", "chat", "plain", "classify")
 ROWS = (
     ("zero_shot_chat", "zero-shot, through the chat template"),
     ("chat_trained", "chat-trained prompt, served as trained (chat)"),
@@ -185,7 +229,12 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {r['exact_match']:.3f} | [{low:.3f}, {high:.3f}] | {r['token_f1']:.3f} |")
     ranked = results.get("chat_classify_ranked")
     if ranked:
-        lines += ["", f"chat_classify prompt, labels ranked (/v1/classify): accuracy {ranked['accuracy']:.3f}"]
+        low, high = ranked.get("interval95", (math.nan, math.nan))
+        lines += [
+            "",
+            f"chat_classify prompt, labels ranked (/v1/classify): accuracy {ranked['accuracy']:.3f} "
+            f"[{low:.3f}, {high:.3f}]",
+        ]
     return "\n".join(lines) + "\n"
 
 

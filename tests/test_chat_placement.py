@@ -14,6 +14,7 @@ from softprompt.decode import GenerationConfig, eos_token_ids, generate_texts
 from softprompt.engine import Engine
 from softprompt.engine import Sequence as EngineSequence
 from softprompt.errors import SoftPromptError
+from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.forward import DecoderRun, hidden_states, pad_batch, prompt_state
 from softprompt.infer import Predictor
 from softprompt.prefix import PrefixPrompt
@@ -177,3 +178,19 @@ def test_an_older_prompt_without_the_field_sits_first_as_before(tmp_path):
     assert isinstance(answer, str)
     # Another system message is served, as before (the prompt is first, nothing to contradict).
     predictor.generation_input("old", json.dumps([{"role": "system", "content": "Be long."}, MULTI[1]]))
+
+
+def test_scoring_refuses_rows_encoded_for_the_other_placement(tmp_path):
+    base = tiny_chat_base("llama", "qwen2")
+    task = ChatTask().with_data(chats(tmp_path))
+    examples = chats(tmp_path)
+    after = encode_eval_set(base, task, examples).rows
+    with pytest.raises(SoftPromptError, match="encoded for a prompt placed after the system turn"):
+        evaluate(base, task, None, after)  # the bare model has no prefix to hold the system turn
+    first = task.for_prompt(None)
+    assert evaluate(base, first, None, encode_eval_set(base, first, examples).rows)["n"] == 3
+    old = SoftPrompt.initialize(base, 3, "random", meta=PromptMeta(**ChatTask(system=SYSTEM).meta_fields()))
+    with pytest.raises(SoftPromptError, match="but the prompt is placed first"):
+        evaluate(base, task, old, after)
+    placed = placed_prompt(base, task)
+    assert evaluate(base, task, placed, after)["n"] == 3

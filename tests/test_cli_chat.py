@@ -52,7 +52,7 @@ def test_train_eval_predict_generate_on_conversations(setup, capsys, kind):
     code, stdout, stderr = run(capsys, *args, "--num-virtual-tokens", "3", "--out", str(out), "--quiet")
     assert code == 0, stderr
     meta = load_prompt(out).meta
-    assert (meta.task, meta.format, meta.system) == (kind, "chat", SYSTEM["content"])
+    assert (meta.task, meta.format, meta.system, meta.placement) == (kind, "chat", SYSTEM["content"], "after_system")
     if kind == "chat_classify":
         assert meta.verbalizer == {"blue": " blue", "red": " red"}  # scored without the space (tasks/chat.py)
 
@@ -62,6 +62,9 @@ def test_train_eval_predict_generate_on_conversations(setup, capsys, kind):
     assert code == 0 and report["n"] == 20 and 0 <= report[metric] <= 1 and report["loss"] > 0
     if kind == "chat":
         assert "token_f1" in report
+        # The bare model on the same data: the whole rendering, system turn included (no prefix to hold it).
+        code, stdout, _ = run(capsys, "eval", "--model", model, "--data", str(data), "--task", kind, "--json")
+        assert code == 0 and json.loads(stdout)["n"] == 20
 
     # predict reads `messages` rows (a final assistant turn is what it predicts); generate takes them as JSON.
     inputs = root / f"in-{kind}.jsonl"

@@ -15,6 +15,7 @@ from .data import Example
 from .forward import PromptSource, PromptState, pad_batch, prompt_state
 from .models import BaseModel
 from .tasks import Encoded, Task
+from .tasks.chat import check_placement
 
 PromptInput = PromptSource | PromptState | torch.Tensor | None
 
@@ -86,6 +87,8 @@ def predict_with_loss(
     base: BaseModel, task: Task, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
 ) -> tuple[list[str], list[float] | None]:
     """`predict`, and each row's loss on its gold answer where the task's forward gives it (else None)."""
+    if prompt is None or hasattr(prompt, "meta"):  # a bare tensor or state: placed by its caller
+        check_placement(task, getattr(prompt, "meta", None))
     state = prompt_state(base, prompt)
     check_rows_fit(base, task, rows, 0 if state is None else state.width)
     out: list[str] = [""] * len(rows)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .evaluate import EvalRow, evaluate
+from .forward import prompt_state
 from .models import BaseModel
 from .prompts.vocab import cosine_matrix, vocabulary_embeddings
 from .tasks import Task
@@ -58,16 +59,18 @@ def score_projection(
     token_ids: Sequence[int] | None = None,
     batch_size: int = 32,
     split: str | None = None,
+    head: Sequence[int] = (),
 ) -> ProjectionScore:
     """Score the soft prompt `embeddings` and its nearest-token projection on `rows`.
 
     `token_ids` are the nearest tokens when already known (inspect computes them); else they are found here.
+    `head`: the hard tokens both sit after (a chat prompt placed after its system turn, `BasePrompt.head_ids`).
     """
     if token_ids is None:
         token_ids = nearest_token_ids(embeddings, vocabulary_embeddings(base))
     ids = [int(i) for i in token_ids]
-    soft = evaluate(base, task, embeddings.detach(), rows, batch_size=batch_size)
-    hard = evaluate(base, task, hard_prompt(base, ids), rows, batch_size=batch_size)
+    soft = evaluate(base, task, prompt_state(base, embeddings.detach(), head=head), rows, batch_size=batch_size)
+    hard = evaluate(base, task, prompt_state(base, hard_prompt(base, ids), head=head), rows, batch_size=batch_size)
     return ProjectionScore(
         token_ids=ids,
         text=base.tokenizer.decode(ids),

@@ -104,5 +104,6 @@ def _score_projection(args: argparse.Namespace, base, prompt, token_ids: list[in
         token_ids=token_ids,
         batch_size=args.batch_size,
         split=split,
+        head=prompt.head_ids(base),
     )
     return score.to_dict()

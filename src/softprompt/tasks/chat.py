@@ -226,6 +226,19 @@ def _budget(base: BaseModel, max_tokens: int | None) -> int | None:
     return max_tokens
 
 
+def check_placement(task: object, meta: PromptMeta | None) -> None:
+    """Refuse rows encoded for one placement scored with a prompt of the other: the system turn would be
+    missing, or twice (a task from data and a prompt from a file; `Task.for_prompt` makes them agree)."""
+    rows_after = getattr(task, "placement", None) == AFTER_SYSTEM
+    prompt_after = getattr(meta, "placement", None) == AFTER_SYSTEM
+    if rows_after != prompt_after:
+        raise SoftPromptError(
+            f"the rows were encoded for a prompt placed {'after the system turn' if rows_after else 'first'}, "
+            f"but the prompt is placed {'after it' if prompt_after else 'first'}: encode them with the task "
+            "as the prompt was trained (task.for_prompt(prompt.meta))"
+        )
+
+
 class _ChatInput:
     """What both chat kinds share: how a conversation becomes the input ids; the system message they keep."""
 
