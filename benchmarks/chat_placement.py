@@ -1,7 +1,9 @@
 """Where a chat prompt's virtual tokens sit: in front of everything, or after the system turn.
 
     nice -n 10 .venv/bin/python benchmarks/chat_placement.py --threads 1 [--steps 60] [--test 200] \
-        [--out benchmarks/results/chat/placement.json]
+        [--seed 0] [--out benchmarks/results/chat/placement-seed0.json]
+    .venv/bin/python benchmarks/chat_placement.py --summary benchmarks/results/chat/placement-seed*.json \
+        [--out benchmarks/results/chat/placement.md]
 
 On `trec-chat` (every conversation starts with the same system message), two soft prompts
 are trained by one small loop, alike in everything (init, steps, batches, learning rate,
@@ -13,6 +15,7 @@ seed) but where the virtual tokens sit:
   prompt's vectors, the rows holding the rest, so the same one forward runs both.
 
 Both are scored by exact match on the first --test test conversations (greedy replies).
+--summary tabulates several seeds' files: per seed, the mean and the sample standard deviation.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -98,8 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/chat/placement.json")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/chat/placement-seed<seed>.json")
+    parser.add_argument("--summary", nargs="+", default=None, help="seed files to tabulate (no training)")
     args = parser.parse_args(argv)
+    if args.summary:
+        text = summary([json.loads(Path(p).read_text()) for p in args.summary])
+        Path(args.out or "benchmarks/results/chat/placement.md").write_text(text)
+        print(text)
+        return 0
+    args.out = args.out or f"benchmarks/results/chat/placement-seed{args.seed}.json"
     set_threads(args.threads)
     base = load_base_model(args.model)
     splits = builtin_dataset("trec-chat").load()
@@ -117,6 +128,33 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
+
+
+def summary(runs: list[dict]) -> str:
+    """Markdown: each seed's exact match for both placements, their difference, and mean ± sd over seeds."""
+    runs = sorted(runs, key=lambda r: r["settings"]["seed"])
+    settings = {k: v for k, v in runs[0]["settings"].items() if k != "seed"}
+    lines = [
+        f"# Where the soft prompt sits ({runs[0]['model']}, {runs[0]['data']})",
+        "",
+        f"Exact match of the greedy reply on the first {runs[0]['first']['n']} test conversations; "
+        f"settings {json.dumps(settings)}; the system turn is {runs[0]['system_tokens']} tokens.",
+        "",
+        "| seed | first | after the system turn | difference |",
+        "|---|---|---|---|",
+    ]
+    firsts = [r["first"]["exact_match"] for r in runs]
+    afters = [r["after_system"]["exact_match"] for r in runs]
+    gaps = [a - f for f, a in zip(firsts, afters)]
+    for r, f, a, g in zip(runs, firsts, afters, gaps):
+        lines.append(f"| {r['settings']['seed']} | {f:.2f} | {a:.2f} | {g:+.2f} |")
+
+    def spread(values: list[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+    lines.append(f"| mean ± sd | {spread(firsts)} | {spread(afters)} | {spread(gaps)} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
