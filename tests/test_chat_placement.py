@@ -21,7 +21,15 @@ from softprompt.prefix import PrefixPrompt
 from softprompt.prompt import METADATA_KEY, WEIGHTS_FILE, PromptMeta, SoftPrompt
 from softprompt.reparam import TrainablePrompt
 from softprompt.tasks import task_from_meta
-from softprompt.tasks.chat import AFTER_SYSTEM, FIRST, ChatClassifyTask, ChatTask, render_chat, system_turn_ids
+from softprompt.tasks.chat import (
+    AFTER_SYSTEM,
+    FIRST,
+    ChatClassifyTask,
+    ChatTask,
+    placement_note,
+    render_chat,
+    system_turn_ids,
+)
 from softprompt.testing import CHAT_TEMPLATES, tiny_chat_base
 
 SYSTEM = "Be brief."
@@ -61,6 +69,7 @@ def test_a_shared_system_message_places_the_prompt_after_it(tmp_path):
     # Rows with different system messages: nothing shared to sit after, so first.
     mixed = ChatTask().with_data(chats(tmp_path, (SYSTEM, SYSTEM, "Be long.")))
     assert (mixed.system, mixed.placement) == (None, FIRST)
+    assert "do not all share one system message: the prompt sits first" in placement_note(mixed)
     # Scoring takes the placement from the prompt; the bare model has nothing to hold a system turn: first.
     assert task.for_prompt(None).placement == FIRST
     assert ChatTask().for_prompt(PromptMeta(**task.meta_fields())) == task

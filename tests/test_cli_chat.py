@@ -49,13 +49,16 @@ def test_train_eval_predict_generate_on_conversations(setup, capsys, kind):
     root, model, data = setup
     out = root / f"prompt-{kind}"
     args = ["train", "--model", model, "--data", str(data), "--task", kind, "--steps", "2", "--batch-size", "4"]
-    code, stdout, stderr = run(capsys, *args, "--num-virtual-tokens", "3", "--out", str(out), "--quiet")
+    code, stdout, stderr = run(capsys, *args, "--num-virtual-tokens", "3", "--out", str(out))
     assert code == 0, stderr
+    assert "the prompt sits after the system message every training row shares" in stderr
     meta = load_prompt(out).meta
     assert (meta.task, meta.format, meta.system, meta.placement) == (kind, "chat", SYSTEM["content"], "after_system")
     if kind == "chat_classify":
         assert meta.verbalizer == {"blue": " blue", "red": " red"}  # scored without the space (tasks/chat.py)
 
+    code, stdout, _ = run(capsys, "info", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["placement"] == "after_system"
     code, stdout, _ = run(capsys, "eval", "--model", model, "--prompt", str(out), "--data", str(data), "--json")
     report = json.loads(stdout)
     metric = "exact_match" if kind == "chat" else "accuracy"

@@ -46,6 +46,9 @@ def describe(folder: str) -> dict:
         "task": meta.task,
         "template": meta.template,
         "labels": list(meta.verbalizer) if meta.verbalizer else None,
+        "format": meta.format,
+        "system": meta.system,
+        "placement": (meta.placement or "first") if meta.format == "chat" else None,
         "verbalizer": meta.verbalizer,
         "task_type": config.get("task_type"),
         "training": meta.training,
@@ -76,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("template", json.dumps(info["template"])))
     if info["verbalizer"]:
         rows.append(("labels", ", ".join(f"{k} -> {v!r}" for k, v in info["verbalizer"].items())))
+    if info["format"] == "chat":
+        where = "after the system turn" if info["placement"] == "after_system" else "first"
+        rows.append(("chat", f"prompt placed {where}; system message {json.dumps(info['system'])}"))
     for key, value in (info["training"] or {}).items():
         rows.append((f"training.{key}", value))
     width = max(len(k) for k, _ in rows)

@@ -197,6 +197,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     from ..fileio import check_output_path
     from ..models import load_base_model
     from ..recipe import prepare, run_training, set_threads
+    from ..tasks.chat import placement_note
     from ..train import CHECKPOINT_DIR
 
     if dist.enabled and (args.device_map or args.device):
@@ -234,6 +235,8 @@ def _run(args: argparse.Namespace, dist) -> int:
             f"{config.summary()}{start.balance_note}, {start.total_steps} steps -> {out}"
             + (f"; {dist.world_size} processes ({dist.backend}{', FSDP' if dist.fsdp else ''})" if dist.enabled else "")
         )
+        if task.format == "chat":
+            say(placement_note(task))
 
     result = run_training(
         spec,

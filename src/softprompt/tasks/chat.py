@@ -226,6 +226,13 @@ def _budget(base: BaseModel, max_tokens: int | None) -> int | None:
     return max_tokens
 
 
+def placement_note(task: object) -> str:
+    """One line on where a chat prompt being trained sits (docs/chat.md, "Where the soft prompt sits")."""
+    if getattr(task, "placement", None) == AFTER_SYSTEM:
+        return "the prompt sits after the system message every training row shares (placement after_system)"
+    return "the training rows do not all share one system message: the prompt sits first (placement first)"
+
+
 def check_placement(task: object, meta: PromptMeta | None) -> None:
     """Refuse rows encoded for one placement scored with a prompt of the other: the system turn would be
     missing, or twice (a task from data and a prompt from a file; `Task.for_prompt` makes them agree)."""
