@@ -175,9 +175,10 @@ def train(
     dist = dist or Dist()
     started = time.perf_counter()
     task = balanced_task(task, train_rows, config.balance)  # the loss only: answers are decided as before
-    check_rows_fit(base, task, train_rows, config.num_virtual_tokens)
+    prefix = config.num_virtual_tokens + len(task.head_ids(base))  # a chat prompt's system turn is in its prefix
+    check_rows_fit(base, task, train_rows, prefix)
     if dev is not None:  # here, not at the first dev evaluation minutes into the run
-        check_rows_fit(base, task, dev.rows, config.num_virtual_tokens)
+        check_rows_fit(base, task, dev.rows, prefix)
     total = config.total_steps(len(train_rows))
     plan = BatchPlan(
         [len(r) for r in train_rows], config.batch_size, seed=config.seed, bucket_batches=config.bucket_batches

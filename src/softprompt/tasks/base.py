@@ -85,6 +85,11 @@ class Task(ABC):
         """The task as its training examples complete it (a chat task keeps their shared system message)."""
         return self
 
+    def head_ids(self, base: BaseModel) -> tuple[int, ...]:
+        """Hard tokens the prompt's prefix holds before its vectors, left out of the rows (a chat prompt's
+        system turn, when placed after it); () for most tasks."""
+        return ()
+
     def for_prompt(self, meta: PromptMeta | None) -> Task:
         """The task as the prompt with `meta` (None: the bare model) is scored with (a chat task takes where
         the prompt sits from it)."""

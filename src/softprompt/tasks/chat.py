@@ -173,8 +173,9 @@ def system_turn_ids(base: BaseModel, system: str) -> tuple[int, ...]:
     return tuple(base.encode(text))
 
 
-def placement_head(base: BaseModel, meta: PromptMeta) -> tuple[int, ...]:
-    """The hard tokens a prompt's vectors sit after in its prefix: its system turn if placed after it, else ()."""
+def placement_head(base: BaseModel, meta: PromptMeta | _ChatInput) -> tuple[int, ...]:
+    """The hard tokens a prompt's vectors sit after in its prefix: its system turn if placed after it, else ()
+    (`meta`: a prompt's metadata, or a chat task: both hold `placement` and `system`)."""
     system = getattr(meta, "system", None)
     if getattr(meta, "placement", None) != AFTER_SYSTEM or system is None:
         return ()
@@ -288,12 +289,16 @@ class _ChatInput:
                 "that system message, or none (it is then put first)"
             )
 
+    def head_ids(self, base: BaseModel) -> tuple[int, ...]:
+        """The system turn's tokens when the prompt sits after it (the rows leave them out), else ()."""
+        return placement_head(base, self)
+
     def _render(self, base: BaseModel, text: str, *, answer: bool, where: str) -> tuple[Rendered, int]:
         """The conversation rendered, and how many of its leading ids are the system turn that the prompt's
         prefix holds (`placement_head`), which the row leaves out."""
         turns = _conversation(text, where)
         self.check_system(turns)
-        head = system_turn_ids(base, self.system) if self.placement == AFTER_SYSTEM and self.system else ()
+        head = self.head_ids(base)
         rendered = render_chat(base, turns, answer=answer, system=self.system, split_system=bool(head))
         if rendered.head != len(head) or tuple(rendered.ids[: len(head)]) != head:
             raise SoftPromptError(
