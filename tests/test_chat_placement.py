@@ -203,3 +203,19 @@ def test_scoring_refuses_rows_encoded_for_the_other_placement(tmp_path):
         evaluate(base, task, old, after)
     placed = placed_prompt(base, task)
     assert evaluate(base, task, placed, after)["n"] == 3
+
+
+def test_a_placed_chat_classification_prompt_classifies_as_it_scores(tmp_path):
+    base = tiny_chat_base("llama", "qwen2")
+    examples = chats(tmp_path)
+    task = ChatClassifyTask("{text}", {"a": "a", "b": "b"}).with_data(examples)
+    assert task.placement == AFTER_SYSTEM
+    prompt = placed_prompt(base, task, seed=5)
+    predictor = Predictor(base)
+    predictor.add_prompt("cc", prompt)
+    with_system, without = json.dumps(MULTI[:2]), json.dumps(MULTI[1:2])
+    got = predictor.classify([("cc", with_system), ("cc", without)])  # /v1/classify
+    assert got[0].probs == pytest.approx(got[1].probs)
+    rows = encode_eval_set(base, task, [examples[0].__class__(with_system, "a", "")]).rows
+    assert evaluate(base, task, prompt, rows)["n"] == 1
+    assert list(rows[0].ids) == predictor.generation_input("cc", without)[1]
