@@ -17,9 +17,11 @@ from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.forward import DecoderRun, hidden_states, pad_batch, prompt_state
 from softprompt.infer import Predictor
-from softprompt.prefix import PrefixPrompt
-from softprompt.prompt import METADATA_KEY, WEIGHTS_FILE, PromptMeta, SoftPrompt
-from softprompt.reparam import TrainablePrompt
+from softprompt.prompts.files import METADATA_KEY, WEIGHTS_FILE
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.plain import SoftPrompt
+from softprompt.prompts.prefix import PrefixPrompt
+from softprompt.prompts.reparam import TrainablePrompt
 from softprompt.tasks import task_from_meta
 from softprompt.tasks.chat import (
     AFTER_SYSTEM,
