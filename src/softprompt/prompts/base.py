@@ -112,7 +112,16 @@ class BasePrompt(nn.Module):
 
     def state(self, base: BaseModel, *, share_prefix: bool = True) -> PromptState:
         """This prompt as the forward takes it (`forward.prompt_state` accepts the prompt itself too)."""
-        return self.state_of(base, self.weights, share_prefix=share_prefix, head=self.head_ids(base))
+        return self.placed_state(base, self.weights, share_prefix=share_prefix)
+
+    def placed_state(self, base: BaseModel, weights: torch.Tensor, *, share_prefix: bool = True) -> PromptState:
+        """`state_of(weights)` after the hard tokens this prompt sits after (`head_ids`), if any: training
+        (`reparam.TrainablePrompt`) and serving build the prefix here alike. A method whose `state_of` takes
+        no `head` still serves every prompt that has none."""
+        head = self.head_ids(base)
+        if not head:
+            return self.state_of(base, weights, share_prefix=share_prefix)
+        return self.state_of(base, weights, share_prefix=share_prefix, head=head)
 
     def head_ids(self, base: BaseModel) -> tuple[int, ...]:
         """The hard tokens the prompt sits after in its prefix (a chat prompt's system turn), else ()."""

@@ -157,8 +157,7 @@ class TrainablePrompt:
         return self.encoder()
 
     def state(self, base: BaseModel, *, share_prefix: bool = True) -> PromptState:
-        head = self._template.head_ids(base)
-        return self._template.state_of(base, self.weights(), share_prefix=share_prefix, head=head)
+        return self._template.placed_state(base, self.weights(), share_prefix=share_prefix)
 
     def fold(self) -> torch.Tensor:
         """The weights as plain numbers: what the prompt file stores."""
