@@ -221,3 +221,18 @@ def test_a_placed_chat_classification_prompt_classifies_as_it_scores(tmp_path):
     rows = encode_eval_set(base, task, [examples[0].__class__(with_system, "a", "")]).rows
     assert evaluate(base, task, prompt, rows)["n"] == 1
     assert list(rows[0].ids) == predictor.generation_input("cc", without)[1]
+
+
+@pytest.mark.parametrize("method", [SoftPrompt, PrefixPrompt])
+def test_reparameterised_prompts_train_in_the_prefix_they_fold_into(method, tmp_path):
+    """P-tuning's MLP / prefix tuning's projection: the prefix while training is the folded prompt's."""
+    base = tiny_chat_base("llama", "qwen2")
+    prompt = placed_prompt(base, ChatTask().with_data(chats(tmp_path)), method, seed=4)
+    training = TrainablePrompt(prompt, "mlp", seed=0)
+    with torch.no_grad():  # away from the init, where the MLP's output is exactly zero
+        for param in training.parameters():
+            param.add_(0.01)
+    state, served = training.state(base), training.artefact().state(base)
+    assert state.width == served.width == len(system_turn_ids(base, SYSTEM)) + prompt.num_virtual_tokens
+    for a, b in zip(state.keys + state.values, served.keys + served.values):
+        assert torch.allclose(a, b, atol=1e-5)
