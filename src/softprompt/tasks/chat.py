@@ -286,7 +286,7 @@ class _ChatInput:
         if self.placement == AFTER_SYSTEM and first.get("role") == "system" and first["content"] != self.system:
             raise SoftPromptError(
                 f"this prompt was trained after the system message {self.system!r} and sits after it: send "
-                "that system message, or none (it is then put first)"
+                "that system message, or none (the recorded one is then used)"
             )
 
     def head_ids(self, base: BaseModel) -> tuple[int, ...]:
