@@ -31,12 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .allocator import return_freed_memory
 from .errors import SoftPromptError
 from .families import Family
 from .fingerprint import embedding_fingerprint, fingerprint_of_rows
 from .model_names import BUILTIN_MODELS, DEFAULT_MODEL, builtin_alias
 from .model_store import SOURCE_FILE, cache_dir, file_digest
-from .quant import Quantization, quantization_of, quantize_model
+from .quant import Quantization, fuse_shared_inputs, quantization_of, quantize_model
 from .quantized_load import (
     Source,
     folder_source,
@@ -153,6 +154,8 @@ def quantize_base(base: BaseModel, quantize: str | Quantization) -> BaseModel:
         return base
     fingerprint = base.fingerprint
     quantize_model(base.model, q)
+    fuse_shared_inputs(base.model)
+    return_freed_memory()  # the replaced fp32 weights, and what dequantised tiles will free (allocator.py)
     return BaseModel(model=freeze(base.model), tokenizer=base.tokenizer, name=base.name, _fingerprint=fingerprint)
 
 
@@ -345,7 +348,10 @@ def _load_quantized_base(name: str, q: Quantization, *, device: torch.device, dt
         raise fp32_refused(name)
     if dtype is None:
         dtype = torch.bfloat16 if device.type != "cpu" else torch.float32
+    return_freed_memory()  # before the load too: its temporaries are then freed for real (allocator.py)
     loaded = load_quantized_source(source_of(name), q, dtype=dtype)
     can_pad(loaded.tokenizer)
     model = freeze(loaded.model.to(device))
+    fuse_shared_inputs(model)
+    return_freed_memory()
     return BaseModel(model=model, tokenizer=loaded.tokenizer, name=name, _fingerprint=loaded.fingerprint)

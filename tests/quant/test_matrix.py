@@ -103,13 +103,14 @@ def test_backward_dequantises_a_tile_of_rows_at_a_time(kind, monkeypatch):
     m.row_tile = 256
     seen = []
     cls = type(m)
-    original = cls.tile
+    original = cls.tile_into
 
-    def watched(self, start, stop):
+    def watched(self, start, stop, out):
         seen.append(stop - start)
-        return original(self, start, stop)
+        assert out.shape[0] == stop - start
+        return original(self, start, stop, out)
 
-    monkeypatch.setattr(cls, "tile", watched)
+    monkeypatch.setattr(cls, "tile_into", watched)
     monkeypatch.setattr(cls, "dequantized", lambda self: pytest.fail("the whole matrix was dequantised"))
     x = torch.randn(8, cols, requires_grad=True)
     with torch.autograd.profiler.profile(profile_memory=True) as prof:
@@ -175,3 +176,12 @@ def test_tensors_read_at_odd_addresses_are_copied_before_the_kernel_sees_them(ki
     with torch.no_grad():
         x = torch.randn(5, 64)
         assert torch.equal(frozen_matmul(x, again), frozen_matmul(x, m))
+
+
+def test_an_aligned_table_is_kept_and_an_unaligned_one_copied():
+    from softprompt.quant.matrix import aligned
+
+    table = torch.zeros(130, dtype=torch.int8)
+    assert aligned(table[:64], torch.int8).data_ptr() == table.data_ptr()  # kept: no second copy in memory
+    shifted = aligned(table[1:65], torch.int8)
+    assert shifted.data_ptr() % 64 == 0 and torch.equal(shifted, table[1:65])

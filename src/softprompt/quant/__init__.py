@@ -7,6 +7,7 @@ with the loaders and the front ends.
 """
 
 from .config import QUANT_MODES, Quantization
+from .fused import fuse_shared_inputs
 from .model import (
     dequantized_model,
     load_tensor_,
@@ -22,6 +23,7 @@ __all__ = [
     "QUANT_MODES",
     "Quantization",
     "dequantized_model",
+    "fuse_shared_inputs",
     "load_quantized",
     "load_tensor_",
     "quantization_of",

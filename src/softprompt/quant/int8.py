@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .cuda import bnb_int8_matmul
-from .matrix import SCALE_DTYPE, QuantizedMatrix, on_cpu_in_bf16, rows_in_chunks
+from .matrix import SCALE_DTYPE, QuantizedMatrix, aligned, rows_in_chunks
 
 
 class Int8Matrix(QuantizedMatrix):
@@ -44,11 +44,16 @@ class Int8Matrix(QuantizedMatrix):
             q[s : s + len(w)] = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
             scales[s : s + len(w)] = scale
         self.qweight, self.scales = q, scales
+        self.shared = None  # a new table: no longer part of a shared one (fused.py)
 
     def kernel_matmul(self, x: torch.Tensor) -> torch.Tensor | None:
+        if x.device.type == "cpu":
+            # on_cpu_in_bf16 written out: decoding runs this per linear per token.
+            b = self._buffers
+            return torch._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), b["qweight"], b["scales"]).to(x.dtype)
         if x.device.type == "cuda":
             return bnb_int8_matmul(self.qweight, self.scales, x)
-        return on_cpu_in_bf16(x, lambda xb: torch._weight_int8pack_mm(xb, self.qweight, self.scales))
+        return None
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         return self.qweight[ids].to(self.dtype) * self.scales[ids, None].to(self.dtype)
@@ -59,9 +64,11 @@ class Int8Matrix(QuantizedMatrix):
     def portable(self) -> dict[str, torch.Tensor]:
         return {"qweight": self.qweight, "scales": self.scales}
 
+    def tile_into(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        # The same two roundings as `tile` (int8 -> float exactly, then one product), in place.
+        return out.copy_(self.qweight[start:stop]).mul_(self.scales[start:stop, None])
+
     def load_portable_(self, tensors: dict[str, torch.Tensor]) -> None:
-        # Copies, not views: a tensor read from a file may sit at any address, and the kernel
-        # needs the allocator's alignment (an unaligned table crashes it).
-        qweight, scales = tensors["qweight"], tensors["scales"]
-        self.qweight = torch.empty(qweight.shape, dtype=torch.int8, device=qweight.device).copy_(qweight)
-        self.scales = torch.empty(scales.shape, dtype=SCALE_DTYPE, device=scales.device).copy_(scales)
+        self.qweight = aligned(tensors["qweight"], torch.int8)
+        self.scales = aligned(tensors["scales"], SCALE_DTYPE)
+        self.shared = None

@@ -45,6 +45,8 @@ class QuantizedMatrix(nn.Module):
     out_features: int
     in_features: int
     row_tile: int = ROW_TILE
+    # (fused.SharedProduct, index) where this matrix's table is part of one its siblings share (fused.py).
+    shared: tuple | None = None
 
     def __init__(self, dtype: torch.dtype):
         super().__init__()
@@ -62,6 +64,10 @@ class QuantizedMatrix(nn.Module):
     def tile(self, start: int, stop: int) -> torch.Tensor:
         """Dequantised rows start..stop-1 (consecutive: cheaper than `rows`)."""
         raise NotImplementedError
+
+    def tile_into(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """`tile(start, stop)` written into `out` [stop - start, in] (a buffer the products reuse); returns it."""
+        return out.copy_(self.tile(start, stop))
 
     def portable(self) -> dict[str, torch.Tensor]:
         """The tensors as saved to a file: a layout that does not depend on the CPU that packed them."""
@@ -90,15 +96,28 @@ class QuantizedMatrix(nn.Module):
         out = self.kernel_matmul(x)
         return self.exact_matmul(x) if out is None else out
 
+    def _tile_buffer(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """One tile's worth of scratch for a product: every tile of it is dequantised into this one
+        buffer (allocating and freeing a tile per step fragments the heap: allocator.py)."""
+        return torch.empty(min(self.row_tile, self.out_features), self.in_features, dtype=dtype, device=device)
+
     def exact_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W.T one dequantised tile of rows at a time, in x's dtype."""
-        return torch.cat([F.linear(x, self.tile(s, e).to(x.dtype)) for s, e in self._tiles()], dim=-1)
+        buffer = self._tile_buffer(x.dtype, x.device)
+        if self.out_features <= self.row_tile:
+            return F.linear(x, self.tile_into(0, self.out_features, buffer))
+        out = x.new_empty(x.shape[0], self.out_features)
+        for s, e in self._tiles():
+            # Straight into the output's columns (BLAS takes the row stride): no temporary per tile.
+            torch.mm(x, self.tile_into(s, e, buffer[: e - s]).T, out=out[:, s:e])
+        return out
 
     def input_grad(self, grad_out: torch.Tensor) -> torch.Tensor:
         """grad_out [M, out] @ W -> [M, in], summed over tiles of `row_tile` rows (never all of W at once)."""
         grad_in = grad_out.new_zeros(grad_out.shape[0], self.in_features)
+        buffer = self._tile_buffer(grad_out.dtype, grad_out.device)
         for s, e in self._tiles():
-            grad_in.addmm_(grad_out[:, s:e], self.tile(s, e).to(grad_out.dtype))
+            grad_in.addmm_(grad_out[:, s:e], self.tile_into(s, e, buffer[: e - s]))
         return grad_in
 
     def dequantized(self) -> torch.Tensor:
@@ -113,6 +132,18 @@ def rows_in_chunks(weight: torch.Tensor, chunk: int = 1024) -> Iterator[tuple[in
     """(start, fp32 rows) of `weight` a chunk at a time, so quantising a bf16 matrix never holds it all in fp32."""
     for s in range(0, weight.shape[0], chunk):
         yield s, weight[s : s + chunk].detach().to(torch.float32)
+
+
+def aligned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` as `dtype`, copied only if its address breaks the allocator's 64-byte alignment.
+
+    PyTorch's packed kernels crash on an unaligned table (a view into a mapped file may sit
+    anywhere); a tensor the loader read into memory of its own is kept as it is (a copy would
+    double a load's peak and fragment the heap).
+    """
+    if tensor.dtype == dtype and tensor.data_ptr() % 64 == 0 and tensor.is_contiguous():
+        return tensor
+    return torch.empty(tensor.shape, dtype=dtype, device=tensor.device).copy_(tensor)
 
 
 def on_cpu_in_bf16(x: torch.Tensor, kernel) -> torch.Tensor | None:

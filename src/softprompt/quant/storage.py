@@ -101,7 +101,10 @@ def save_quantized(model: nn.Module, folder: Path) -> None:
     tensors = _plain_state(model)
     for name, matrix in quantized_modules(model):
         for key, value in matrix.portable().items():
-            tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous()
+            value = value.detach().to("cpu").contiguous()
+            if value.untyped_storage().nbytes() != value.numel() * value.element_size():
+                value = value.clone()  # a view of a table siblings share (fused.py): safetensors saves no views
+            tensors[f"{name}.{key}"] = value
     metadata = {"quantization": json.dumps(q.to_dict()), "shared": json.dumps(_shared_names(model), sort_keys=True)}
     with atomic_path(Path(folder) / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
