@@ -26,7 +26,7 @@ import os
 
 # mallopt's parameter number (malloc.h), and the threshold: blocks from 4 MiB up get a mapping of their own.
 # Each such block costs a page fault per 4 KiB when first written, so the threshold trades speed for memory:
-# 4 MiB held 1.5B int8's step to 2.6 GB for a few percent of time; 256 KiB saved 0.2 GB more on SmolLM2-135M
+# 4 MiB held 1.5B int8's step to 2.76 GB for a few percent of time; 256 KiB saved 0.2 GB more on SmolLM2-135M
 # and cost 28% of its step (every activation a fresh mapping).
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 4 * 1024 * 1024

@@ -88,3 +88,18 @@ def test_gemma_keeps_its_embedding_scale(quantized_pair):
     assert quantized.input_embeddings.embed_scale is not None
     torch.testing.assert_close(quantized.embed(ids), reference.embed(ids), atol=0, rtol=0)
     torch.testing.assert_close(quantized.embedding_rows(ids[0]), reference.embedding_rows(ids[0]), atol=0, rtol=0)
+
+
+def test_recomputation_of_many_tile_products_gives_the_same_gradient(quantized_pair, monkeypatch):
+    """Products wider than a tile write their tiles into the output in place (mm with out=): selective
+    recomputation must redo those, not keep a tensor that the recomputation writes again."""
+    from softprompt.quant.matrix import QuantizedMatrix
+
+    monkeypatch.setattr(QuantizedMatrix, "row_tile", 16)
+    quantized, _ = quantized_pair("qwen2", "int8")
+    weights = trainable(quantized, "plain")
+    loss, grad = loss_and_grad(quantized, "plain", weights, "off")
+    for how in ("selective", "full"):
+        again_loss, again_grad = loss_and_grad(quantized, "plain", weights, how)
+        torch.testing.assert_close(again_loss, loss, atol=0, rtol=1e-6)
+        torch.testing.assert_close(again_grad, grad, atol=1e-8, rtol=1e-5)
