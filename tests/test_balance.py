@@ -1,13 +1,29 @@
 """Class balance: imbalance is detected from the training labels and corrected by default (balance.py)."""
 
+import math
 import random
 
 import pytest
+import torch
 
-from softprompt.balance import balance_note, balance_weights, balanced_task, class_counts, is_imbalanced
+from softprompt.balance import (
+    DECISION_KEY,
+    balance_note,
+    balance_weights,
+    balanced_task,
+    class_counts,
+    decision_bias,
+    decision_note,
+    is_imbalanced,
+    task_with_decision,
+)
 from softprompt.data import Example
+from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate
-from softprompt.tasks import ClassifyTask, Encoded, GenerateTask
+from softprompt.infer import Predictor
+from softprompt.methods import load_prompt
+from softprompt.prompt import PromptMeta
+from softprompt.tasks import ClassifyTask, Encoded, GenerateTask, task_from_meta
 from softprompt.train import TrainConfig, encode_examples, train
 
 TASK = ClassifyTask("Review: {text}\nSentiment:", {"pos": "y", "neg": "n"})
@@ -26,13 +42,45 @@ def test_weights_average_one_over_the_examples_and_favour_the_rare_class():
 def test_auto_weights_only_imbalanced_labels_and_off_never():
     rows = [Encoded((1,), 0)] * 9 + [Encoded((1,), 1)]
     assert class_counts(TASK, rows) == [9, 1]
-    assert balanced_task(TASK, rows, "auto").class_weights == balance_weights([9, 1])
+    auto = balanced_task(TASK, rows, "auto")
+    assert auto.class_weights == balance_weights([9, 1])
+    assert auto.label_bias == pytest.approx((0.0, 0.5 * math.log(9)))  # the half the square-root weight leaves
+    full = balanced_task(TASK, rows, "full")
+    assert full.class_weights == balance_weights([9, 1], 1.0) and full.label_bias is None
     assert balanced_task(TASK, rows, "off") is TASK
     assert balanced_task(TASK, rows[:1] + rows[-1:], "auto") is TASK  # 1:1
-    assert "imbalanced labels: loss weights pos 0.83, neg 2.50" in balance_note(TASK, rows, "auto")
+    assert "imbalanced labels: loss weights pos 0.83, neg 2.50; balanced decision (label score bias neg +1.10)" in (
+        balance_note(TASK, rows, "auto")
+    )
     generate = GenerateTask("Q: {text}\nA:")
     assert balanced_task(generate, [Encoded((1,), (2,))], "auto") is generate
     assert TrainConfig().balance == "auto"
+
+
+def test_decision_bias_is_zero_for_the_most_frequent_label_and_rarest_for_an_absent_one():
+    assert decision_bias([100, 25, 0]) == pytest.approx((0.0, 0.5 * math.log(4), 0.5 * math.log(4)))
+    assert decision_note(ClassifyTask("{text}", {"a": "a", "b": "b"}, label_bias=(0.0, 1.0))) == (
+        "balanced decision (label score bias b +1.00)"
+    )
+    with pytest.raises(SoftPromptError, match="label bias"):
+        ClassifyTask("{text}", {"a": "a", "b": "b"}, label_bias=(0.0,))
+
+
+def test_the_bias_decides_the_answer_and_travels_in_the_metadata():
+    task = ClassifyTask("{text}", {"a": "a", "b": "b"}, label_bias=(0.0, 1.0))
+    scores = torch.tensor([[0.0, -0.5], [0.0, -1.5]])
+    assert task._answers(scores) == ["b", "a"]
+    meta = PromptMeta(
+        task="classify", template="{text}", verbalizer={"a": "a", "b": "b"}, training={DECISION_KEY: {"b": 1.0}}
+    )
+    assert task_from_meta(meta).label_bias == (0.0, 1.0)
+    plain = ClassifyTask("{text}", {"a": "a", "b": "b"})
+    assert task_with_decision(plain, meta).label_bias == (0.0, 1.0)
+    assert task_with_decision(plain, PromptMeta()) is plain
+    assert (
+        task_from_meta(PromptMeta(task="classify", template="{text}", verbalizer={"a": "a", "b": "b"})).label_bias
+        is None
+    )
 
 
 def toy(n: int, rare_share: float, seed: int) -> list[Example]:
@@ -46,27 +94,50 @@ def toy(n: int, rare_share: float, seed: int) -> list[Example]:
     return out
 
 
-def test_balancing_a_90_10_task_moves_the_decision_towards_the_minority(tiny_models, tmp_path):
-    """On a 90/10 toy task the default (auto) trains a prompt that answers the rare class more readily.
+def _toy_run(base, tmp_path, mode: str):
+    rows, _ = encode_examples(base, TASK, toy(80, 0.1, seed=0))
+    config = TrainConfig(
+        method="prefix", num_virtual_tokens=4, steps=40, batch_size=16, lr=0.3, schedule="constant",
+        max_grad_norm=None, balance=mode, eval_every=100, checkpoint_every=100,
+    )  # fmt: skip
+    return train(base, TASK, rows, None, config, tmp_path / mode, show_progress=False)
 
-    A tiny random model cannot learn the inputs in a few steps, so within a test's budget every
-    prompt still answers the frequent class (recall 0 either way; the smollm2-135m figures are in
-    benchmarks/results/recipe/); what the correction changes, and what this checks, is the rare
-    class's loss on unseen examples, which falls, and its recall, which does not.
+
+def test_balancing_a_90_10_task_raises_the_minority_recall_and_off_keeps_the_plain_argmax(tiny_models, tmp_path):
+    """On a 90/10 toy task the default (auto) answers the rare class; `--balance off` does not.
+
+    A tiny random model cannot learn the inputs in a few steps, so without the decision rule every
+    prompt answers the frequent class (the plain argmax: recall 0, the old behaviour); the loss weight
+    lowers the rare class's loss on unseen examples, and the decision bias turns that into answers.
     """
     base = tiny_models("llama")
-    rows, _ = encode_examples(base, TASK, toy(80, 0.1, seed=0))
     test = toy(60, 0.5, seed=1)
     rare = encode_eval_set(base, TASK, [ex for ex in test if ex.output == "neg"])
     everything = encode_eval_set(base, TASK, test)
-    loss, recall = {}, {}
+    loss, recall, reports = {}, {}, {}
     for mode in ("off", "auto"):
-        config = TrainConfig(
-            method="prefix", num_virtual_tokens=4, steps=40, batch_size=16, lr=0.3, schedule="constant",
-            max_grad_norm=None, balance=mode, eval_every=100, checkpoint_every=100,
-        )  # fmt: skip
-        result = train(base, TASK, rows, None, config, tmp_path / mode, show_progress=False)
+        result = _toy_run(base, tmp_path, mode)
         loss[mode] = evaluate(base, TASK, result.prompt, rare.rows)["loss"]
-        recall[mode] = evaluate(base, TASK, result.prompt, everything.rows)["per_label"]["neg"]["recall"]
+        reports[mode] = evaluate(base, TASK, result.prompt, everything.rows)
+        recall[mode] = reports[mode]["per_label"]["neg"]["recall"]
     assert loss["auto"] < loss["off"] - 0.01, loss
-    assert recall["auto"] >= recall["off"], recall
+    assert recall["auto"] > recall["off"], recall
+    assert recall["off"] == 0.0  # off: the old behaviour, the frequent class everywhere
+    assert reports["auto"][DECISION_KEY] == {"pos": 0.0, "neg": pytest.approx(0.5 * math.log(72 / 8), abs=0.5)}
+    assert DECISION_KEY not in reports["off"]
+
+
+def test_eval_predict_and_serve_decide_alike(tiny_models, tmp_path):
+    """The stored decision rule is applied by every classify path: eval, and the predictor predict and serve use."""
+    base = tiny_models("llama")
+    _toy_run(base, tmp_path, "auto")
+    prompt = load_prompt(tmp_path / "auto", base)
+    assert prompt.meta.training[DECISION_KEY]["neg"] > 0
+    examples = toy(40, 0.5, seed=2)
+    rows = encode_eval_set(base, TASK, examples)  # a task built from the data, without the rule: eval adds it
+    report = evaluate(base, TASK, prompt, rows.rows, keep_predictions=True)
+    predictor = Predictor(base)
+    predictor.add_prompt("p", prompt)
+    served = predictor.classify([("p", ex.input) for ex in examples])
+    assert [r.label for r in served] == report["predictions"]
+    assert "neg" in report["predictions"]  # the rule is what made these agree on something

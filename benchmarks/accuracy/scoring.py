@@ -2,7 +2,9 @@
 
 Classification keeps each example's K label scores (log-probabilities up to a
 per-row constant, `ClassifyTask.label_scores`), so the same scores give:
-- `argmax`: the label the model finds most likely (what `predict` returns);
+- `decision`: what the product answers: the argmax after the trained prompt's own decision
+  bias (softprompt/balance.py; none for LoRA or a balanced run: then the argmax);
+- `argmax`: the label the model finds most likely, with no bias;
 - `prior`: argmax of log p(label | x) - log p(label in training), the decision that
   maximises balanced accuracy when the model is calibrated (logit adjustment, Menon
   et al. 2021): it stops a rare class from losing every close call;
@@ -78,9 +80,12 @@ def classification_scores(
     dev_gold: Sequence[str],
     train_labels: Sequence[str],
     labels: Sequence[str],
+    decision: Sequence[float] | None = None,
 ) -> dict[str, dict]:
-    """Test report (accuracy, macro-F1, per-label precision/recall/F1) under each decision rule."""
+    """Test report (accuracy, macro-F1, per-label precision/recall/F1) under each decision rule;
+    `decision`: the trained method's own label bias (None: the argmax)."""
     rules = {
+        "decision": None if decision is None else list(decision),
         "argmax": None,
         "prior": prior_bias(train_labels, labels),
         "dev_bias": fit_dev_bias(dev_scores, dev_gold, labels),

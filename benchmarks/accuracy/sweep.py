@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from softprompt.balance import stored_bias
 from softprompt.checkpoint import has_checkpoint
 from softprompt.data import builtin_dataset
 from softprompt.errors import SoftPromptError
@@ -227,8 +228,9 @@ def run_cell(
             [r.gold for r in data.dev.rows],
             data.train_labels,
             labels,
+            decision=stored_bias(data.task, meta.training) if (meta := getattr(trained.prompt, "meta", None)) else None,
         )
-        cell["test"] = rules.pop("argmax")
+        cell["test"] = rules.pop("decision")  # what the product answers (the prompt's decision rule, if any)
         cell["test_rules"] = rules
         cell["test_scores"] = [[round(x, 4) for x in row] for row in test_scores.tolist()]
         cell["dev_scores"] = [[round(x, 4) for x in row] for row in dev_scores.tolist()]  # to study decision rules

@@ -60,6 +60,7 @@ def summarize(cells: Sequence[dict]) -> list[dict]:
             row["recall"] = {
                 label: _stats([c["test"]["per_label"].get(label, {}).get("recall") for c in group]) for label in labels
             }
+        row["decision"] = "balanced" if any(c["test"].get("bias") for c in group) else "argmax"
         for rule in group[0].get("test_rules", {}):
             row[f"{rule}_accuracy"] = _stats([c["test_rules"][rule]["accuracy"] for c in group])
             row[f"{rule}_macro_f1"] = _stats([c["test_rules"][rule]["macro_f1"] for c in group])
@@ -101,17 +102,20 @@ def markdown(rows: Sequence[dict], *, header: str = "") -> str:
     if rules:
         lines += [
             "",
-            "Decision rules on the same test scores (no retraining): argmax; `prior` = minus log training "
-            "prior (balanced decision); `dev_bias` = per-label bias fitted on dev for macro-F1.",
+            "Decision rules on the same test scores (no retraining). The table above shows what the method "
+            "answers (`decision`: `balanced` = the prompt's stored label bias, softprompt/balance.py; `argmax` = "
+            "none); `argmax` = no bias; `prior` = minus log training prior (the full balanced decision); "
+            "`dev_bias` = per-label bias fitted on dev for macro-F1.",
             "",
-            "| task | method | budget | macro-F1 argmax | macro-F1 prior | macro-F1 dev_bias | acc % prior | "
-            "acc % dev_bias |",
-            "|---|---|---|---|---|---|---|---|",
+            "| task | method | budget | decision | macro-F1 argmax | macro-F1 prior | macro-F1 dev_bias | "
+            "acc % argmax | acc % prior | acc % dev_bias |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rules:
+            argmax_f1, argmax_acc = r.get("argmax_macro_f1", r["macro_f1"]), r.get("argmax_accuracy", r["accuracy"])
             lines.append(
-                f"| {r['task']} | {r['method']} | {r['budget']} | {_pm(r['macro_f1'])} | {_pm(r['prior_macro_f1'])} | "
-                f"{_pm(r['dev_bias_macro_f1'])} | {_pm(r['prior_accuracy'], percent=True)} | "
-                f"{_pm(r['dev_bias_accuracy'], percent=True)} |"
+                f"| {r['task']} | {r['method']} | {r['budget']} | {r['decision']} | {_pm(argmax_f1)} | "
+                f"{_pm(r['prior_macro_f1'])} | {_pm(r['dev_bias_macro_f1'])} | {_pm(argmax_acc, percent=True)} | "
+                f"{_pm(r['prior_accuracy'], percent=True)} | {_pm(r['dev_bias_accuracy'], percent=True)} |"
             )
     return "\n".join(lines) + "\n"

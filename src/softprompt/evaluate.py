@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .balance import decision_figures, task_with_decision
 from .data import Example
 from .forward import PromptSource, PromptState, pad_batch, prompt_state
 from .models import BaseModel
@@ -86,9 +87,12 @@ def predict(
 def predict_with_loss(
     base: BaseModel, task: Task, prompt: PromptInput, rows: Sequence[EvalRow], *, batch_size: int = 32
 ) -> tuple[list[str], list[float] | None]:
-    """`predict`, and each row's loss on its gold answer where the task's forward gives it (else None)."""
+    """`predict`, and each row's loss on its gold answer where the task's forward gives it (else None).
+
+    A prompt trained with a decision rule (balance.py) decides by it, whatever built `task`."""
     if prompt is None or hasattr(prompt, "meta"):  # a bare tensor or state: placed by its caller
         check_placement(task, getattr(prompt, "meta", None))
+    task = task_with_decision(task, getattr(prompt, "meta", None))
     state = prompt_state(base, prompt)
     check_rows_fit(base, task, rows, 0 if state is None else state.width)
     out: list[str] = [""] * len(rows)
@@ -124,6 +128,8 @@ def evaluate(
     """
     predictions, losses = predict_with_loss(base, task, prompt, rows, batch_size=batch_size)
     report = scored_report(task, predictions, [r.gold for r in rows], losses)
+    decision = decision_figures(task_with_decision(task, getattr(prompt, "meta", None)))
+    report.update(decision)  # what was applied, beside the figures it gave
     return {**report, "predictions": predictions} if keep_predictions else report
 
 

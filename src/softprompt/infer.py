@@ -160,7 +160,10 @@ class Predictor:
 
     @torch.no_grad()
     def classify(self, requests: Sequence[Request]) -> list[ClassifyResult | InputError]:
-        """Label + probabilities for each (prompt name, text); prompts may differ per row."""
+        """Label + probabilities for each (prompt name, text); prompts may differ per row.
+
+        The probabilities are those of the prompt's decision rule (its label bias, balance.py), so the
+        label is their argmax, as `eval` decides."""
         results: list[ClassifyResult | InputError | None] = [None] * len(requests)
         rows = self._prepare(requests, results, classify=True)
         single = [r for r in rows if self._prompts[r.name].single_token]
@@ -172,7 +175,7 @@ class Predictor:
         for task_rows in _group_by(multi, lambda r: _task_key(self._classify_task(r.name))).values():
             for chunk in self._chunks(task_rows):
                 task, batch = self._classify_task(chunk[0].name), self._batch(chunk)
-                scores = task.label_scores(self.base, self._stacked_state(chunk), batch)
+                scores = task.decision_scores(task.label_scores(self.base, self._stacked_state(chunk), batch))
                 for row, probs in zip(chunk, scores.float().softmax(-1)):
                     results[row.index] = self._result(row.name, probs)
         return results  # type: ignore[return-value]
@@ -184,7 +187,10 @@ class Predictor:
         column = {token: c for c, token in enumerate(union)}
         union_ids = torch.tensor(union, device=self.base.device)
         logits = next_token_logits(self.base, self._stacked_state(chunk), self._batch(chunk), token_ids=union_ids)
-        return [logits[i, [column[t] for t in ids]].float().softmax(-1) for i, ids in enumerate(label_ids)]
+        return [
+            self._classify_task(row.name).decision_scores(logits[i, [column[t] for t in ids]].float()).softmax(-1)
+            for i, (row, ids) in enumerate(zip(chunk, label_ids))
+        ]
 
     def _classify_task(self, name: str | None) -> Task:
         return self._prompts[name].task  # type: ignore[index,return-value]  # checked in _prepare

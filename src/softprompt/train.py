@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .balance import balanced_task
+from .balance import DECISION_KEY, balanced_task, decision_figures
 from .checkpoint import Checkpoint, load_checkpoint, optimization_state, restore_optimization, save_checkpoint
 from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
@@ -174,7 +174,7 @@ def train(
     out = Path(out)
     dist = dist or Dist()
     started = time.perf_counter()
-    task = balanced_task(task, train_rows, config.balance)  # the loss only: answers are decided as before
+    task = balanced_task(task, train_rows, config.balance)  # loss weights and decision rule (balance.py)
     prefix = config.num_virtual_tokens + len(task.head_ids(base))  # a chat prompt's system turn is in its prefix
     check_rows_fit(base, task, train_rows, prefix)
     if dev is not None:  # here, not at the first dev evaluation minutes into the run
@@ -246,7 +246,7 @@ def train(
                     if improved:
                         best = prompt.fold()
                         if dist.is_main:
-                            figures = _training_figures(config, state, metric, "running")
+                            figures = _training_figures(config, task, state, metric, "running")
                             _save_prompt(base, prompt, best, out, figures)
                     elif config.patience and state.bad_evals >= config.patience:
                         status = "early_stopped"
@@ -266,7 +266,7 @@ def train(
 
     if dev is None:
         best = prompt.fold()
-    figures = _training_figures(config, state, metric, status)
+    figures = _training_figures(config, task, state, metric, status)
     figures.update(
         train_examples=len(train_rows), total_steps=total, wall_time_s=round(time.perf_counter() - started, 2)
     )
@@ -292,6 +292,9 @@ def _initial_prompt(
 ) -> TrainablePrompt:
     """The run's method at its init, parameterised as `config.reparam` says."""
     meta = replace(meta or PromptMeta(), **task.meta_fields())
+    # The decision rule travels with the prompt from the start: its dev evaluations decide by it too.
+    kept = {k: v for k, v in meta.training.items() if k != DECISION_KEY}
+    meta = replace(meta, training={**kept, **decision_figures(task)})
     prompt = prompt_class(config.method).initialize(
         base,
         config.num_virtual_tokens,
@@ -359,7 +362,7 @@ def _dev_eval(base, task, dev: EvalSet, prompt, config, state: _State, log: Metr
     return False
 
 
-def _training_figures(config: TrainConfig, state: _State, metric: str | None, status: str) -> dict:
+def _training_figures(config: TrainConfig, task: Task, state: _State, metric: str | None, status: str) -> dict:
     figures = {
         "status": status,
         "steps": state.step,
@@ -372,6 +375,7 @@ def _training_figures(config: TrainConfig, state: _State, metric: str | None, st
         "method": config.method,
         "reparam": config.reparam,
         "settings": config.summary(),  # what `info` and the reports show: the recipe's values included
+        **decision_figures(task),  # the decision rule every classify path applies (balance.py)
     }
     if metric is not None and state.best_metric is not None:
         figures.update({"best_step": state.best_step, f"dev_{metric}": state.best_metric})

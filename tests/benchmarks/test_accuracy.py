@@ -67,13 +67,14 @@ def test_sweep_trains_scores_saves_and_resumes(tiny_models, tmp_path, monkeypatc
         assert cell["best_step"] in (1, 2)
         assert cell["test"]["n"] == 10  # scored on the test examples asked for
         assert set(cell["test"]["per_label"]) <= {"ham", "spam"}
-        assert set(cell["test_rules"]) == {"prior", "dev_bias"}
+        assert set(cell["test_rules"]) == {"argmax", "prior", "dev_bias"}
         assert len(cell["test_scores"]) == 10 and len(cell["test_scores"][0]) == 2
         assert len(cell["dev_scores"]) == 6
         assert cell["examples_seen"] == 8 and cell["train_seconds"] > 0
         assert json.loads(cell_path(tmp_path, "sms-spam", cell["method"], "2", 0).read_text()) == cell
     # The reference method's wall-clock budget is its own step budget; the cell is reused, not retrained.
     assert cells[3]["steps"] == 2 and cells[3]["measured_at"] == lora["measured_at"]
+    assert lora["test"]["bias"] is None  # LoRA has no decision rule: its answers are the argmax
     assert cells[2]["steps"] >= 1
 
     again = run_sweep(config, tmp_path, base, log=lambda m: None)

@@ -179,6 +179,10 @@ class Task(ABC):
         """Each label's answer tokens (kinds with labels)."""
         raise SoftPromptError(f"a {self.kind} task has no labels")
 
+    def decision_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The [B, K] label scores the answer is decided on (a kind with a decision rule adds it)."""
+        return scores
+
     def label_scores(
         self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, normalized: bool = False
     ) -> torch.Tensor:

@@ -8,6 +8,7 @@ the labels, so with single-token answers only K rows of the LM head are needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -39,6 +40,9 @@ class ClassifyTask(Task):
     verbalizer: dict[str, str]  # label -> answer words, e.g. {"fresh": " positive"}
     # Training-loss weight per label (verbalizer order), e.g. inverse frequency; None: all 1.
     class_weights: tuple[float, ...] | None = None
+    # Decision rule: added to each label's score (verbalizer order) before the argmax and the probabilities
+    # (balance.py: the balanced decision under imbalanced training labels); None: the plain argmax.
+    label_bias: tuple[float, ...] | None = None
 
     def __post_init__(self):
         split_template(self.template)
@@ -49,6 +53,12 @@ class ClassifyTask(Task):
         ):
             raise SoftPromptError(
                 f"class weights must be one positive number per label ({len(self.verbalizer)}), got {self.class_weights}"
+            )
+        if self.label_bias is not None and (
+            len(self.label_bias) != len(self.verbalizer) or not all(math.isfinite(b) for b in self.label_bias)
+        ):
+            raise SoftPromptError(
+                f"the label bias must be one finite number per label ({len(self.verbalizer)}), got {self.label_bias}"
             )
         for label, words in self.verbalizer.items():
             if not isinstance(words, str) or not words.strip():
@@ -124,8 +134,16 @@ class ClassifyTask(Task):
     def predict(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds=None) -> list[str]:
         return self._answers(self.label_scores(base, prompt, batch))
 
+    def decision_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The label scores the answer is decided on: `scores` plus the label bias, if any."""
+        if self.label_bias is None:
+            return scores
+        import torch
+
+        return scores + torch.tensor(self.label_bias, dtype=scores.dtype, device=scores.device)
+
     def _answers(self, scores: torch.Tensor) -> list[str]:
-        return [self.labels[i] for i in scores.argmax(-1).tolist()]
+        return [self.labels[i] for i in self.decision_scores(scores).argmax(-1).tolist()]
 
     def predict_with_loss(self, base: BaseModel, prompt: PromptState, batch: TokenBatch, *, golds):
         """The answers and each row's cross-entropy over the labels, from one forward (no class weights)."""

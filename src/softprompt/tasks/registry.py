@@ -74,4 +74,6 @@ def task_from_meta(meta: PromptMeta) -> Task:
             f"the prompt file does not say what task it was trained for (task={meta.task!r}); "
             f"give --template and --labels (classification) or --task ({', '.join(task_kinds())})"
         )
-    return _KINDS[meta.task].from_meta(meta)
+    from ..balance import task_with_decision  # balance builds on tasks: imported when used
+
+    return task_with_decision(_KINDS[meta.task].from_meta(meta), meta)
