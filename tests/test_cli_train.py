@@ -56,6 +56,9 @@ def test_train_then_eval(model_dir, data_file, tmp_path, capsys):
     assert "accuracy" in text and f"loss         {report['loss']:.4f}  (mean cross-entropy" in text
     recall = ", ".join(f"{k} {v['recall']:.2f}" for k, v in report["per_label"].items())
     assert f"recall       {recall}" in text and " pos " in text  # each class's recall: a starved one shows 0.00
+    # The decision rule applied is said: the prompt's stored bias (balanced labels here: none, the argmax).
+    assert report.get("decision_bias") == prompt.meta.training.get("decision_bias")
+    assert "decision     " in text
 
 
 def test_train_a_deep_prompt_then_eval_predict_generate_and_inspect_it(model_dir, data_file, tmp_path, capsys):

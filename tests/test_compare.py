@@ -90,7 +90,7 @@ def test_report_has_every_method_and_file(full_run):
         assert png.read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     md = (out / "report.md").read_text()
-    assert "| Trainable parameters |" in md and "Forgetting: perplexity" in md
+    assert "| Trainable parameters |" in md and "Forgetting: perplexity" in md and "| Decision rule |" in md
     for m in report["methods"]:
         assert m["title"] in md
         assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["test"]["n"] == 8

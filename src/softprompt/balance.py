@@ -110,10 +110,13 @@ def task_with_decision(task: Task, meta: PromptMeta | None) -> Task:
 def decision_note(task: Task) -> str:
     """What decision rule the task applies, for reports ("" for the plain argmax)."""
     bias = getattr(task, "label_bias", None)
-    if bias is None or not any(bias):
-        return ""
-    shown = ", ".join(f"{label} +{b:.2f}" for label, b in zip(task.labels, bias, strict=True) if b)
-    return f"balanced decision (label score bias {shown})"
+    return "" if bias is None else decision_text(dict(zip(task.labels, bias, strict=True)))
+
+
+def decision_text(bias: Mapping[str, float] | None) -> str:
+    """A stored decision bias ({label: bias}, `DECISION_KEY`) in words ("" for none: the plain argmax)."""
+    shown = ", ".join(f"{label} +{b:.2f}" for label, b in (bias or {}).items() if b)
+    return f"balanced decision (label score bias {shown})" if shown else ""
 
 
 def balance_note(task: Task, rows: Sequence[Encoded], mode: str) -> str:

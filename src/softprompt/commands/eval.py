@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..balance import DECISION_KEY, decision_text
     from ..data import BuiltinDataset, SplitDataset, resolve_data
     from ..errors import SoftPromptError
     from ..evaluate import encode_eval_set, evaluate
@@ -79,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{'loss':<12} {report['loss']:.4f}  (mean cross-entropy {what})")
     if report.get("per_label"):  # a class the prompt starves shows as recall 0.00
         print(f"{'recall':<12} {recall_text(report['per_label'])}")
+        print(f"{'decision':<12} {decision_text(report.get(DECISION_KEY)) or 'argmax (no label bias)'}")
     print(f"{'n':<12} {report['n']}  ({rows.truncated} truncated, {seconds:.1f}s, {report['n'] / seconds:.1f} ex/s)")
     return 0
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
+from ..balance import DECISION_KEY, decision_text
 from ..bootstrap import LEVEL, RESAMPLES, gap_text, paired_label_gap
 from ..fileio import write_json_atomic, write_text_atomic
 from ..metrics import recall_text
@@ -138,6 +139,7 @@ def comparison_table(report: dict) -> str:
     row("Test accuracy", lambda m: _pct(m["test"]["accuracy"]))
     row("Test macro-F1", lambda m: f"{m['test']['macro_f1']:.3f}")
     row("Test recall per class", lambda m: recall_text(m["test"]["per_label"]) if m["test"].get("per_label") else "")
+    row("Decision rule", _decision)
     row("Settings", lambda m: m["details"].get("settings", ""))
     row("Labelled examples used (human effort)", _effort)
     row("Interpretability", lambda m: m["interpretability"])
@@ -431,3 +433,10 @@ def write_report(report: dict, out: str | Path) -> list[Path]:
     write_json_atomic(out / REPORT_JSON, report)
     write_text_atomic(out / REPORT_MD, markdown(report))
     return [out / REPORT_JSON, out / REPORT_MD, *write_charts(report, out)]
+
+
+def _decision(method: dict) -> str:
+    """How the method's test answers were decided (balance.py); "" for a kind without labels."""
+    if not method["test"].get("per_label"):
+        return ""
+    return decision_text(method["test"].get(DECISION_KEY)) or "argmax"
