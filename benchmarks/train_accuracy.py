@@ -38,7 +38,7 @@ import sys
 
 from accuracy.paired import gaps_against, gaps_markdown, gold_indices
 from accuracy.sweep import SweepConfig, all_cells, plan_sweep, run_sweep, run_sweep_parallel
-from accuracy.table import markdown, summarize
+from accuracy.table import bar_markdown, markdown, summarize
 
 from softprompt.errors import SoftPromptError
 from softprompt.fileio import write_json_atomic, write_text_atomic
@@ -125,6 +125,9 @@ def main() -> int:
     table = markdown(rows, header=f"{config.model}: mean ± standard deviation over seeds; test = whole test split\n")
     if gaps:
         table += "\n" + gaps_markdown(gaps)
+    bar = bar_markdown(rows, args.reference)
+    if bar:
+        table += "\n" + bar
     write_json_atomic(f"{args.out}/results.json", {"config": config.fingerprint(), "rows": rows, "gaps": gaps})
     write_text_atomic(f"{args.out}/results.md", table)
     print(table)

@@ -12,6 +12,9 @@ import statistics
 from collections.abc import Sequence
 
 PLATEAU_TOLERANCE = 0.01
+# Issue 34's bar against the reference (LoRA r=8), on seed means: accuracy within 1 point, macro-F1 within
+# 0.01, and no class recalled at under half the reference's recall of it.
+BAR_POINTS, BAR_F1, BAR_RECALL_SHARE = 1.0, 0.01, 0.5
 
 
 def _stats(values: Sequence[float]) -> dict:
@@ -118,4 +121,58 @@ def markdown(rows: Sequence[dict], *, header: str = "") -> str:
                 f"{_pm(r['prior_macro_f1'])} | {_pm(r['dev_bias_macro_f1'])} | {_pm(argmax_acc, percent=True)} | "
                 f"{_pm(r['prior_accuracy'], percent=True)} | {_pm(r['dev_bias_accuracy'], percent=True)} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def bar_rows(rows: Sequence[dict], reference: str) -> list[dict]:
+    """Each classification row against the same task and budget's `reference` row: the bar, met or not."""
+    refs = {(r["task"], r["budget"]): r for r in rows if r["method"] == reference}
+    out = []
+    for r in rows:
+        ref = refs.get((r["task"], r["budget"]))
+        if r["method"] == reference or ref is None or "accuracy" not in r or "recall" not in r:
+            continue
+        points = 100 * (r["accuracy"]["mean"] - ref["accuracy"]["mean"])
+        f1 = r["macro_f1"]["mean"] - ref["macro_f1"]["mean"]
+        starved = [
+            label
+            for label, stat in r["recall"].items()
+            if stat["mean"] is not None
+            and (ref_stat := ref.get("recall", {}).get(label)) is not None
+            and ref_stat["mean"] is not None
+            and stat["mean"] < BAR_RECALL_SHARE * ref_stat["mean"]
+        ]
+        out.append(
+            {
+                "task": r["task"],
+                "budget": r["budget"],
+                "method": r["method"],
+                "seeds": (len(r["seeds"]), len(ref["seeds"])),
+                "points": points,
+                "macro_f1": f1,
+                "starved": starved,
+                "met": points >= -BAR_POINTS and f1 >= -BAR_F1 and not starved,
+            }
+        )
+    return out
+
+
+def bar_markdown(rows: Sequence[dict], reference: str) -> str:
+    checked = bar_rows(rows, reference)
+    if not checked:
+        return ""
+    lines = [
+        f"The bar against {reference} (means over seeds): accuracy within {BAR_POINTS:g} point, macro-F1 within "
+        f"{BAR_F1:g}, no class recalled at under {BAR_RECALL_SHARE:g} of {reference}'s recall of it.",
+        "",
+        f"| task | budget | method | seeds (method / {reference}) | accuracy gap, points | macro-F1 gap | "
+        "classes under the recall bar | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for b in checked:
+        lines.append(
+            f"| {b['task']} | {b['budget']} | {b['method']} | {b['seeds'][0]} / {b['seeds'][1]} | "
+            f"{b['points']:+.1f} | {b['macro_f1']:+.3f} | {', '.join(b['starved']) or 'none'} | "
+            f"{'yes' if b['met'] else '**no**'} |"
+        )
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from accuracy.sweep import (
     run_sweep,
     run_sweep_parallel,
 )
-from accuracy.table import markdown, plateau_step, summarize
+from accuracy.table import bar_markdown, bar_rows, markdown, plateau_step, summarize
 
 from softprompt.errors import SoftPromptError
 from softprompt.tasks import ClassifyTask, Encoded
@@ -308,6 +308,26 @@ def test_decision_rules():
     assert decide(scores, labels, bias) == ["ham", "spam", "spam", "spam"]
     fitted = fit_dev_bias(scores, gold, labels)
     assert fitted[0] == 0.0 and decide(scores, labels, fitted) == gold
+
+
+def _row(method, acc, f1, recall):
+    stat = lambda v: {"mean": v, "sd": 0.0}  # noqa: E731
+    return {
+        "task": "t", "budget": "50", "method": method, "seeds": [0, 1], "accuracy": stat(acc),
+        "macro_f1": stat(f1), "recall": {k: stat(v) for k, v in recall.items()},
+    }  # fmt: skip
+
+
+def test_the_bar_against_the_reference():
+    lora = _row("lora", 0.70, 0.60, {"a": 0.9, "b": 0.4})
+    close = _row("default", 0.695, 0.592, {"a": 0.95, "b": 0.2})  # -0.5 points, -0.008, b at exactly half
+    starved = _row("other", 0.80, 0.70, {"a": 1.0, "b": 0.19})
+    behind = _row("behind", 0.688, 0.62, {"a": 0.9, "b": 0.4})
+    checked = {b["method"]: b for b in bar_rows([lora, close, starved, behind], "lora")}
+    assert checked["default"]["met"] and checked["default"]["starved"] == []
+    assert not checked["other"]["met"] and checked["other"]["starved"] == ["b"]
+    assert not checked["behind"]["met"] and round(checked["behind"]["points"], 1) == -1.2
+    assert "| t | 50 | other | 2 / 2 | +10.0 | +0.100 | b | **no** |" in bar_markdown([lora, starved], "lora")
 
 
 def test_plateau_step():
