@@ -30,7 +30,7 @@ RESULT_NEUTRAL = ("gradient_checkpointing",)
 # Another optimiser than a recipe's: its default LR times this. On smollm2-135m (rotten-tomatoes, 60 steps)
 # prefix tuning's projection reached 44% dev accuracy at AdamW 0.01 and 81% at 0.001.
 REPARAM_LR_SCALE = {"none": 1.0, "mlp": 0.1, "residual": 1.0}
-# Class balance (train.balanced_task): auto corrects the loss when the training labels are imbalanced.
+# Class balance (balance.py): auto corrects the loss and the decision when the training labels are imbalanced.
 BALANCE = ("auto", "full", "off")
 # Fields a recipe fills when the user leaves them unset.
 FROM_RECIPE = ("num_virtual_tokens", "optimizer", "gradient_checkpointing", "reparam_hidden")
@@ -150,8 +150,10 @@ class TrainConfig:
     balance: str = setting(
         "auto",
         "auto: when the training labels are imbalanced (the largest class over 3x the smallest), weight the "
-        "loss by inverse square-root class frequency so a rare class is not starved; full: by inverse class "
-        "frequency (the classes weigh the same); off: plain loss",
+        "loss by inverse square-root class frequency and decide by label scores raised by -1/2 log(training "
+        "frequency) (stored in the prompt; eval, predict and serve apply it), so a rare class is not starved; "
+        "full: weight by inverse class frequency (the classes weigh the same), plain decision; off: plain "
+        "loss and decision",
         choices=BALANCE,
         label="Class balance",
     )
