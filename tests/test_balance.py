@@ -14,6 +14,7 @@ from softprompt.balance import (
     class_counts,
     decision_bias,
     decision_note,
+    dev_metric,
     is_imbalanced,
     task_with_decision,
 )
@@ -49,6 +50,8 @@ def test_auto_weights_only_imbalanced_labels_and_off_never():
     assert full.class_weights == balance_weights([9, 1], 1.0) and full.label_bias is None
     assert balanced_task(TASK, rows, "off") is TASK
     assert balanced_task(TASK, rows[:1] + rows[-1:], "auto") is TASK  # 1:1
+    # The kept step is chosen by the metric the decision aims at: balanced accuracy under the balanced decision.
+    assert dev_metric(auto) == "balanced_accuracy" and dev_metric(full) == dev_metric(TASK) == "accuracy"
     assert "imbalanced labels: loss weights pos 0.83, neg 2.50; balanced decision (label score bias neg +1.10)" in (
         balance_note(TASK, rows, "auto")
     )
@@ -94,13 +97,14 @@ def toy(n: int, rare_share: float, seed: int) -> list[Example]:
     return out
 
 
-def _toy_run(base, tmp_path, mode: str):
+def _toy_run(base, tmp_path, mode: str, *, dev: bool = False):
     rows, _ = encode_examples(base, TASK, toy(80, 0.1, seed=0))
     config = TrainConfig(
         method="prefix", num_virtual_tokens=4, steps=40, batch_size=16, lr=0.3, schedule="constant",
-        max_grad_norm=None, balance=mode, eval_every=100, checkpoint_every=100,
+        max_grad_norm=None, balance=mode, eval_every=40, checkpoint_every=100,
     )  # fmt: skip
-    return train(base, TASK, rows, None, config, tmp_path / mode, show_progress=False)
+    held_out = encode_eval_set(base, TASK, toy(20, 0.1, seed=3)) if dev else None
+    return train(base, TASK, rows, held_out, config, tmp_path / mode, show_progress=False)
 
 
 def test_balancing_a_90_10_task_raises_the_minority_recall_and_off_keeps_the_plain_argmax(tiny_models, tmp_path):
@@ -130,7 +134,8 @@ def test_balancing_a_90_10_task_raises_the_minority_recall_and_off_keeps_the_pla
 def test_eval_predict_and_serve_decide_alike(tiny_models, tmp_path):
     """The stored decision rule is applied by every classify path: eval, and the predictor predict and serve use."""
     base = tiny_models("llama")
-    _toy_run(base, tmp_path, "auto")
+    result = _toy_run(base, tmp_path, "auto", dev=True)
+    assert result.metric == "balanced_accuracy"  # the kept step: chosen by the metric the decision aims at
     prompt = load_prompt(tmp_path / "auto", base)
     assert prompt.meta.training[DECISION_KEY]["neg"] > 0
     examples = toy(40, 0.5, seed=2)

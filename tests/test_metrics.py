@@ -62,6 +62,8 @@ def test_classification_report():
     assert report["n"] == 5
     assert report["per_label"] == per_label_scores(PRED, GOLD)
     assert [s["support"] for s in report["per_label"].values()] == [2, 2, 1]
+    recalls = [s["recall"] for s in report["per_label"].values() if s["support"]]
+    assert report["balanced_accuracy"] == pytest.approx(sum(recalls) / len(recalls))
 
 
 def test_empty_or_mismatched_inputs():

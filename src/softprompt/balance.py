@@ -19,6 +19,10 @@ dev fit: a rare class has a handful of dev examples), is stored in the prompt fi
 figures (`DECISION_KEY`), and every path that classifies with the prompt applies it: the dev
 evaluations that pick the kept step, `eval`, `compare`, `predict` and `serve` (`task_with_decision`).
 `full` weighs every class the same and leaves the decision alone; `off` changes neither.
+
+The kept step is chosen to match: under the balanced decision, by dev balanced accuracy (mean
+per-class recall) rather than accuracy, which on a dev split imbalanced like the training labels
+again rewards answering the frequent class (`dev_metric`).
 """
 
 from __future__ import annotations
@@ -81,6 +85,11 @@ def balanced_task(task: Task, rows: Sequence[Encoded], mode: str) -> Task:
     if mode == "full":
         return replace(task, class_weights=balance_weights(counts, 1.0))
     return replace(task, class_weights=balance_weights(counts, 0.5), label_bias=decision_bias(counts, 0.5))
+
+
+def dev_metric(task: Task) -> str:
+    """The dev metric that picks the kept step: balanced accuracy when the task decides balanced, else its own."""
+    return "balanced_accuracy" if getattr(task, "label_bias", None) is not None else task.metric
 
 
 def decision_figures(task: Task) -> dict[str, dict[str, float]]:

@@ -67,11 +67,18 @@ def _mean_f1(scores: dict[str, dict[str, float]]) -> float:
     return sum(s["f1"] for s in scores.values()) / len(scores)
 
 
+def balanced_accuracy(per_label: dict[str, dict[str, float]]) -> float:
+    """Mean recall over the labels present in gold: accuracy as if every class were equally frequent."""
+    recalls = [s["recall"] for s in per_label.values() if s["support"]]
+    return sum(recalls) / len(recalls) if recalls else 0.0
+
+
 def classification_report(pred: Sequence[str], gold: Sequence[str]) -> dict[str, object]:
     per_label = per_label_scores(pred, gold)
     return {
         "accuracy": accuracy(pred, gold),
         "macro_f1": _mean_f1(per_label),
+        "balanced_accuracy": balanced_accuracy(per_label),
         "n": len(gold),
         "per_label": per_label,
     }

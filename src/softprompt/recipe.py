@@ -316,7 +316,7 @@ def run_training(
     settings the spec leaves unset take the checkpoint's values. `base_model_name` is recorded in the
     prompt's metadata (default: the model's own name).
     """
-    from .balance import balance_note
+    from .balance import balance_note, balanced_task, dev_metric
     from .distributed import Dist
     from .evaluate import encode_eval_set
     from .prompts.meta import PromptMeta
@@ -333,7 +333,7 @@ def run_training(
         base, task, data.dev[: spec.max_dev_examples], max_tokens=config.max_input_tokens, truncate=config.truncate
     )
     dev = dev if len(dev) else None
-    metric = task.metric if dev is not None else None
+    metric = dev_metric(balanced_task(task, rows, config.balance)) if dev is not None else None
     if on_start is not None:
         on_start(
             RunStart(

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .balance import DECISION_KEY, balanced_task, decision_figures
+from .balance import DECISION_KEY, balanced_task, decision_figures, dev_metric
 from .checkpoint import Checkpoint, load_checkpoint, optimization_state, restore_optimization, save_checkpoint
 from .data import Example
 from .distributed import Dist, NullLog, evaluate_sharded, report_rank_failure
@@ -204,7 +204,7 @@ def train(
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
         (out / METRICS_FILE).unlink(missing_ok=True)
 
-    metric = task.metric if dev is not None else None
+    metric = dev_metric(task) if dev is not None else None
     progress = Progress(total, state.step, enabled=show_progress and dist.is_main)
     status = "finished"
 
