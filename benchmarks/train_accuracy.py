@@ -122,7 +122,8 @@ def main() -> int:
     cells = all_cells(args.out)
     rows = summarize(cells)
     gaps = gaps_against(cells, args.reference, gold_indices(cells))
-    table = markdown(rows, header=f"{config.model}: mean ± standard deviation over seeds; test = whole test split\n")
+    tested = f"the first {config.test_examples} test examples" if config.test_examples else "whole test split"
+    table = markdown(rows, header=f"{config.model}: mean ± standard deviation over seeds; test = {tested}\n")
     if gaps:
         table += "\n" + gaps_markdown(gaps)
     bar = bar_markdown(rows, args.reference)
