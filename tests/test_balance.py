@@ -22,8 +22,8 @@ from softprompt.data import Example
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import encode_eval_set, evaluate
 from softprompt.infer import Predictor
-from softprompt.methods import load_prompt
-from softprompt.prompt import PromptMeta
+from softprompt.prompts.meta import PromptMeta
+from softprompt.prompts.methods import load_prompt
 from softprompt.tasks import ClassifyTask, Encoded, GenerateTask, task_from_meta
 from softprompt.train import TrainConfig, encode_examples, train
 

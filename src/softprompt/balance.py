@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from .tasks.base import Encoded, Task
 
 if TYPE_CHECKING:
-    from .prompt import PromptMeta
+    from .prompts.meta import PromptMeta
 
 # Imbalanced: the most frequent class has more than this many times the examples of the least frequent.
 IMBALANCE_RATIO = 3.0
