@@ -92,6 +92,12 @@ async def soak(url: str, pid: int, names: dict[str, list[str]], texts: list[str]
     warm_at = time.monotonic() + args.warmup_s
     records: list[tuple[str, float, int, int]] = []  # kind, seconds, status, tokens
     rss: dict[str, float] = {}
+    errors: dict[str, list[str]] = {}  # status -> the first few messages, so a report says what each was
+
+    def note_error(status: int, kind: str, prompt: str, message: str) -> None:
+        kept = errors.setdefault(str(status), [])
+        if len(kept) < 5:
+            kept.append(f"{kind} {prompt}: {message}"[:400])
 
     async def one(client: httpx.AsyncClient) -> None:
         kind = rng.choice(["classify", "plain", "deep"])
@@ -101,6 +107,8 @@ async def soak(url: str, pid: int, names: dict[str, list[str]], texts: list[str]
             if kind == "classify":
                 reply = await client.post("/v1/classify", json={"prompt": prompt, "inputs": [text]})
                 records.append((kind, time.perf_counter() - start, reply.status_code, 0))
+                if reply.status_code != 200:
+                    note_error(reply.status_code, kind, prompt, reply.text)
             else:
                 body = {"model": prompt, "prompt": text, "max_tokens": args.new_tokens, "temperature": 0,
                         "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
@@ -109,8 +117,10 @@ async def soak(url: str, pid: int, names: dict[str, list[str]], texts: list[str]
         except RuntimeError as e:  # one_stream: a non-200 status or an error chunk
             status = int(str(e).split()[1].rstrip(":")) if str(e).startswith("status ") else 599
             records.append((kind, time.perf_counter() - start, status, 0))
-        except httpx.HTTPError:
+            note_error(status, kind, prompt, str(e))
+        except httpx.HTTPError as e:
             records.append((kind, time.perf_counter() - start, 0, 0))
+            note_error(0, kind, prompt, repr(e))
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
@@ -135,7 +145,7 @@ async def soak(url: str, pid: int, names: dict[str, list[str]], texts: list[str]
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(args.concurrency)), watch_rss(), churn_loop())
     elapsed = time.perf_counter() - start
-    return summarize(records, rss, elapsed)
+    return {**summarize(records, rss, elapsed), "errors": errors}
 
 
 def summarize(records, rss: dict, elapsed: float) -> dict:
