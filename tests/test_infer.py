@@ -197,6 +197,8 @@ def test_bad_inputs_get_an_error_and_the_others_are_answered(tiny_models):
     assert messages[0] == messages[1] == "empty text"
     assert "too long" in messages[2] and "256" in messages[2]
     assert "no prompt named 'missing'" in messages[3]
+    # A server answers a prompt removed while its request waited as it answers an unknown one: 404, not 422.
+    assert [r.status for r in results[1:8]] == [422, 422, 422, 404, 422, 422, 422]
     assert "no classification task" in messages[4] and "no classification task" in messages[5]
     assert "string" in messages[6]
 

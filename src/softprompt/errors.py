@@ -28,6 +28,10 @@ class DataError(SoftPromptError):
     """A problem with a data file: the message names file, line and field."""
 
 
+class PromptNotLoaded(SoftPromptError):
+    """A request names a prompt that is not loaded (never was, or was removed while it waited)."""
+
+
 class PromptFileError(SoftPromptError):
     """A prompt folder is missing, corrupt, or does not fit the base model."""
 

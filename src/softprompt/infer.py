@@ -37,7 +37,7 @@ from typing import TypeVar
 import torch
 
 from .decode import GenerationConfig, stream_generate
-from .errors import SoftPromptError
+from .errors import PromptNotLoaded, SoftPromptError
 from .forward import PromptState, next_token_logits, pad_batch, prompt_state, stack_states
 from .models import BaseModel
 from .prompt_cache import CacheKey, PromptCache, prompt_hash
@@ -56,6 +56,11 @@ class InputError:
 
     message: str
     status: int = 422  # the HTTP status a server answers it with (413: too big for the server's limits)
+
+    @classmethod
+    def of(cls, error: SoftPromptError) -> InputError:
+        """The error of one request; a prompt removed while the request waited answers 404, as an unknown one."""
+        return cls(str(error), status=404 if isinstance(error, PromptNotLoaded) else 422)
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ class Predictor:
     def remove_prompt(self, name: str) -> None:
         loaded = self._prompts.pop(name, None)
         if loaded is None:
-            raise SoftPromptError(f"no prompt named '{name}'")
+            raise PromptNotLoaded(f"no prompt named '{name}'")
         if all(other.key != loaded.key for other in self._prompts.values()):
             self._cache.discard(loaded.key)
 
@@ -154,7 +159,7 @@ class Predictor:
             return self._prompts[name]
         except KeyError:
             known = ", ".join(sorted(self._prompts)) or "none"
-            raise SoftPromptError(f"no prompt named '{name}' (loaded: {known})") from None
+            raise PromptNotLoaded(f"no prompt named '{name}' (loaded: {known})") from None
 
     # -- classification --------------------------------------------------------------
 
@@ -277,7 +282,7 @@ class Predictor:
             try:
                 rows.append(self._encode(i, request, classify=classify, template=template))
             except SoftPromptError as e:
-                results[i] = InputError(str(e))
+                results[i] = InputError.of(e)
         return rows
 
     def generation_input(

@@ -62,3 +62,16 @@ def test_equal_operations_share_a_batch_and_an_input_error_wins_over_text():
     error = InputError("too long")
     a, b = gather([[error, None], [None, Delta(text="a")], [None, Delta(text="b", finish="stop")]], 2)
     assert a == error and isinstance(b, Completion) and (b.text, b.finish) == ("ab", "stop")
+
+
+def test_a_prompt_removed_while_its_request_waited_answers_404_when_it_joins_the_engine():
+    from softprompt.errors import PromptNotLoaded
+
+    class Removed(Recorder):
+        base = SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=None), model=None)
+
+        def generation_input(self, name, text, template=True):
+            raise PromptNotLoaded(f"no prompt named '{name}' (loaded: none)")
+
+    rows, first = Generate(GenerationConfig(5)).join(Removed(), engine=None, items=[Prompted("p", "x")], cancelled=None)
+    assert rows == [None] and first[0] == InputError("no prompt named 'p' (loaded: none)", status=404)

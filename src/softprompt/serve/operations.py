@@ -119,7 +119,7 @@ class Generate:
                     cancelled=cancelled,
                 )
             except SoftPromptError as e:
-                first[i] = InputError(str(e))
+                first[i] = InputError.of(e)
                 continue
             try:
                 engine.add(row)
