@@ -32,16 +32,10 @@ from softprompt.tasks.chat import (
     render_chat,
     system_turn_ids,
 )
-from softprompt.testing import CHAT_TEMPLATES, tiny_chat_base
+from softprompt.testing import CHAT_TEMPLATES, MULTI_TURN, tiny_chat_base
 
-SYSTEM = "Be brief."
-MULTI = [
-    {"role": "system", "content": SYSTEM},
-    {"role": "user", "content": "Capital of France?"},
-    {"role": "assistant", "content": "Paris"},
-    {"role": "user", "content": "And of Italy?"},
-    {"role": "assistant", "content": "Rome"},
-]
+MULTI = list(MULTI_TURN)
+SYSTEM = MULTI[0]["content"]
 
 
 @pytest.fixture(scope="module", params=sorted(CHAT_TEMPLATES))

@@ -15,15 +15,9 @@ from softprompt.prompts.meta import PromptMeta
 from softprompt.prompts.plain import SoftPrompt
 from softprompt.tasks import task_class, task_from_meta
 from softprompt.tasks.chat import ChatClassifyTask, ChatTask, render_chat
-from softprompt.testing import CHAT_TEMPLATES, tiny_base, tiny_chat_base
+from softprompt.testing import CHAT_TEMPLATES, MULTI_TURN, tiny_base, tiny_chat_base
 
-MULTI = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Capital of France?"},
-    {"role": "assistant", "content": "Paris"},
-    {"role": "user", "content": "And of Italy?"},
-    {"role": "assistant", "content": "Rome"},
-]
+MULTI = list(MULTI_TURN)
 
 
 @pytest.fixture(scope="module", params=sorted(CHAT_TEMPLATES))

@@ -167,6 +167,16 @@ CHAT_TEMPLATES = {
 }
 
 
+# A multi-turn conversation (a system turn, two questions, two answers) for the chat tests.
+MULTI_TURN = (
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Capital of France?"},
+    {"role": "assistant", "content": "Paris"},
+    {"role": "user", "content": "And of Italy?"},
+    {"role": "assistant", "content": "Rome"},
+)
+
+
 def tiny_chat_base(kind: str = "llama", template: str = "qwen2", seed: int = 0) -> BaseModel:
     """A tiny base model whose tokenizer has one of CHAT_TEMPLATES (its own tokenizer: nothing leaks)."""
     base = tiny_base(kind, seed)
