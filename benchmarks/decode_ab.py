@@ -1,13 +1,16 @@
 """Single-stream decode, A/B interleaved: fp32, int8, and int8 with its projections unshared (issue 33).
 
-    python benchmarks/decode_ab.py [--model smollm2-135m] [--rounds 8] [--new-tokens 32]
+    python benchmarks/decode_ab.py [--model smollm2-135m] [--rounds 8] [--new-tokens 32] [--loop ours|hf|both]
 
 Loads the fp32 and int8 models once, makes a copy of the int8 one whose
 q/k/v and gate/up run one kernel call each (quant/fused.py undone), then runs
-rounds of one greedy `generate` per model in turn, so drifts of the machine's
-load hit all three alike. Prints the median tokens/s of each (wall clock and
-this thread's CPU time) and the ratios to fp32. Take published figures on an
-idle machine; the thread count is torch's default unless OMP_NUM_THREADS says.
+rounds of one greedy stream per model in turn, so drifts of the machine's
+load hit all three alike. Two decoding loops: `ours` is softprompt's own
+(`decode.generate_rows`, what `generate`, `serve` and the studio run), after a
+20-vector soft prompt; `hf` is transformers' `generate` on the bare model.
+Prints the median tokens/s of each (wall clock and this thread's CPU time) and
+the ratios to fp32. Take published figures on an idle machine; the thread
+count is torch's default unless OMP_NUM_THREADS says.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import time
 
 import torch
 
+from softprompt.decode import GenerationConfig, generate_rows
+from softprompt.forward import TokenBatch, prompt_state
 from softprompt.models import BaseModel, load_base_model
+from softprompt.prompts.plain import SoftPrompt
 
 PROMPT = "def fibonacci(n):\n"
 
@@ -33,32 +39,58 @@ def unshared(base: BaseModel) -> BaseModel:
     return plain
 
 
+def hf_stream(base: BaseModel, n: int):
+    """transformers' generate: n greedy tokens after PROMPT; returns the count."""
+    ids = torch.tensor([base.encode(PROMPT)])
+    base.model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return n
+
+
+def our_stream(base: BaseModel, n: int):
+    """softprompt's decoding loop after a 20-vector prompt (its keys/values made once per model, as a
+    server holds them); returns the tokens it made (EOS may end it early)."""
+    if id(base) not in _PROMPTS:
+        _PROMPTS[id(base)] = prompt_state(base, SoftPrompt.initialize(base, 20, "vocab", seed=0).embeddings.detach())
+    ids = torch.tensor([base.encode(PROMPT)])
+    rows = generate_rows(base, _PROMPTS[id(base)], TokenBatch(ids, torch.ones_like(ids)),
+                         GenerationConfig(max_new_tokens=n))  # fmt: skip
+    return len(rows[0].ids)
+
+
+_PROMPTS: dict[int, object] = {}  # id(model) -> its prompt state
+
+
+LOOPS = {"ours": our_stream, "hf": hf_stream}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--loop", choices=[*LOOPS, "both"], default="both")
     args = p.parse_args(argv)
     models = {"fp32": load_base_model(args.model), "int8": load_base_model(args.model, quantize="int8")}
     models["int8-unshared"] = unshared(models["int8"])
-    ids = torch.tensor([models["fp32"].encode(PROMPT)])
-    wall: dict[str, list[float]] = {name: [] for name in models}
-    cpu: dict[str, list[float]] = {name: [] for name in models}
+    loops = list(LOOPS) if args.loop == "both" else [args.loop]
+    runs = [(loop, name) for loop in loops for name in models]
+    wall: dict[tuple, list[float]] = {run: [] for run in runs}
+    cpu: dict[tuple, list[float]] = {run: [] for run in runs}
     n = args.new_tokens
     with torch.no_grad():
-        for base in models.values():
-            base.model.generate(ids, max_new_tokens=4, do_sample=False)  # warm-up
+        for loop, name in runs:
+            LOOPS[loop](models[name], 4)  # warm-up
         for _ in range(args.rounds):
-            for name, base in models.items():
+            for loop, name in runs:
                 start, start_cpu = time.perf_counter(), time.thread_time()
-                base.model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-                wall[name].append(n / (time.perf_counter() - start))
-                cpu[name].append(n / (time.thread_time() - start_cpu))
+                made = LOOPS[loop](models[name], n)
+                wall[loop, name].append(made / (time.perf_counter() - start))
+                cpu[loop, name].append(made / (time.thread_time() - start_cpu))
     print(f"{args.model}, {args.rounds} rounds of {n} tokens, {torch.get_num_threads()} threads")
-    for name in models:
-        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-        ratio = w / statistics.median(wall["fp32"])
-        print(f"{name:14} {w:7.2f} tok/s ({ratio:.3f}x fp32)   main thread's CPU: {c:7.2f} tok/s")
+    for loop, name in runs:
+        w, c = statistics.median(wall[loop, name]), statistics.median(cpu[loop, name])
+        ratio = w / statistics.median(wall[loop, "fp32"])
+        print(f"{loop:5} {name:14} {w:7.2f} tok/s ({ratio:.3f}x fp32)   main thread's CPU: {c:7.2f} tok/s")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ or quantise the source once), then the `cell` subprocess measures
   copy, bytes read + written per second) / the weight bytes read per token
   (every weight but the input embedding table, which is read one row a token);
 - --streams concurrent streamed completions through `softprompt serve`
-  (continuous batching) with that precision: generated tokens/s.
+  (continuous batching) with that precision: generated tokens/s and the
+  server process's peak RSS (the measuring process frees its model first).
 
 fp32 is skipped where it would not fit (--max-fp32-params, default 2e9: the
 7B-shaped model exists only quantised). Finished cells are kept in
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -208,33 +210,55 @@ def decode_tokens_per_s(base, new_tokens: int) -> float:
     return (new_tokens - 1) / max(elapsed - prefill, 1e-9)
 
 
-def serve_streams(model: str, precision: str, base, streams: int, new_tokens: int) -> dict:
-    """Generated tokens/s of `streams` concurrent streamed completions through `softprompt serve`."""
+def serve_streams(model: str, precision: str, folder: Path, streams: int, new_tokens: int) -> dict:
+    """Generated tokens/s of `streams` concurrent streamed completions through `softprompt serve` of the
+    prompts in `folder`, and the server's peak RSS (its own process: the model it loaded, the engine's
+    caches and the requests in flight)."""
     from serve_generate import run_mode
     from serve_load import start_server, stop_server
 
+    texts = reviews(streams)
+    bodies = [
+        {"model": "g", "prompt": text, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+         "stream_options": {"include_usage": True}}
+        for text in texts
+    ]  # fmt: skip
+    options = ["--batch-size", str(streams), "--max-new-tokens", str(new_tokens), "--max-queue", str(2 * streams)]
+    if precision != "none":
+        options += ["--quantize", precision]
+    proc, url = start_server(model, folder, *options)
+    try:
+        elapsed, results = asyncio.run(run_mode(url, bodies, streams))
+        serve_rss = process_peak_rss_mb(proc.pid)
+    finally:
+        stop_server(proc)
+    tokens = sum(r[1] for r in results)
+    return {
+        "serve_streams": streams,
+        "serve_tokens": tokens,
+        "serve_tokens_per_s": tokens / elapsed,
+        "serve_peak_rss_mb": serve_rss,
+    }
+
+
+def write_serve_prompt(base, folder: Path) -> None:
+    """The prompt `serve_streams` asks for: a plain prompt of 20 vectors for text generation, as "g"."""
     from softprompt.prompts.meta import PromptMeta
     from softprompt.prompts.plain import SoftPrompt
 
-    texts = reviews(streams)
-    with tempfile.TemporaryDirectory(prefix="scale-serve-") as tmp:
-        meta = PromptMeta(task="generate", template="Review: {text}\nA short reply:")
-        SoftPrompt.initialize(base, 20, "vocab", seed=0, meta=meta).save(Path(tmp) / "g", base)
-        bodies = [
-            {"model": "g", "prompt": text, "max_tokens": new_tokens, "temperature": 0, "stream": True,
-             "stream_options": {"include_usage": True}}
-            for text in texts
-        ]  # fmt: skip
-        options = ["--batch-size", str(streams), "--max-new-tokens", str(new_tokens), "--max-queue", str(2 * streams)]
-        if precision != "none":
-            options += ["--quantize", precision]
-        proc, url = start_server(model, Path(tmp), *options)
-        try:
-            elapsed, results = asyncio.run(run_mode(url, bodies, streams))
-        finally:
-            stop_server(proc)
-    tokens = sum(r[1] for r in results)
-    return {"serve_streams": streams, "serve_tokens": tokens, "serve_tokens_per_s": tokens / elapsed}
+    meta = PromptMeta(task="generate", template="Review: {text}\nA short reply:")
+    SoftPrompt.initialize(base, 20, "vocab", seed=0, meta=meta).save(folder / "g", base)
+
+
+def process_peak_rss_mb(pid: int) -> float | None:
+    """Another process's peak RSS (Linux's VmHWM); None where /proc does not say."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def preload() -> None:
@@ -279,10 +303,15 @@ def cell(args) -> dict:
     row["decode_bound_tokens_per_s"] = row["bandwidth_gb_s"] * 1e9 / per_token
     row["decode_of_bound"] = row["decode_tokens_per_s"] / row["decode_bound_tokens_per_s"]
     if args.streams:
-        try:
-            row.update(serve_streams(args.model, args.precision, base, args.streams, args.new_tokens))
-        except (SystemExit, RuntimeError, OSError) as e:
-            row["serve_error"] = str(e)
+        with tempfile.TemporaryDirectory(prefix="scale-serve-") as tmp:
+            write_serve_prompt(base, Path(tmp))
+            # The server loads its own copy: this one goes first, so the two are never held at once.
+            del base
+            gc.collect()
+            try:
+                row.update(serve_streams(args.model, args.precision, Path(tmp), args.streams, args.new_tokens))
+            except (SystemExit, RuntimeError, OSError) as e:
+                row["serve_error"] = str(e)
     return row
 
 
@@ -306,7 +335,7 @@ def run_stage(args, stage: str, model: str, precision: str) -> dict:
 def table(cells: dict) -> str:
     head = (
         f"{'model':<20} {'prec':<5} {'load s':>7} {'cache MB':>9} {'batch':>5} {'train RSS MB':>12} {'s/step':>7} "
-        f"{'decode t/s':>10} {'bound t/s':>9} {'of bound':>8} {'serve t/s':>9}"
+        f"{'decode t/s':>10} {'bound t/s':>9} {'of bound':>8} {'serve t/s':>9} {'serve RSS MB':>12}"
     )
     lines = [head]
     for key, row in cells.items():
@@ -318,7 +347,7 @@ def table(cells: dict) -> str:
             f"{model:<20} {precision:<5} {row['load_s']:>7.1f} {row['cache_bytes'] / 1e6:>9.0f} {row['train_batch']:>5} "
             f"{row['train_peak_rss_mb']:>12.0f} {row['train_step_s']:>7.2f} {row['decode_tokens_per_s']:>10.2f} "
             f"{row['decode_bound_tokens_per_s']:>9.2f} {row['decode_of_bound']:>8.0%} "
-            f"{row.get('serve_tokens_per_s', float('nan')):>9.2f}"
+            f"{row.get('serve_tokens_per_s', float('nan')):>9.2f} {row.get('serve_peak_rss_mb') or float('nan'):>12.0f}"
         )
     return "\n".join(lines)
 
