@@ -224,21 +224,24 @@ def serve_streams(model: str, precision: str, folder: Path, streams: int, new_to
         for text in texts
     ]  # fmt: skip
     options = ["--batch-size", str(streams), "--max-new-tokens", str(new_tokens), "--max-queue", str(2 * streams)]
+    options += ["--timeout", "3600"]  # a 7B model's 32 prefills take minutes on 2 cores
     if precision != "none":
         options += ["--quantize", precision]
-    proc, url = start_server(model, folder, *options)
+    row: dict = {"serve_streams": streams}
+    try:
+        proc, url = start_server(model, folder, *options)
+    except SystemExit as e:  # it did not start
+        return {**row, "serve_error": str(e)}
     try:
         elapsed, results = asyncio.run(run_mode(url, bodies, streams))
-        serve_rss = process_peak_rss_mb(proc.pid)
+        tokens = sum(r[1] for r in results)
+        row.update(serve_tokens=tokens, serve_tokens_per_s=tokens / elapsed)
+    except (SystemExit, RuntimeError, OSError) as e:
+        row["serve_error"] = str(e)
     finally:
+        row["serve_peak_rss_mb"] = process_peak_rss_mb(proc.pid)  # what it took, answered or not
         stop_server(proc)
-    tokens = sum(r[1] for r in results)
-    return {
-        "serve_streams": streams,
-        "serve_tokens": tokens,
-        "serve_tokens_per_s": tokens / elapsed,
-        "serve_peak_rss_mb": serve_rss,
-    }
+    return row
 
 
 def write_serve_prompt(base, folder: Path) -> None:
@@ -308,10 +311,7 @@ def cell(args) -> dict:
             # The server loads its own copy: this one goes first, so the two are never held at once.
             del base
             gc.collect()
-            try:
-                row.update(serve_streams(args.model, args.precision, Path(tmp), args.streams, args.new_tokens))
-            except (SystemExit, RuntimeError, OSError) as e:
-                row["serve_error"] = str(e)
+            row.update(serve_streams(args.model, args.precision, Path(tmp), args.streams, args.new_tokens))
     return row
 
 
