@@ -284,6 +284,8 @@ def build(args) -> dict:
 def cell(args) -> dict:
     import torch
 
+    from softprompt.allocator import return_freed_memory
+
     preload()
     start = time.perf_counter()
     base = load(args)
@@ -311,6 +313,7 @@ def cell(args) -> dict:
             # The server loads its own copy: this one goes first, so the two are never held at once.
             del base
             gc.collect()
+            return_freed_memory()
             row.update(serve_streams(args.model, args.precision, Path(tmp), args.streams, args.new_tokens))
     return row
 
