@@ -23,7 +23,7 @@ import time
 import torch
 
 from softprompt.decode import GenerationConfig, generate_rows
-from softprompt.forward import TokenBatch, prompt_state
+from softprompt.forward import PromptState, TokenBatch, prompt_state
 from softprompt.models import BaseModel, load_base_model
 from softprompt.prompts.plain import SoftPrompt
 
@@ -39,25 +39,18 @@ def unshared(base: BaseModel) -> BaseModel:
     return plain
 
 
-def hf_stream(base: BaseModel, n: int):
-    """transformers' generate: n greedy tokens after PROMPT; returns the count."""
+def hf_stream(base: BaseModel, prompt: PromptState, n: int) -> int:
+    """transformers' generate on the bare model (no soft prompt): n greedy tokens after PROMPT; their count."""
     ids = torch.tensor([base.encode(PROMPT)])
     base.model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
     return n
 
 
-def our_stream(base: BaseModel, n: int):
-    """softprompt's decoding loop after a 20-vector prompt (its keys/values made once per model, as a
-    server holds them); returns the tokens it made (EOS may end it early)."""
-    if id(base) not in _PROMPTS:
-        _PROMPTS[id(base)] = prompt_state(base, SoftPrompt.initialize(base, 20, "vocab", seed=0).embeddings.detach())
+def our_stream(base: BaseModel, prompt: PromptState, n: int) -> int:
+    """softprompt's decoding loop after `prompt`; the tokens it made (EOS may end it early)."""
     ids = torch.tensor([base.encode(PROMPT)])
-    rows = generate_rows(base, _PROMPTS[id(base)], TokenBatch(ids, torch.ones_like(ids)),
-                         GenerationConfig(max_new_tokens=n))  # fmt: skip
+    rows = generate_rows(base, prompt, TokenBatch(ids, torch.ones_like(ids)), GenerationConfig(max_new_tokens=n))
     return len(rows[0].ids)
-
-
-_PROMPTS: dict[int, object] = {}  # id(model) -> its prompt state
 
 
 LOOPS = {"ours": our_stream, "hf": hf_stream}
@@ -72,6 +65,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     models = {"fp32": load_base_model(args.model), "int8": load_base_model(args.model, quantize="int8")}
     models["int8-unshared"] = unshared(models["int8"])
+    # A 20-vector prompt's keys/values, made once per model as a server holds them.
+    prompts = {
+        name: prompt_state(base, SoftPrompt.initialize(base, 20, "vocab", seed=0).embeddings.detach())
+        for name, base in models.items()
+    }
     loops = list(LOOPS) if args.loop == "both" else [args.loop]
     runs = [(loop, name) for loop in loops for name in models]
     wall: dict[tuple, list[float]] = {run: [] for run in runs}
@@ -79,11 +77,11 @@ def main(argv=None) -> None:
     n = args.new_tokens
     with torch.no_grad():
         for loop, name in runs:
-            LOOPS[loop](models[name], 4)  # warm-up
+            LOOPS[loop](models[name], prompts[name], 4)  # warm-up
         for _ in range(args.rounds):
             for loop, name in runs:
                 start, start_cpu = time.perf_counter(), time.thread_time()
-                made = LOOPS[loop](models[name], n)
+                made = LOOPS[loop](models[name], prompts[name], n)
                 wall[loop, name].append(made / (time.perf_counter() - start))
                 cpu[loop, name].append(made / (time.thread_time() - start_cpu))
     print(f"{args.model}, {args.rounds} rounds of {n} tokens, {torch.get_num_threads()} threads")
