@@ -43,7 +43,7 @@ def test_every_front_end_shows_the_same_defaults():
     """One source: the CLI's help and parsed run, the studio's form schema and compare's settings agree with the
     method registry's recipes."""
     d = defaults()
-    assert (d["method"], d["num_virtual_tokens"], d["lr"]) == (DEFAULT_METHOD, 10, 0.02)
+    assert (d["method"], d["num_virtual_tokens"], d["lr"]) == (DEFAULT_METHOD, 10, 0.015)
     assert (d["optimizer"], d["schedule"], d["steps"], d["batch_size"], d["init"]) == (
         "adamw",
         "cosine",
@@ -55,6 +55,7 @@ def test_every_front_end_shows_the_same_defaults():
     recipes = {m: METHODS[m].recipe for m in METHODS}
     assert all(f"{m} {r.num_virtual_tokens}" in shown["num_virtual_tokens"] for m, r in recipes.items())
     assert all(f"{m} {r.lr['none']:g}" in shown["lr"] for m, r in recipes.items())
+    assert all(f"{m} {r.warmup_steps}" in shown["warmup_steps"] for m, r in recipes.items())
     for key in ("batch_size", "eval_every", "seed", "schedule", "balance"):
         assert f"(default: {d[key]})" in shown[key], key
     assert f"(default: {d['method']})" in shown["method"]
@@ -77,11 +78,13 @@ def test_every_front_end_shows_the_same_defaults():
     for name, variant in VARIANTS.items():
         mine = TrainConfig(**compare.method_settings(name))
         alone = TrainConfig(method=variant.method, reparam=variant.reparam)
-        assert (mine.num_virtual_tokens, mine.learning_rate, mine.optimizer) == (
-            alone.num_virtual_tokens, alone.learning_rate, alone.optimizer,
+        assert (mine.num_virtual_tokens, mine.learning_rate, mine.optimizer, mine.warmup_steps) == (
+            alone.num_virtual_tokens, alone.learning_rate, alone.optimizer, alone.warmup_steps,
         ), name  # fmt: skip
         assert d["by_method"][variant.method]["num_virtual_tokens"] == mine.num_virtual_tokens
     assert d["by_method"]["prompt"]["num_virtual_tokens"] == 20 and d["by_method"]["prompt"]["lr"] == 0.01
+    assert d["by_method"]["prefix"]["warmup_steps"] == METHODS["prefix"].recipe.warmup_steps == d["warmup_steps"]
+    assert d["by_method"]["prompt"]["warmup_steps"] == 0  # a plain prompt keeps its measured recipe
     # A compare flag overrides every method's recipe.
     forced = CompareConfig(num_virtual_tokens=5, prompt_lr=0.1)
     assert {TrainConfig(**forced.method_settings(n)).num_virtual_tokens for n in VARIANTS} == {5}

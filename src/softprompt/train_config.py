@@ -3,7 +3,7 @@
 Each field is declared once, with its type, default, choices and help (`setting`). The `train`
 flags, the studio's form (its schema, labels and validation) and `compare`'s per-method settings are
 generated from these declarations (`settings()`), so a new field appears in each of them with no
-other edit. Fields left unset (None) that a method's recipe covers (prompt length, LR, optimiser,
+other edit. Fields left unset (None) that a method's recipe covers (prompt length, LR, optimiser, warmup,
 recompute, reparameterisation width) take the method's measured value (`prompts/registry.py`).
 
 The module does not import torch, so `softprompt --help` and the studio's schema can show the
@@ -33,7 +33,7 @@ REPARAM_LR_SCALE = {"none": 1.0, "mlp": 0.1, "residual": 1.0}
 # Class balance (balance.py): auto corrects the loss and the decision when the training labels are imbalanced.
 BALANCE = ("auto", "full", "off")
 # Fields a recipe fills when the user leaves them unset.
-FROM_RECIPE = ("num_virtual_tokens", "optimizer", "gradient_checkpointing", "reparam_hidden")
+FROM_RECIPE = ("num_virtual_tokens", "optimizer", "warmup_steps", "gradient_checkpointing", "reparam_hidden")
 
 
 def setting(
@@ -124,7 +124,9 @@ class TrainConfig:
         None, "optimiser steps", default_text=f"{DEFAULT_STEPS} unless epochs is given", basic=True
     )
     epochs: float | None = setting(None, "train for this many passes over the data instead of steps")
-    warmup_steps: int = setting(0, "linear LR warmup steps")
+    warmup_steps: int | None = setting(
+        None, "linear LR warmup steps", default_text=_per_method("warmup_steps"), label="Warmup steps"
+    )
     schedule: str = setting("cosine", "LR after warmup (decay lowers end-of-run noise)", choices=SCHEDULES)
     max_grad_norm: float | None = setting(1.0, "clip the gradient norm (0 = off)")
     eval_every: int = setting(50, "dev evaluation every N steps (and at the end)", label="Dev eval every", basic=True)
@@ -211,7 +213,8 @@ class TrainConfig:
         how = "" if self.reparam == "none" else f" through a {self.reparam} network"
         return (
             f"{self.method}{how}, T={self.num_virtual_tokens}, init={self.init}, {self.optimizer} "
-            f"lr={self.learning_rate:g}, batch {self.batch_size}x{self.grad_accum}, balance={self.balance}"
+            f"lr={self.learning_rate:g}, warmup {self.warmup_steps}, batch {self.batch_size}x{self.grad_accum}, "
+            f"balance={self.balance}"
         )
 
     def differences(self, other: dict) -> list[str]:
